@@ -1,0 +1,55 @@
+# Vigil: `make serve` builds the environment and starts the gateway on :3000 with the demo
+# models; `make test` runs every test. Both reuse a virtualenv stamped by pyproject.toml.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := $(abspath $(or $(VIGIL_DATA_DIR),var))
+PORT ?= 3000
+export VIGIL_DATA_DIR := $(DATA)
+export BENTOML_HOME := $(DATA)/bentoml
+export BENTOML_DO_NOT_TRACK := true
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+TOKEN_FILE := $(DATA)/admin-token
+
+.PHONY: venv serve test test-fast demo build bench lint clean token
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.stamp-* && touch $@
+
+venv: $(STAMP)
+
+$(TOKEN_FILE):
+	mkdir -p $(DATA) && umask 077 && $(BIN)/python -c "import secrets; print('vgl_' + secrets.token_urlsafe(32))" > $@
+
+token: venv $(TOKEN_FILE)
+	@echo "admin token (role admin, name bootstrap): $(TOKEN_FILE)"
+
+serve: venv $(TOKEN_FILE)
+	@echo "admin token in $(TOKEN_FILE)  (export VIGIL_TOKEN=\$$(cat $(TOKEN_FILE)))"
+	VIGIL_BOOTSTRAP_ADMIN_TOKEN=$${VIGIL_BOOTSTRAP_ADMIN_TOKEN:-$$(cat $(TOKEN_FILE))} \
+	  $(BIN)/bentoml serve service.gateway:Gateway --port $(PORT)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+demo: venv
+	$(BIN)/python -m models.demo.train
+
+build: venv
+	$(BIN)/bentoml build
+
+bench: venv
+	$(BIN)/python load_tests/bench.py
+
+lint: venv
+	$(BIN)/ruff check service models monitoring store tests load_tests
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,40 @@
+"""Once per server start, before workers: migrate the store and, into an empty store,
+register the demo models and their deployment."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from models.registry import Registry
+from service.settings import Settings
+from store import Canary, Deployment, DeploymentStore, Shadow, make_engine, migrate
+
+log = logging.getLogger("vigil.bootstrap")
+DEMO = Path(__file__).resolve().parent.parent / "models" / "demo" / "artifacts"
+
+
+def register_dir(registry: Registry, directory: Path) -> None:
+    registry.register((directory / "model.onnx").read_bytes(),
+                      json.loads((directory / "card.json").read_text()),
+                      (directory / "reference.csv").read_bytes(), "reference.csv")
+
+
+def bootstrap(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    store = DeploymentStore(engine)
+    if not settings.server.demo or store.revisions():
+        engine.dispose()
+        return
+    registry = Registry()
+    for model_dir in sorted(DEMO.iterdir()):
+        for version_dir in sorted(model_dir.iterdir()):
+            register_dir(registry, version_dir)
+    store.create(Deployment(model="breast_cancer", champion="v1", canary=Canary("v2", 0.1),
+                            shadows=(Shadow("v3", 1.0),)))
+    store.create(Deployment(model="diabetes", champion="v1"))
+    log.info("registered the demo models and deployments")
+    engine.dispose()

@@ -1,0 +1,164 @@
+"""The Gateway BentoML service: ``POST /predict``, ``/metrics``, and the admin app at ``/admin``.
+
+Run with ``bentoml serve`` (bentofile.yaml names ``service.gateway:Gateway``). Each worker
+builds its own WorkerContext; the store is the only thing workers share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import bentoml
+import orjson
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+from starlette.requests import Request
+from starlette.responses import Response
+
+from _bentoml_sdk.io_models import IODescriptor
+from monitoring.metrics import GatewayMetrics, exposition
+from service import admin, openapi
+from service.bootstrap import bootstrap
+from service.context import WorkerContext, build_context
+from service.errors import InvalidInput, PayloadTooLarge, VigilError
+from service.inference import parse_json
+from service.settings import load_settings
+
+log = logging.getLogger("vigil.gateway")
+SETTINGS = load_settings()  # the decorator's arguments are read at import
+
+
+class PredictBody(IODescriptor):
+    """``POST /predict``. The body is read and validated by Vigil itself (BentoML's pydantic
+    validation would answer 400 and log a traceback); these fields document it."""
+
+    model: str = Field(description="the model to ask, e.g. breast_cancer")
+    inputs: list[dict[str, Any]] | None = Field(
+        None, description="named records, one per row: {feature: value}")
+    instances: list[list[Any]] | None = Field(
+        None, description="rows of values in the card's feature order (instead of inputs)")
+    routing_key: str | None = Field(
+        None, description="sticky canary split key (else the routing-key header)")
+    raw: SkipJsonSchema[Any] = None
+
+    @classmethod
+    def _wrap(cls, raw: Any) -> PredictBody:
+        return cls.model_construct(raw=raw, model=None, inputs=None, instances=None,
+                                   routing_key=None)
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> PredictBody:
+        limit = SETTINGS.limits.max_body_bytes
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            return cls._wrap(PayloadTooLarge(
+                "body", f"{declared} bytes; the limit is {limit}"))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return cls._wrap(PayloadTooLarge(
+                    "body", f"more than {limit} bytes; the limit is {limit}"))
+            chunks.append(chunk)
+        try:
+            return cls._wrap(parse_json(b"".join(chunks), limit))
+        except VigilError as exc:
+            return cls._wrap(exc)
+
+
+def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@root_app.get("/metrics", include_in_schema=True, summary="Prometheus metrics of every process",
+              response_class=Response,
+              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def metrics() -> Response:
+    data = await asyncio.to_thread(exposition)
+    return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@bentoml.asgi_app(root_app, path="/")
+@bentoml.asgi_app(admin.app, path="/admin")
+@bentoml.service(
+    name="vigil",
+    workers=SETTINGS.server.workers,
+    traffic={"timeout": SETTINGS.server.request_timeout_seconds},
+    logging={"access": {"enabled": False}},
+    metrics={"enabled": False},
+    runner_probe={"enabled": False},
+    service_class=openapi.VigilService,
+)
+class Gateway:
+    @bentoml.on_deployment
+    def prepare() -> None:  # type: ignore[misc]
+        """Once per server start, before any worker: migrate the store, seed the demo."""
+        bootstrap(SETTINGS)
+
+    def __init__(self) -> None:
+        self.ctx: WorkerContext = build_context(SETTINGS, GatewayMetrics())
+        self.ctx.live.refresh()
+        admin.app.state.ctx = self.ctx
+        root_app.state.ctx = self.ctx
+        self._poll: asyncio.Task[None] | None = None
+
+    @bentoml.on_startup
+    async def start(self) -> None:
+        self.ctx.start_shadows()
+        self.ctx.publish_gauges()
+        self._poll = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        interval = SETTINGS.store.deployment_poll_seconds
+        while True:
+            try:
+                changed = await asyncio.to_thread(self.ctx.live.refresh)
+                if changed:
+                    self.ctx.publish_gauges()
+            except Exception:
+                log.exception("deployment refresh failed")
+            await asyncio.sleep(interval)
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+        if self.ctx.shadows is not None:
+            self.ctx.shadows.close()
+
+    def __is_ready__(self) -> bool:
+        return bool(self.ctx.live.models())
+
+    @bentoml.api(route="/predict", input_spec=PredictBody)
+    async def predict(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
+                      inputs: Any = None, instances: Any = None,
+                      routing_key: Any = None) -> dict[str, Any]:
+        # Returns a Starlette Response (BentoML passes it through untouched, skipping its
+        # per-response schema rebuild); the annotation only feeds BentoML's output spec.
+        headers = ctx.request.headers
+        try:
+            if SETTINGS.auth.inference == "required":
+                self.ctx.auth.require(headers.get("authorization"), "client")
+            if isinstance(raw, VigilError):
+                raise raw
+            if raw is None:
+                raise InvalidInput("body", "is required")
+            result = await self.ctx.predictor.predict(raw, headers)
+        except VigilError as exc:
+            ctx.response.status_code = exc.status
+            return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
+        ctx.response.status_code = 200
+        return _json(  # type: ignore[return-value]
+            200, result.body, {"X-Request-ID": result.request_id,
+                                        "X-Vigil-Revision": str(result.revision),
+                                        "X-Vigil-Variant": result.route.variant})

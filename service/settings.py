@@ -1,0 +1,133 @@
+"""One typed Settings object: ``vigil.yaml`` (path from ``VIGIL_CONFIG``) overridden by env.
+
+Priority, highest first: init arguments, ``VIGIL_<SECTION>__<KEY>`` environment variables,
+the YAML file, the defaults below. ``VIGIL_DATA_DIR`` (default ``var/``) roots every path
+that is not given explicitly: the SQLite store, the prediction log, the BentoML model store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+Role = Literal["client", "feedback", "viewer", "operator", "admin"]
+
+
+class ServerSettings(BaseModel):
+    workers: int = Field(2, ge=1, le=64)
+    port: int = 3000
+    host: str = "0.0.0.0"
+    demo: bool = True  # register the demo models into an empty store at start
+    request_timeout_seconds: float = Field(30.0, gt=0)
+    base_url: str = "http://127.0.0.1:3000"
+
+
+class LimitsSettings(BaseModel):
+    max_rows: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+
+
+class StoreSettings(BaseModel):
+    url: str | None = None  # default: sqlite:///{data_dir}/vigil.db
+    deployment_poll_seconds: float = Field(0.5, gt=0)
+
+
+class LogSettings(BaseModel):
+    dir: str | None = None  # default: {data_dir}/log
+    queue_size: int = Field(10_000, ge=1)
+    fsync_seconds: float = Field(0.5, gt=0)
+
+
+class ShadowSettings(BaseModel):
+    queue_size: int = Field(256, ge=1)
+    timeout_seconds: float = Field(1.0, gt=0)
+    breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the breaker
+    breaker_reset_seconds: float = Field(30.0, gt=0)
+
+
+class MonitorSettings(BaseModel):
+    tick_seconds: float = Field(1.0, gt=0)
+
+
+class TokenSettings(BaseModel):
+    name: str
+    role: Role
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AuthSettings(BaseModel):
+    inference: Literal["open", "required"] = "open"
+    feedback: Literal["open", "required"] = "required"
+    tokens: list[TokenSettings] = []
+    bootstrap_admin_token: str | None = None  # VIGIL_BOOTSTRAP_ADMIN_TOKEN
+
+
+class WebhookSettings(BaseModel):
+    targets: list[dict[str, Any]] = []
+
+
+class Settings(BaseSettings):
+    """Everything Vigil reads from its configuration, in the tree of DESIGN §5."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    data_dir: Path = Path("var")
+    server: ServerSettings = ServerSettings()
+    limits: LimitsSettings = LimitsSettings()
+    store: StoreSettings = StoreSettings()
+    log: LogSettings = LogSettings()
+    shadows: ShadowSettings = ShadowSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    drift: dict[str, Any] = {}
+    policies: dict[str, Any] = {}
+    rollouts: dict[str, Any] = {}
+    webhooks: WebhookSettings = WebhookSettings()
+    auth: AuthSettings = AuthSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("VIGIL_CONFIG", "vigil.yaml")
+        if Path(config_path).is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir.resolve() / 'vigil.db'}"
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.log.dir) if self.log.dir else self.data_dir / "log"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.data_dir / "bentoml"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the Settings once per process; ``overrides`` win over every source."""
+    settings = Settings(**overrides)
+    token = os.environ.get("VIGIL_BOOTSTRAP_ADMIN_TOKEN")
+    if token and not settings.auth.bootstrap_admin_token:
+        settings.auth.bootstrap_admin_token = token
+    return settings
