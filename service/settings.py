@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,13 @@ from pydantic_settings import (
 Role = Literal["client", "feedback", "viewer", "operator", "admin"]
 
 
-class ServerSettings(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     workers: int = Field(2, ge=1, le=64)
     port: int = 3000
     host: str = "0.0.0.0"
@@ -31,48 +37,48 @@ class ServerSettings(BaseModel):
     base_url: str = "http://127.0.0.1:3000"
 
 
-class LimitsSettings(BaseModel):
+class LimitsSettings(Section):
     max_rows: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     url: str | None = None  # default: sqlite:///{data_dir}/vigil.db
     deployment_poll_seconds: float = Field(0.5, gt=0)
 
 
-class LogSettings(BaseModel):
+class LogSettings(Section):
     dir: str | None = None  # default: {data_dir}/log
     queue_size: int = Field(10_000, ge=1)
     fsync_seconds: float = Field(0.5, gt=0)
 
 
-class ShadowSettings(BaseModel):
+class ShadowSettings(Section):
     queue_size: int = Field(256, ge=1)
     timeout_seconds: float = Field(1.0, gt=0)
     breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the breaker
     breaker_reset_seconds: float = Field(30.0, gt=0)
 
 
-class MonitorSettings(BaseModel):
+class MonitorSettings(Section):
     tick_seconds: float = Field(1.0, gt=0)
 
 
-class TokenSettings(BaseModel):
+class TokenSettings(Section):
     name: str
     role: Role
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     inference: Literal["open", "required"] = "open"
     feedback: Literal["open", "required"] = "required"
     tokens: list[TokenSettings] = []
     bootstrap_admin_token: str | None = None  # VIGIL_BOOTSTRAP_ADMIN_TOKEN
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(Section):
     targets: list[dict[str, Any]] = []
 
 

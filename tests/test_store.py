@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from store import (
+    AuditLog,
+    AuditRecord,
+    Canary,
+    Deployment,
+    DeploymentInvalid,
+    DeploymentNotFound,
+    DeploymentStore,
+    Shadow,
+    StaleRevision,
+)
+from store.deployments import apply_patch, merge_patch, promoted, rolled_back
+
+
+def test_merge_patch_follows_rfc7386() -> None:
+    assert merge_patch({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": None, "e": 4}}) == \
+        {"a": 1, "b": {"d": 3, "e": 4}}
+    assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
+    assert merge_patch({"a": 1}, {"a": None}) == {}
+
+
+def test_create_then_compare_and_set(engine) -> None:  # type: ignore[no-untyped-def]
+    store = DeploymentStore(engine)
+    d = store.create(Deployment(model="m", champion="v1"))
+    assert d.revision == 1 and d.salt and store.revisions() == {"m": 1}
+    d2 = store.replace(apply_patch(d, {"canary": {"version": "v2", "weight": 0.25}}), 1)
+    assert d2.revision == 2 and d2.canary == Canary("v2", 0.25) and d2.salt == d.salt
+    with pytest.raises(StaleRevision) as err:
+        store.replace(apply_patch(d, {"canary": None}), 1)
+    assert err.value.current == 2
+    assert store.get("m").canary == Canary("v2", 0.25)
+    with pytest.raises(DeploymentNotFound):
+        store.get("nope")
+
+
+def test_concurrent_writers_never_both_win(engine) -> None:  # type: ignore[no-untyped-def]
+    store = DeploymentStore(engine)
+    d = store.create(Deployment(model="race", champion="v1"))
+    outcomes: list[str] = []
+
+    def write(weight: float) -> None:
+        try:
+            store.replace(apply_patch(d, {"canary": {"version": "v2", "weight": weight}}), 1)
+            outcomes.append("ok")
+        except StaleRevision:
+            outcomes.append("stale")
+
+    threads = [threading.Thread(target=write, args=(w / 10,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 1 and outcomes.count("stale") == 5
+    assert store.get("race").revision == 2
+
+
+def test_promote_then_rollback_restores_the_champion() -> None:
+    d = Deployment(model="m", champion="v1", canary=Canary("v2", 0.1),
+                   shadows=(Shadow("v3"),), salt="s", revision=4)
+    p = promoted(d)
+    assert (p.champion, p.canary, p.history) == ("v2", None, ("v1",))
+    r = rolled_back(p)
+    assert (r.champion, r.canary, r.history) == ("v1", None, ())
+    with pytest.raises(DeploymentInvalid, match="no canary"):
+        promoted(r)
+    with pytest.raises(DeploymentInvalid, match="no previous champion"):
+        rolled_back(r)
+
+
+@pytest.mark.parametrize("patch,field", [
+    ({"champion": {"version": "v9"}}, "champion"),
+    ({"bogus": 1}, "bogus"),
+    ({"canary": {"version": "v2", "weight": 1.5}}, "canary.weight"),
+    ({"canary": {"version": "v1", "weight": 0.5}}, "canary.version"),
+    ({"canary": {"weight": 0.5}}, "canary.version"),
+    ({"shadows": [{"version": "v3"}, {"version": "v3"}]}, "shadows[1].version"),
+    ({"shadows": [{"version": "v1"}]}, "shadows[0].version"),
+    ({"shadows": [{"version": "v3", "sample_rate": 0}]}, "shadows[0].sample_rate"),
+    ({"routing_key_header": "bad header"}, "routing_key_header"),
+])
+def test_invalid_patches_name_the_field(patch: dict, field: str) -> None:
+    d = Deployment(model="m", champion="v1", salt="s", revision=1)
+    with pytest.raises(DeploymentInvalid) as err:
+        apply_patch(d, patch)
+    assert err.value.field == field
+
+
+def test_audit_is_append_only_and_newest_first(engine) -> None:  # type: ignore[no-untyped-def]
+    audit = AuditLog(engine)
+    audit.write(AuditRecord(actor="alice", role="operator", action="deployments.patch",
+                            target="deployments/m", outcome="ok", before={"a": 1},
+                            after={"a": 2}, request_id="r1"))
+    audit.write(AuditRecord(actor="anonymous", role=None, action="audit.read",
+                            target="/admin/audit", outcome="denied"))
+    rows = audit.recent(10)
+    assert [r.actor for r in rows] == ["anonymous", "alice"]
+    assert rows[1].before == {"a": 1} and rows[1].after == {"a": 2}
+    assert audit.recent(10, action="deployments.patch")[0].request_id == "r1"
