@@ -1,0 +1,149 @@
+"""A shadow never changes the answer or delays it; a failing shadow trips its breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.registry import Registry
+from monitoring.events import InMemoryStatsSink, PredictionEvent
+from service.inference import Predictor
+from service.live import LiveDeployments, Served
+from service.settings import load_settings
+from service.shadows import CircuitBreaker, ShadowPool
+from store import Deployment, Shadow
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
+    clock = Clock()
+    b = CircuitBreaker(failures=3, reset_seconds=10, clock=clock)
+    for _ in range(2):
+        b.record(False)
+    assert b.state == "closed" and b.allow()
+    b.record(False)
+    assert b.state == "open" and not b.allow()
+    clock.now = 10.0
+    assert b.state == "half_open"
+    assert b.allow() and not b.allow()  # exactly one trial call
+    b.record(False)
+    assert b.state == "open"
+    clock.now = 20.0
+    assert b.allow()
+    b.record(True)
+    assert b.state == "closed"
+
+
+class SlowRuntime:
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.card, self.inner, self.delay = inner.card, inner, delay
+        self.release = threading.Event()
+
+    def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        self.release.wait(self.delay)
+        return self.inner.predict(matrix)
+
+
+class BrokenRuntime:
+    def __init__(self, inner: Any) -> None:
+        self.card = inner.card
+
+    def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        raise RuntimeError("shadow exploded")
+
+
+class FixedLive(LiveDeployments):
+    def __init__(self, served: Served) -> None:
+        self._fixed = served
+
+    def get(self, model: str) -> Served | None:
+        return self._fixed if model == self._fixed.deployment.model else None
+
+
+def _predictor(registry: Registry, shadow_runtime: Any, sink: InMemoryStatsSink,
+               timeout: float = 0.2) -> tuple[Predictor, ShadowPool]:
+    champion = registry.get("breast_cancer", "v1").load()
+    d = Deployment(model="breast_cancer", champion="v1", shadows=(Shadow("v3"),), salt="s",
+                   revision=7)
+    served = Served(d, {"v1": champion, "v3": shadow_runtime})
+    pool = ShadowPool(queue_size=4, timeout=timeout, breaker_failures=3,
+                      breaker_reset_seconds=60, sink=sink)
+    settings = load_settings()
+    return Predictor(settings, FixedLive(served), sink, pool), pool
+
+
+@pytest.mark.parametrize("kind", ["healthy", "slow", "broken"])
+def test_a_shadow_never_changes_the_answer(registry: Registry, kind: str) -> None:
+    async def scenario() -> None:
+        sink = InMemoryStatsSink()
+        v3 = registry.get("breast_cancer", "v3").load()
+        runtime = {"healthy": v3, "slow": SlowRuntime(v3, 5.0),
+                   "broken": BrokenRuntime(v3)}[kind]
+        predictor, pool = _predictor(registry, runtime, sink)
+        alone = registry.get("breast_cancer", "v1").load()
+        rows = registry.get("breast_cancer", "v1").smoke_rows()[:3]
+        names = alone.card.feature_names
+        body = {"model": "breast_cancer",
+                "inputs": [dict(zip(names, r.tolist(), strict=True)) for r in rows]}
+        start = time.perf_counter()
+        results = []
+        for _ in range(8):
+            results.append(await predictor.predict(body, {}))
+            await asyncio.sleep(0.02)  # requests arrive apart, as on a real server
+        elapsed = time.perf_counter() - start
+        for r in results:
+            assert r.body["predictions"] == alone.predict(rows)
+            assert (r.body["version"], r.body["variant"]) == ("v1", "champion")
+        # the champion never waited for a shadow (a slow one would take 5 s per call)
+        assert elapsed < 2.5
+        await asyncio.sleep(1.0)
+        stats = sink.snapshot()["breast_cancer"]
+        assert stats["v1"]["requests"] == 8
+        if kind == "healthy":
+            assert stats["v3"]["requests"] == 8 and stats["v3"]["errors"] == 0
+            assert stats["v3"]["agreement"] is not None
+        else:
+            # timeouts/errors were recorded and the breaker opened after 3 of them
+            assert stats["v3"]["errors"] >= 3
+            assert pool.breaker_states()[("breast_cancer", "v3")] == "open"
+        if isinstance(runtime, SlowRuntime):
+            runtime.release.set()
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_shadow_queue_drops_instead_of_waiting(registry: Registry) -> None:
+    async def scenario() -> None:
+        events: list[PredictionEvent] = []
+
+        class ListSink:
+            def emit(self, e: PredictionEvent) -> None:
+                events.append(e)
+
+        v3 = registry.get("breast_cancer", "v3").load()
+        slow = SlowRuntime(v3, 5.0)
+        predictor, pool = _predictor(registry, slow, ListSink(), timeout=10)  # type: ignore[arg-type]
+        names = v3.card.feature_names
+        row = registry.get("breast_cancer", "v1").smoke_rows()[0].tolist()
+        body = {"model": "breast_cancer", "inputs": [dict(zip(names, row, strict=True))]}
+        for _ in range(10):
+            r = await predictor.predict(body, {})
+            assert r.body["variant"] == "champion"
+        lane = pool.lane("breast_cancer", "v3")
+        assert lane._queue.qsize() == 4  # bounded: the rest were dropped, not queued
+        slow.release.set()
+        pool.close()
+
+    asyncio.run(scenario())
