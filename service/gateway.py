@@ -12,13 +12,13 @@ from typing import Any
 
 import bentoml
 import orjson
+from _bentoml_sdk.io_models import IODescriptor
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from _bentoml_sdk.io_models import IODescriptor
 from monitoring.metrics import GatewayMetrics, exposition
 from service import admin, openapi
 from service.bootstrap import bootstrap

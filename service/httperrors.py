@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
-from starlette.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
-from models.errors import ArtifactInvalid, CardInvalid, InputInvalid, ModelError, UnknownModel
-from models.errors import VersionConflict
+from models.errors import (
+    ArtifactInvalid,
+    CardInvalid,
+    InputInvalid,
+    ModelError,
+    UnknownModel,
+    VersionConflict,
+)
 from service.errors import Conflict, InvalidInput, NotFound, VigilError
 from store import DeploymentInvalid
-
 
 
 class JSONBody(Response):

@@ -25,8 +25,8 @@ from monitoring.metrics import GatewayMetrics
 from service.errors import InvalidInput, ModelNotFound, PayloadTooLarge, VersionNotFound
 from service.live import LiveDeployments, Served
 from service.routing import Route, route
-from service.shadows import ShadowJob, ShadowPool
 from service.settings import Settings
+from service.shadows import ShadowJob, ShadowPool
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 PREDICT_FIELDS = {"model", "inputs", "instances", "routing_key"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-
 from _bentoml_sdk.service.factory import Service
 from bentoml._internal.service.openapi.specification import OpenAPISpecification, PathItem
 

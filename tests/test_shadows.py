@@ -18,6 +18,7 @@ from service.settings import load_settings
 from service.shadows import CircuitBreaker, ShadowPool
 from store import Deployment, Shadow
 
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -108,7 +108,7 @@ def test_canary_weight_02_gives_a_share_of_02(client: httpx.Client, server: Serv
 
 def test_a_key_lands_on_the_same_variant_in_every_worker(server: Server) -> None:
     seen: dict[str, set[str]] = {}
-    for repeat in range(6):
+    for _ in range(6):
         for i in range(60):
             # a fresh connection each time, so the requests spread over both workers
             with httpx.Client(base_url=server.url, timeout=10) as c:

@@ -1,0 +1,140 @@
+"""Side-by-side benchmark: Vigil (demo deployment: champion + 10% canary + a shadow) against a
+bare BentoML service on the same ONNX file, same worker count, same load, in one run.
+
+    python load_tests/bench.py [--rounds 3] [--seconds 8] [--workers 1 2] [--connections 16]
+
+Drives each server with `hey` (Debian package `hey`) from a separate process, alternating
+A/B per round so both see the same machine noise, and prints req/s, p50, p99 and p99.9 of
+each and the ratio Vigil / bare. Only 127.0.0.1 is contacted; every run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/reference.csv")
+       .read_text().splitlines()[1].split(",")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    if kind == "vigil":
+        env.update(VIGIL_DATA_DIR=str(home), VIGIL_SERVER__WORKERS=str(workers),
+                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"))
+        target = "service.gateway:Gateway"
+    else:
+        env.update(BARE_WORKERS=str(workers),
+                   BARE_ONNX=str(ROOT / "models/demo/artifacts/breast_cancer/v1/model.onnx"))
+        target = "load_tests.bare_service:Bare"
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / f"{kind}.log").open("wb")
+    proc = subprocess.Popen([bentoml, "serve", target, "--host", "127.0.0.1", "--port",
+                             str(port)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop(proc)
+    raise RuntimeError(f"{kind} did not become ready")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def hey(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:
+    """Run hey for ``seconds``; percentiles come from its per-request CSV, not its summary
+    (which stops at p99)."""
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST", "-o", "csv",
+         "-T", "application/json", "-d", json.dumps(body), url],
+        capture_output=True, text=True, timeout=seconds + 60).stdout
+    rows = [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
+    latencies = sorted(float(r[0]) * 1000 for r in rows)
+    statuses = [r[6] for r in rows]
+    span = max(float(r[7]) + float(r[0]) for r in rows)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return {"rps": len(rows) / span, "p50": pct(0.50), "p99": pct(0.99), "p99.9": pct(0.999),
+            "non_200": float(sum(s != "200" for s in statuses))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("hey"):
+        sys.exit("needs `hey` (apt-get install hey)")
+    bodies = {"vigil": {"model": "breast_cancer", "instances": [ROW]},
+              "bare": {"instances": [ROW]}}
+    report = []
+    for workers in args.workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            servers = {k: start(k, workers, Path(tmp) / k) for k in ("bare", "vigil")}
+            try:
+                for kind, (_, url) in servers.items():  # warm up
+                    hey(f"{url}/predict", bodies[kind], 2, args.connections)
+                runs: dict[str, list[dict[str, float]]] = {"bare": [], "vigil": []}
+                for _ in range(args.rounds):
+                    for kind in ("bare", "vigil"):
+                        runs[kind].append(hey(f"{servers[kind][1]}/predict", bodies[kind],
+                                              args.seconds, args.connections))
+            finally:
+                for proc, _ in servers.values():
+                    stop(proc)
+        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
+               for k, v in runs.items()}
+        report.append((workers, med))
+        print(f"\n/predict, {workers} worker(s), {args.connections} connections, "
+              f"median of {args.rounds} rounds x {args.seconds:g}s")
+        print(f"{'':8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}{'non-200':>9}")
+        for kind in ("bare", "vigil"):
+            m = med[kind]
+            print(f"{kind:8}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
+                  f"{m['p99.9']:>10.1f}{m['non_200']:>9.0f}")
+        ratio = {m: med["vigil"][m] / med["bare"][m] for m in ("rps", "p50", "p99")}
+        print(f"{'ratio':8}{ratio['rps']:>10.2f}{ratio['p50']:>10.2f}{ratio['p99']:>10.2f}"
+              "   (vigil / bare)")
+
+
+if __name__ == "__main__":
+    main()
