@@ -1,0 +1,87 @@
+"""The Gateway as an ASGI app in this process (``Service.to_asgi()`` + TestClient), here with
+``auth.inference: required``: the middle of the three test levels."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import DEMO
+
+CLIENT, OPERATOR = "asgi-client-token", "asgi-operator-token"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[TestClient]:
+    data = tmp_path_factory.mktemp("asgi")
+    env = {
+        "VIGIL_DATA_DIR": str(data), "VIGIL_AUTH__INFERENCE": "required",
+        "VIGIL_AUTH__TOKENS": json.dumps([
+            {"name": "app", "role": "client", "sha256": hashlib.sha256(CLIENT.encode())
+             .hexdigest()},
+            {"name": "ops", "role": "operator", "sha256": hashlib.sha256(OPERATOR.encode())
+             .hexdigest()}]),
+        "VIGIL_CONFIG": str(Path(__file__).resolve().parents[1] / "vigil.yaml"),
+        "PROMETHEUS_MULTIPROC_DIR": str(data / "prom"),
+    }
+    (data / "prom").mkdir()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        sys.modules.pop("service.gateway", None)
+        gateway = importlib.import_module("service.gateway")
+        gateway.bootstrap(gateway.SETTINGS)  # what @bentoml.on_deployment does under serve
+        with TestClient(gateway.Gateway.to_asgi()) as c:
+            yield c
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sys.modules.pop("service.gateway", None)
+
+
+def _row() -> list[float]:
+    text = (DEMO / "diabetes" / "v1" / "reference.csv").read_text().splitlines()[1]
+    return [float(v) for v in text.split(",")]
+
+
+def test_inference_requires_a_client_token_when_configured(client: TestClient) -> None:
+    body = {"model": "diabetes", "instances": [_row()]}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = client.post("/predict", json=body, headers={"Authorization": f"Bearer {CLIENT}"})
+    assert r.status_code == 200 and r.json()["version"] == "v1"
+
+
+def test_a_client_token_cannot_use_the_admin_api(client: TestClient) -> None:
+    r = client.get("/admin/deployments/diabetes", headers={"Authorization": f"Bearer {CLIENT}"})
+    assert r.status_code == 403
+    r = client.get("/admin/deployments/diabetes",
+                   headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert r.status_code == 200 and r.json()["champion"] == {"version": "v1"}
+
+
+def test_a_patch_is_served_at_once_by_the_worker_that_made_it(client: TestClient) -> None:
+    h = {"Authorization": f"Bearer {OPERATOR}"}
+    rev = client.get("/admin/deployments/breast_cancer", headers=h).json()["revision"]
+    r = client.patch("/admin/deployments/breast_cancer", json={"canary": {"weight": 1.0}},
+                     headers={**h, "If-Match": str(rev)})
+    assert r.status_code == 200
+    names = [f["name"] for f in json.loads(
+        (DEMO / "breast_cancer" / "v1" / "card.json").read_text())["inputs"]]
+    row = (DEMO / "breast_cancer" / "v1" / "reference.csv").read_text().splitlines()[1]
+    record = dict(zip(names, map(float, row.split(",")), strict=True))
+    p = client.post("/predict", json={"model": "breast_cancer", "inputs": [record]},
+                    headers={"Authorization": f"Bearer {CLIENT}"})
+    assert p.json()["variant"] == "canary" and p.headers["x-vigil-revision"] == str(rev + 1)
