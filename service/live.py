@@ -9,7 +9,6 @@ previous state keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -99,12 +98,3 @@ class LiveDeployments:
         for key in list(self._cache):
             if key not in needed:
                 del self._cache[key]
-
-    async def poll(self, interval: float) -> None:
-        """Refresh forever, every ``interval`` seconds, off the event loop."""
-        while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:  # a store hiccup must not stop the poll
-                log.exception("deployment refresh failed")
-            await asyncio.sleep(interval)
