@@ -46,7 +46,7 @@ build: venv
 	$(BIN)/bentoml build
 
 bench: venv
-	$(BIN)/python load_tests/bench.py
+	$(BIN)/python -m load_tests.bench
 
 lint: venv
 	$(BIN)/ruff check service models monitoring store tests load_tests

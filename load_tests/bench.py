@@ -14,32 +14,23 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ROOT = Path(__file__).resolve().parent.parent
+from load_tests.servers import ROOT, serve, stop  # noqa: E402
+
 ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/reference.csv")
        .read_text().splitlines()[1].split(",")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
     if kind == "vigil":
         env.update(VIGIL_DATA_DIR=str(home), VIGIL_SERVER__WORKERS=str(workers),
                    VIGIL_CONFIG=str(ROOT / "vigil.yaml"))
@@ -48,32 +39,7 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
         env.update(BARE_WORKERS=str(workers),
                    BARE_ONNX=str(ROOT / "models/demo/artifacts/breast_cancer/v1/model.onnx"))
         target = "load_tests.bare_service:Bare"
-    home.mkdir(parents=True, exist_ok=True)
-    log = (home / f"{kind}.log").open("wb")
-    proc = subprocess.Popen([bentoml, "serve", target, "--host", "127.0.0.1", "--port",
-                             str(port)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stop(proc)
-    raise RuntimeError(f"{kind} did not become ready")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    return serve(target, env, home / f"{kind}.log")
 
 
 def hey(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:

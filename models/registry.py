@@ -48,6 +48,13 @@ def read_reference(data: bytes, filename: str = "") -> pd.DataFrame:
         raise ArtifactInvalid("reference", f"not a readable CSV or Parquet file: {exc}") from None
 
 
+def _plain(value: Any) -> Any:
+    """A pandas cell as the JSON value a client would send (NaN → null)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and value != value else value
+
+
 def reference_matrix(card: ModelCard, frame: pd.DataFrame) -> np.ndarray:
     """The reference rows as the model's float matrix, checked against the card."""
     missing = [n for n in card.feature_names if n not in frame.columns]
@@ -55,13 +62,8 @@ def reference_matrix(card: ModelCard, frame: pd.DataFrame) -> np.ndarray:
         raise ArtifactInvalid("reference", f"missing columns {missing[:5]}")
     if len(frame) < MIN_REFERENCE_ROWS:
         raise ArtifactInvalid("reference", f"needs at least {MIN_REFERENCE_ROWS} rows")
-    subset = frame[card.feature_names]
-    records = [
-        {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
-        for rec in subset.astype(object).to_dict("records")
-    ]
-    records = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
-               for rec in records]
+    records = [{k: _plain(v) for k, v in rec.items()}
+               for rec in frame[card.feature_names].astype(object).to_dict("records")]
     try:
         return decode_records(card, records, field="reference")
     except InputInvalid as exc:

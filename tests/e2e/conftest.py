@@ -5,19 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from load_tests.servers import ROOT, serve, stop
+
 TOKENS = {"admin": "tok-admin", "operator": "tok-operator", "viewer": "tok-viewer",
           "feedback": "tok-feedback", "client": "tok-client"}
 POLL_SECONDS = 0.25
@@ -33,15 +30,8 @@ class Server:
         return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[
-        subprocess.Popen[bytes], Server]:
-    port = free_port()
+        Popen[bytes], Server]:
     tokens = [{"name": f"{role}-token", "role": role,
                "sha256": hashlib.sha256(tok.encode()).hexdigest()}
               for role, tok in TOKENS.items() if role != "admin"]
@@ -53,37 +43,11 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tup
            "VIGIL_SERVER__WORKERS": "2", "VIGIL_CONFIG": str(ROOT / "vigil.yaml"),
            **(extra_env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = data_dir / "server.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    bentoml = Path(sys.executable).with_name("bentoml")
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [str(bentoml), "serve", "service.gateway:Gateway", "--host", "127.0.0.1",
-             "--port", str(port)], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return proc, server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    stop_server(proc)
-    raise RuntimeError(f"bentoml serve not ready in 90 s:\n{log.read_text()[-3000:]}")
+    proc, url = serve("service.gateway:Gateway", env, data_dir / "server.log")
+    return proc, Server(url, data_dir, data_dir / "server.log")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+stop_server = stop
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,59 @@
+"""Start and stop a real ``bentoml serve`` on a free loopback port: shared by the e2e tests
+and the benchmark, so both wait for readiness and shut down the same way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(target: str, env: dict[str, str], log: Path,
+          timeout: float = 90) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``bentoml serve target`` until ``/readyz`` answers 200; returns process and URL."""
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    bentoml = Path(sys.executable).with_name("bentoml")
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve {target} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    stop(proc)
+    raise RuntimeError(f"bentoml serve {target} not ready in {timeout:g} s:\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group; SIGKILL it after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
