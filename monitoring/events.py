@@ -1,14 +1,15 @@
 """Prediction events and the sink interface the Gateway hands them to.
 
 The Gateway emits one ``PredictionEvent`` per answered request and one per shadow
-prediction (the same ``request_id``). The prediction-log issue makes the sink durable; until
-then ``InMemoryStatsSink`` keeps per-version counters and shadow agreement in memory.
+prediction (the same ``request_id``). ``monitoring.prediction_log`` makes them durable records;
+``InMemoryStatsSink`` keeps per-version counters in memory (tests, and a worker's own view).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +24,8 @@ class PredictionEvent:
     rows: int
     latency_seconds: float
     status: str  # ok | error | timeout
-    inputs: list[list[float]] | None = None
+    inputs: Any = None  # the request's input matrix (numpy), rendered by the log writer
+    features: Sequence[Any] | None = None  # the card's features, to name the inputs
     outputs: list[dict[str, Any]] | None = None
     error: str | None = None
     primary_version: str | None = None  # for a shadow: the version whose answer was returned

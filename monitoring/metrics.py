@@ -5,6 +5,7 @@ multiprocess mode) and exposed from every process through the multiprocess colle
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,9 +47,52 @@ class GatewayMetrics:
         self.revision = Gauge(
             "vigil_deployment_revision", "Deployment revision this worker serves.",
             ["model"], multiprocess_mode="livemax", **kw)
+        self.log_records = Counter(
+            "vigil_prediction_log_records_total", "Records appended to the prediction log.",
+            **kw)
+        self.log_dropped = Counter(
+            "vigil_prediction_log_dropped_total", "Records not written to the prediction log, by "
+            "reason (queue_full, io_error, log_full, render_error).", ["reason"], **kw)
+        self.feedback_items = Counter(
+            "vigil_feedback_items_total", "Feedback items received, by outcome "
+            "(accepted, rejected, unavailable).", ["model", "outcome"], **kw)
         self.canary_weight = Gauge(
             "vigil_canary_weight_ratio", "Share of traffic routed to the canary.",
             ["model", "version"], multiprocess_mode="livemax", **kw)
+
+
+class MonitorMetrics:
+    """The series the Monitor process writes (one process: gauges keep its latest value)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        kw = {"registry": registry} if registry is not None else {}
+        self.events = Counter(
+            "vigil_monitor_events_total", "Log records the Monitor consumed, by type "
+            "(prediction, feedback, invalid).", ["type"], **kw)
+        self.labels = Counter(
+            "vigil_monitor_labels_total", "Labels the Monitor processed, by outcome "
+            "(joined, duplicate, unmatched, pending).", ["outcome"], **kw)
+        self.lag_events = Gauge(
+            "vigil_monitor_lag_events", "Complete log records not yet consumed by the Monitor.",
+            multiprocess_mode="livemax", **kw)
+        self.lag_seconds = Gauge(
+            "vigil_monitor_lag_seconds", "Age of the oldest record not yet consumed.",
+            multiprocess_mode="livemax", **kw)
+        self.torn_tails = Gauge(
+            "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
+            "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
+
+    def observe_step(self, result: Any) -> None:
+        self.events.labels("prediction").inc(result.predictions)
+        self.events.labels("feedback").inc(result.feedback)
+        self.events.labels("invalid").inc(result.invalid)
+        for outcome, n in result.labels.items():
+            self.labels.labels(outcome).inc(n)
+
+    def observe_status(self, status: Any) -> None:
+        self.lag_events.set(status.lag_events)
+        self.lag_seconds.set(status.lag_seconds)
+        self.torn_tails.set(status.torn_tails)
 
 
 def exposition() -> bytes:

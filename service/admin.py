@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.errors import ModelError
 from models.profile import summarize_profile
+from monitoring.monitor import read_stats
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
@@ -103,6 +104,23 @@ async def list_models(request: Request,
     return {"models": [{"name": name, "versions": vs,
                         "champion": deployed[name].champion if name in deployed else None}
                        for name, vs in versions.items()]}
+
+
+@app.get("/models/{model}/stats", summary="Live statistics and quality per version and variant",
+         description="Served from what the Monitor last committed to the store (the Gateway "
+         "never waits on the Monitor): per version and variant the request, row and error "
+         "counts, latency p50/p95/p99, the distribution of predictions, quality metrics from "
+         "joined labels (cumulative and over the last N labels) with how many labels they rest "
+         "on; the feedback join counters; and the Monitor's lag.",
+         responses=error_responses(*AUTH_ERRORS, 404))
+async def model_stats(request: Request, model: ModelName,
+                      _: Annotated[Principal, Depends(require("viewer", "models.stats"))]
+                      ) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    stats = await asyncio.to_thread(read_stats, ctx.engine, model)
+    if not stats["versions"] and model not in await asyncio.to_thread(ctx.registry.list):
+        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+    return stats
 
 
 @app.get("/models/{model}/versions/{version}", summary="A version's card and profile summary",

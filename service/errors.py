@@ -3,6 +3,7 @@
     VigilError (500)
     ├── InvalidInput (422)          a field of the request is wrong: names the field and why
     │   └── IncompatibleVersion     a canary/shadow whose schema differs from the champion's
+    ├── InvalidItems (422)          several items of a batch are wrong: lists them all
     ├── PayloadTooLarge (413)       body bytes or rows over the configured limit
     ├── HeadersTooLarge (431)
     ├── NotFound (404)
@@ -53,6 +54,25 @@ class InvalidInput(VigilError):
 
 class IncompatibleVersion(InvalidInput):
     pass
+
+
+class InvalidItems(VigilError):
+    """Several fields are wrong at once (a feedback batch): the envelope names the first and
+    lists them all under ``errors``."""
+
+    status = 422
+
+    def __init__(self, problems: list[tuple[str, str]], total: int) -> None:
+        field, reason = problems[0]
+        what = f"{len(problems)} problem(s) in {total} item(s); nothing was accepted" \
+            if total > 1 else f"invalid {field}: {reason}"
+        super().__init__(what, field=field, reason=reason)
+        self.problems = problems
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        body["errors"] = [{"field": f, "reason": r} for f, r in self.problems]
+        return body
 
 
 class PayloadTooLarge(VigilError):

@@ -13,6 +13,7 @@ from typing import Any
 import bentoml
 import orjson
 from _bentoml_sdk.io_models import IODescriptor
+from bentoml._internal.context import server_context
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
@@ -24,33 +25,28 @@ from service import admin, openapi
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
 from service.errors import InvalidInput, PayloadTooLarge, VigilError
+from service.feedback import accept_feedback
 from service.inference import parse_json
+from service.monitor import Monitor
 from service.settings import load_settings
 
 log = logging.getLogger("vigil.gateway")
 SETTINGS = load_settings()  # the decorator's arguments are read at import
 
 
-class PredictBody(IODescriptor):
-    """``POST /predict``. The body is read and validated by Vigil itself (BentoML's pydantic
-    validation would answer 400 and log a traceback); these fields document it."""
+class RawBody(IODescriptor):
+    """A JSON body read and validated by Vigil itself (BentoML's pydantic validation would
+    answer 400 and log a traceback); the subclasses' fields only document it."""
 
-    model: str = Field(description="the model to ask, e.g. breast_cancer")
-    inputs: list[dict[str, Any]] | None = Field(
-        None, description="named records, one per row: {feature: value}")
-    instances: list[list[Any]] | None = Field(
-        None, description="rows of values in the card's feature order (instead of inputs)")
-    routing_key: str | None = Field(
-        None, description="sticky canary split key (else the routing-key header)")
     raw: SkipJsonSchema[Any] = None
 
     @classmethod
-    def _wrap(cls, raw: Any) -> PredictBody:
-        return cls.model_construct(raw=raw, model=None, inputs=None, instances=None,
-                                   routing_key=None)
+    def _wrap(cls, raw: Any) -> Any:
+        empty = {name: None for name in cls.model_fields if name != "raw"}
+        return cls.model_construct(raw=raw, **empty)
 
     @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> PredictBody:
+    async def from_http_request(cls, request: Request, serde: Any) -> Any:
         limit = SETTINGS.limits.max_body_bytes
         try:
             declared = int(request.headers.get("content-length") or 0)
@@ -70,6 +66,30 @@ class PredictBody(IODescriptor):
             return cls._wrap(parse_json(b"".join(chunks), limit))
         except VigilError as exc:
             return cls._wrap(exc)
+
+
+class PredictBody(RawBody):
+    """``POST /predict``."""
+
+    model: str = Field(description="the model to ask, e.g. breast_cancer")
+    inputs: list[dict[str, Any]] | None = Field(
+        None, description="named records, one per row: {feature: value}")
+    instances: list[list[Any]] | None = Field(
+        None, description="rows of values in the card's feature order (instead of inputs)")
+    routing_key: str | None = Field(
+        None, description="sticky canary split key (else the routing-key header)")
+
+
+class FeedbackBody(RawBody):
+    """``POST /feedback``: one label, or a batch under ``items``."""
+
+    model: str = Field(description="the model whose predictions are labelled")
+    request_id: str | None = Field(None, description="the request_id of the prediction")
+    label: str | int | None = Field(None, description="a classifier's true class (or index)")
+    value: float | None = Field(None, description="a regressor's true value")
+    row: int | None = Field(None, description="the row of a batch request (default 0)")
+    items: list[dict[str, Any]] | None = Field(
+        None, description="a batch: [{request_id, label | value, row?}, ...]")
 
 
 def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
@@ -100,13 +120,17 @@ async def metrics() -> Response:
     service_class=openapi.VigilService,
 )
 class Gateway:
+    if SETTINGS.monitor.enabled:
+        monitor = bentoml.depends(Monitor)  # started by bentoml serve; never awaited on a request
+
     @bentoml.on_deployment
     def prepare() -> None:  # type: ignore[misc]
         """Once per server start, before any worker: migrate the store, seed the demo."""
         bootstrap(SETTINGS)
 
     def __init__(self) -> None:
-        self.ctx: WorkerContext = build_context(SETTINGS, GatewayMetrics())
+        worker = f"gw{server_context.worker_index or 0}"
+        self.ctx: WorkerContext = build_context(SETTINGS, GatewayMetrics(), worker=worker)
         self.ctx.live.refresh()
         admin.app.state.ctx = self.ctx
         root_app.state.ctx = self.ctx
@@ -135,6 +159,8 @@ class Gateway:
             self._poll.cancel()
         if self.ctx.shadows is not None:
             self.ctx.shadows.close()
+        if self.ctx.log is not None:  # drain, fsync and close this worker's segment
+            await asyncio.to_thread(self.ctx.log.close)
 
     def __is_ready__(self) -> bool:
         return bool(self.ctx.live.models())
@@ -162,3 +188,24 @@ class Gateway:
             200, result.body, {"X-Request-ID": result.request_id,
                                         "X-Vigil-Revision": str(result.revision),
                                         "X-Vigil-Variant": result.route.variant})
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackBody)
+    async def feedback(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
+                       request_id: Any = None, label: Any = None, value: Any = None,
+                       row: Any = None, items: Any = None) -> dict[str, Any]:
+        """Ground-truth labels for earlier predictions, joined by request_id in the Monitor.
+        202 with the count accepted; 422 listing every bad item (none is taken then)."""
+        headers = ctx.request.headers
+        try:
+            if SETTINGS.auth.feedback == "required":
+                self.ctx.auth.require(headers.get("authorization"), "feedback")
+            if isinstance(raw, VigilError):
+                raise raw
+            if raw is None:
+                raise InvalidInput("body", "is required")
+            body = accept_feedback(self.ctx, raw)
+        except VigilError as exc:
+            ctx.response.status_code = exc.status
+            return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
+        ctx.response.status_code = 202
+        return _json(202, body, {})  # type: ignore[return-value]

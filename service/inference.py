@@ -148,10 +148,11 @@ class Predictor:
         self.sink.emit(PredictionEvent(
             request_id=request_id, model=model, version=chosen.version, variant=chosen.variant,
             time=time.time(), rows=len(matrix), latency_seconds=latency, status="ok",
-            inputs=None, outputs=outputs))
+            inputs=matrix, features=served.card.features, outputs=outputs))
         if self.shadows is not None:
             for version in chosen.shadows:
                 runtime = served.runtimes.get(version)
                 if runtime is not None:
                     self.shadows.submit(ShadowJob(request_id, model, version, runtime, matrix,
-                                                  chosen.version, outputs))
+                                                  chosen.version, outputs,
+                                                  served.card.features))

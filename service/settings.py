@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
@@ -39,6 +39,7 @@ class ServerSettings(Section):
 
 class LimitsSettings(Section):
     max_rows: int = Field(1000, ge=1)
+    max_feedback_items: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
@@ -49,9 +50,20 @@ class StoreSettings(Section):
 
 
 class LogSettings(Section):
+    enabled: bool = True
     dir: str | None = None  # default: {data_dir}/log
-    queue_size: int = Field(10_000, ge=1)
-    fsync_seconds: float = Field(0.5, gt=0)
+    queue_size: int = Field(10_000, ge=1)  # records waiting for the writer; full → drop newest
+    fsync_seconds: float = Field(0.5, gt=0)  # the loss window on a machine crash
+    segment_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    segment_max_seconds: float = Field(3600.0, gt=0)
+    retention_hours: float = Field(72.0, gt=0)  # consumed segments older than this are deleted
+    retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)  # hard cap: writers drop above
+    # share of each variant's predictions written to the log (feedback is never sampled)
+    sample: dict[Literal["champion", "canary", "shadow", "explicit"],
+                 Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+
+    def sample_rate(self, variant: str) -> float:
+        return self.sample.get(variant, 1.0)  # type: ignore[call-overload]
 
 
 class ShadowSettings(Section):
@@ -62,7 +74,12 @@ class ShadowSettings(Section):
 
 
 class MonitorSettings(Section):
+    enabled: bool = True  # run the Monitor service next to the Gateway
     tick_seconds: float = Field(1.0, gt=0)
+    batch_events: int = Field(20_000, ge=1)  # events read and committed per transaction
+    index_retention_days: float = Field(7.0, gt=0)  # how late a label may arrive
+    pending_label_seconds: float = Field(600.0, ge=0)  # a label waits this long for its prediction
+    quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
 
 
 class TokenSettings(Section):

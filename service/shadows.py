@@ -72,6 +72,7 @@ class ShadowJob:
     matrix: np.ndarray
     primary_version: str
     primary_outputs: list[dict[str, Any]]
+    features: Any = None  # the card's features, to name the inputs in the log
 
 
 class ShadowLane:
@@ -130,7 +131,8 @@ class ShadowLane:
             self._sink.emit(PredictionEvent(
                 request_id=job.request_id, model=job.model, version=job.version,
                 variant="shadow", time=time.time(), rows=len(job.matrix),
-                latency_seconds=latency, status=status, inputs=None, outputs=outputs,
+                latency_seconds=latency, status=status, inputs=job.matrix,
+                features=job.features, outputs=outputs,
                 error=error, primary_version=job.primary_version, agreement=agree))
         except Exception:
             log.exception("shadow event sink failed")

@@ -30,3 +30,55 @@ audit_log = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("detail", sa.Text, nullable=True),
 )
+
+# --- Monitor state (written only by the Monitor, in one transaction with its checkpoints)
+
+monitor_checkpoints = sa.Table(
+    "monitor_checkpoints",
+    metadata,
+    sa.Column("stream", sa.String(128), primary_key=True),  # {worker}-{pid}-{start_ns}
+    sa.Column("seq", sa.Integer, nullable=False),  # segment number
+    sa.Column("offset", sa.BigInteger, nullable=False),  # bytes consumed in that segment
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+monitor_stats = sa.Table(
+    "monitor_stats",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),  # JSON: monitoring.stats.VersionStats.to_dict()
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+monitor_state = sa.Table(
+    "monitor_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # e.g. "status", "counters"
+    sa.Column("doc", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+prediction_index = sa.Table(
+    "prediction_index",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("version", sa.String(63), nullable=False),
+    sa.Column("variant", sa.String(16), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("outputs", sa.Text, nullable=False),  # JSON list, one answer per row
+    sa.Column("labeled_rows", sa.Text, nullable=True),  # JSON list of rows already labelled
+)
+
+feedback_pending = sa.Table(
+    "feedback_pending",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("doc", sa.Text, nullable=False),  # the feedback record's data
+    sa.Column("received", sa.Float, nullable=False),
+)

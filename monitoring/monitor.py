@@ -1,0 +1,352 @@
+"""The Monitor loop (DESIGN §4): the one process that turns the prediction log into derived
+state, counting every event exactly once.
+
+Each step reads a batch of complete lines from every writer's segments, starting at the
+checkpointed offsets; updates per (model, version, variant) statistics; writes the compact
+prediction index; joins labels; and commits the new stats, index rows, joins and checkpoints
+in **one** transaction. A crash anywhere before the commit replays the batch from the old
+checkpoint against the old state; a crash after it has nothing to replay. So after ``kill -9``
+and a restart no event is counted twice and none is skipped.
+
+Later issues (drift, triggers, rollouts) hook into ``step`` the same way: state in memory,
+committed with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from monitoring.prediction_log import (
+    FEEDBACK,
+    PREDICTION,
+    Checkpoint,
+    LocalEventLog,
+    Position,
+    parse_time,
+)
+from monitoring.stats import VersionStats
+from store.tables import (
+    feedback_pending,
+    monitor_checkpoints,
+    monitor_state,
+    monitor_stats,
+    prediction_index,
+)
+
+log = logging.getLogger("vigil.monitor")
+
+Key = tuple[str, str, str]  # model, version, variant
+LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
+
+
+@dataclass
+class StepResult:
+    lines: int = 0
+    predictions: int = 0
+    feedback: int = 0
+    invalid: int = 0
+    labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
+
+
+@dataclass
+class Status:
+    lag_events: int = 0
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    torn_tails: int = 0
+    consumed_total: int = 0
+    events_per_second: float | None = None
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Monitor:
+    def __init__(self, engine: sa.Engine, log_: LocalEventLog, *,
+                 class_labels_of: Callable[[str, str], list[str] | None],
+                 batch_events: int = 20_000, window: int = 1000,
+                 index_retention_seconds: float = 7 * 86400,
+                 pending_label_seconds: float = 600.0,
+                 log_retention_seconds: float = 72 * 3600,
+                 log_max_bytes: int = 2 * 1024**3,
+                 clock: Callable[[], float] = time.time,
+                 on_step: Callable[[StepResult], None] | None = None) -> None:
+        self.engine = engine
+        self.log = log_
+        self.class_labels_of = class_labels_of
+        self.batch_events = batch_events
+        self.window = window
+        self.index_retention_seconds = index_retention_seconds
+        self.pending_label_seconds = pending_label_seconds
+        self.log_retention_seconds = log_retention_seconds
+        self.log_max_bytes = log_max_bytes
+        self.clock = clock
+        self.on_step = on_step
+        self.checkpoint: Checkpoint = {}
+        self.stats: dict[Key, VersionStats] = {}
+        self.counters: dict[str, dict[str, int]] = {}  # model -> label outcome -> n; "_" global
+        self.status = Status()
+        self._labels_cache: dict[tuple[str, str], list[str] | None] = {}
+        self._last_housekeeping = 0.0
+        self._caught_up = False
+
+    # ------------------------------------------------------------------ state
+
+    def load(self) -> None:
+        """Read checkpoints, stats and counters back from the store (at start)."""
+        with self.engine.connect() as conn:
+            self.checkpoint = {r.stream: Position(r.seq, r.offset)
+                               for r in conn.execute(sa.select(monitor_checkpoints))}
+            self.stats = {(r.model, r.version, r.variant): VersionStats.from_dict(
+                orjson.loads(r.doc)) for r in conn.execute(sa.select(monitor_stats))}
+            row = conn.execute(sa.select(monitor_state.c.doc).where(
+                monitor_state.c.name == "counters")).first()
+            self.counters = orjson.loads(row.doc) if row else {}
+            row = conn.execute(sa.select(monitor_state.c.doc).where(
+                monitor_state.c.name == "status")).first()
+            if row:
+                self.status.consumed_total = orjson.loads(row.doc).get("consumed_total", 0)
+
+    def _stats(self, model: str, version: str, variant: str) -> VersionStats:
+        key = (model, version, variant)
+        s = self.stats.get(key)
+        if s is None:
+            labels = self._class_labels(model, version)
+            s = self.stats[key] = VersionStats(labels, self.window)
+        return s
+
+    def _class_labels(self, model: str, version: str) -> list[str] | None:
+        k = (model, version)
+        if k not in self._labels_cache:
+            try:
+                self._labels_cache[k] = self.class_labels_of(model, version)
+            except Exception:  # an unknown version: learn the labels from its outputs
+                log.warning("no card for %s:%s; class labels come from its outputs", *k)
+                self._labels_cache[k] = None
+        return self._labels_cache[k]
+
+    def _count(self, model: str, outcome: str, n: int = 1) -> None:
+        c = self.counters.setdefault(model, {})
+        c[outcome] = c.get(outcome, 0) + n
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> StepResult:
+        """Consume one batch and commit it with the new checkpoint. Returns what it did."""
+        batch = self.log.read(self.checkpoint, self.batch_events)
+        result = StepResult(lines=len(batch.lines))
+        now = self.clock()
+        index_rows: list[dict[str, Any]] = []
+        feedback: list[tuple[dict[str, Any], float]] = []
+        changed: set[Key] = set()
+        for line in batch.lines:
+            try:
+                rec = orjson.loads(line)
+                kind, data = rec["type"], rec["data"]
+                ts = parse_time(rec["time"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                result.invalid += 1
+                continue
+            if kind == PREDICTION:
+                result.predictions += 1
+                try:
+                    model, version, variant = data["model"], data["version"], data["variant"]
+                except (KeyError, TypeError):
+                    result.invalid += 1
+                    continue
+                self._stats(model, version, variant).add_prediction(data, ts)
+                changed.add((model, version, variant))
+                if data.get("outputs"):
+                    index_rows.append({
+                        "request_id": data["request_id"], "model": model, "version": version,
+                        "variant": variant, "ts": ts, "outputs": orjson.dumps(data["outputs"]),
+                        "labeled_rows": None})
+            elif kind == FEEDBACK:
+                result.feedback += 1
+                feedback.append((data, ts))
+            else:
+                result.invalid += 1
+        if result.invalid:
+            self._count("_", "invalid_lines", result.invalid)
+        with self.engine.begin() as conn:
+            if index_rows:
+                conn.execute(prediction_index.insert(), index_rows)
+            for data, ts in feedback:
+                outcome = self._join(conn, data, changed)
+                if outcome == "missing":
+                    conn.execute(feedback_pending.insert().values(
+                        request_id=str(data.get("request_id")), model=str(data.get("model")),
+                        doc=orjson.dumps(data).decode(), received=ts))
+                    outcome = "pending"
+                else:
+                    self._count(str(data.get("model")), outcome)
+                result.labels[outcome] = result.labels.get(outcome, 0) + 1
+            if feedback or now - self._last_housekeeping >= 1.0:
+                self._retry_pending(conn, now, changed, result)
+            self._save(conn, batch.checkpoint, changed, now)
+        self.checkpoint = batch.checkpoint
+        self.status.consumed_total += result.lines
+        if self.on_step is not None:
+            self.on_step(result)
+        return result
+
+    def _join(self, conn: sa.Connection, data: dict[str, Any], changed: set[Key]) -> str:
+        """Score every version that answered the request; 'joined', 'duplicate', 'missing'
+        (no prediction indexed yet) or 'unmatched' (the row does not exist)."""
+        rid, model = data.get("request_id"), data.get("model")
+        rows = conn.execute(sa.select(prediction_index).where(
+            prediction_index.c.request_id == rid, prediction_index.c.model == model
+        ).order_by(prediction_index.c.ts, prediction_index.c.id)).all()
+        if not rows:
+            return "missing"
+        latest: dict[tuple[str, str], Any] = {}
+        for r in rows:  # a reused request id: the latest answer of each version counts
+            latest[(r.version, r.variant)] = r
+        row_i = int(data.get("row") or 0)
+        truth = data["label"] if "label" in data else data.get("value")
+        scored = seen = 0
+        for (version, variant), r in latest.items():
+            labeled = orjson.loads(r.labeled_rows) if r.labeled_rows else []
+            outputs = orjson.loads(r.outputs)
+            if row_i >= len(outputs):
+                continue
+            seen += 1
+            if row_i in labeled:
+                continue
+            try:
+                self._stats(model, version, variant).add_label(outputs[row_i], truth)  # type: ignore[arg-type]
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
+                continue
+            changed.add((model, version, variant))  # type: ignore[arg-type]
+            labeled.append(row_i)
+            conn.execute(prediction_index.update().where(prediction_index.c.id == r.id).values(
+                labeled_rows=orjson.dumps(labeled).decode()))
+            scored += 1
+        if scored:
+            return "joined"
+        return "duplicate" if seen else "unmatched"
+
+    def _retry_pending(self, conn: sa.Connection, now: float, changed: set[Key],
+                       result: StepResult) -> None:
+        """Labels that arrived before their prediction was read: join them now, or give up
+        after ``pending_label_seconds`` and count them unmatched."""
+        pending = conn.execute(sa.select(feedback_pending).order_by(feedback_pending.c.id)).all()
+        for p in pending:
+            data = orjson.loads(p.doc)
+            outcome = self._join(conn, data, changed)
+            if outcome == "missing":
+                # Give up only once caught up: while the log is behind, the prediction may
+                # still be in a segment not read yet.
+                if not self._caught_up or now - p.received < self.pending_label_seconds:
+                    continue
+                outcome = "unmatched"
+            conn.execute(feedback_pending.delete().where(feedback_pending.c.id == p.id))
+            self._count(p.model, outcome)
+            result.labels[outcome] = result.labels.get(outcome, 0) + 1
+
+    def _save(self, conn: sa.Connection, checkpoint: Checkpoint, changed: set[Key],
+              now: float) -> None:
+        for key in changed:
+            doc = orjson.dumps(self.stats[key].to_dict()).decode()
+            model, version, variant = key
+            updated = conn.execute(monitor_stats.update().where(
+                monitor_stats.c.model == model, monitor_stats.c.version == version,
+                monitor_stats.c.variant == variant).values(doc=doc, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(monitor_stats.insert().values(
+                    model=model, version=version, variant=variant, doc=doc, updated_at=now))
+        for stream, pos in checkpoint.items():
+            if self.checkpoint.get(stream) == pos:
+                continue
+            updated = conn.execute(monitor_checkpoints.update().where(
+                monitor_checkpoints.c.stream == stream).values(
+                seq=pos.seq, offset=pos.offset, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(monitor_checkpoints.insert().values(
+                    stream=stream, seq=pos.seq, offset=pos.offset, updated_at=now))
+        self._put_state(conn, "counters", self.counters, now)
+
+    @staticmethod
+    def _put_state(conn: sa.Connection, name: str, doc: Any, now: float) -> None:
+        text = orjson.dumps(doc).decode()
+        if not conn.execute(monitor_state.update().where(monitor_state.c.name == name).values(
+                doc=text, updated_at=now)).rowcount:
+            conn.execute(monitor_state.insert().values(name=name, doc=text, updated_at=now))
+
+    def tick(self, budget_seconds: float = 5.0) -> StepResult:
+        """Consume until caught up (or ``budget_seconds`` passed), then publish the lag and
+        do housekeeping. Returns the total of the steps."""
+        start = time.perf_counter()
+        total = StepResult()
+        while True:
+            r = self.step()
+            total.lines += r.lines
+            total.predictions += r.predictions
+            total.feedback += r.feedback
+            total.invalid += r.invalid
+            for k, v in r.labels.items():
+                total.labels[k] = total.labels.get(k, 0) + v
+            if r.lines == 0 or time.perf_counter() - start > budget_seconds:
+                break
+        elapsed = time.perf_counter() - start
+        now = self.clock()
+        backlog = self.log.backlog(self.checkpoint)
+        self.status.lag_events = backlog.events
+        self.status.lag_bytes = backlog.bytes
+        self.status.lag_seconds = (max(0.0, now - backlog.oldest_time)
+                                   if backlog.events and backlog.oldest_time else 0.0)
+        self.status.torn_tails = backlog.torn_tails
+        self._caught_up = backlog.events == 0
+        if total.lines and elapsed > 0:
+            self.status.events_per_second = total.lines / elapsed
+        self.status.updated_at = now
+        with self.engine.begin() as conn:
+            self._put_state(conn, "status", self.status.to_dict(), now)
+        if now - self._last_housekeeping >= 60.0:
+            self.housekeeping(now)
+        return total
+
+    def housekeeping(self, now: float) -> None:
+        """Retention: the prediction index by age, consumed log segments by age and size."""
+        self._last_housekeeping = now
+        with self.engine.begin() as conn:
+            conn.execute(prediction_index.delete().where(
+                prediction_index.c.ts < now - self.index_retention_seconds))
+        deleted = self.log.delete_consumed(self.checkpoint,
+                                           older_than=now - self.log_retention_seconds,
+                                           max_total_bytes=self.log_max_bytes)
+        if deleted:
+            log.info("retention deleted %d consumed log segments", len(deleted))
+
+
+def read_stats(engine: sa.Engine, model: str) -> dict[str, Any]:
+    """What the Monitor last committed about ``model``: per version and variant reports, the
+    label counters, and the Monitor's status (lag). Read by the admin API, never waiting on
+    the Monitor."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(monitor_stats).where(
+            monitor_stats.c.model == model).order_by(
+            monitor_stats.c.version, monitor_stats.c.variant)).all()
+        state = {r.name: (orjson.loads(r.doc), r.updated_at)
+                 for r in conn.execute(sa.select(monitor_state))}
+    versions: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        report = VersionStats.from_dict(orjson.loads(r.doc)).report()
+        report["updated_at"] = r.updated_at
+        versions.setdefault(r.version, {})[r.variant] = report
+    counters = state.get("counters", ({}, 0.0))[0]
+    labels = {k: counters.get(model, {}).get(k, 0) for k in LABEL_OUTCOMES if k != "pending"}
+    status = state.get("status", ({}, None))[0]
+    return {"model": model, "versions": versions, "feedback": labels,
+            "monitor": {k: status.get(k) for k in (
+                "lag_events", "lag_seconds", "lag_bytes", "torn_tails", "consumed_total",
+                "events_per_second", "updated_at")}}

@@ -1,0 +1,599 @@
+"""The prediction log: CloudEvents-shaped JSON lines in per-writer segment files.
+
+Layout under the log directory (one *stream* per writer process lifetime)::
+
+    {worker}-{pid}-{start_ns}.{seq:06d}.open    the segment being written (at most one a stream)
+    {worker}-{pid}-{start_ns}.{seq:06d}.jsonl   closed segments, renamed atomically on rotation
+
+A respawned worker has a new pid and start time, so it never appends to a file a dead
+writer may have torn. Every line is one complete JSON record; a killed writer can leave one
+torn last line in its ``.open`` segment, which readers never consume.
+
+Durability: the writer flushes every batch to the OS (a killed *process* loses only what was
+still queued in memory) and fsyncs every ``fsync_seconds`` (a crashed *machine* loses at most
+that window). A full queue, an unwritable directory or a directory over its size cap drops the
+newest record and counts it by reason; nothing blocks the caller.
+
+``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka — DESIGN §8):
+``LocalEventLog`` implements it over the segment files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from models.card import Feature
+from monitoring.events import PredictionEvent
+
+log = logging.getLogger("vigil.log")
+
+PREDICTION = "vigil.prediction.v1"
+FEEDBACK = "vigil.feedback.v1"
+SEGMENT_RE = re.compile(
+    r"^(?P<stream>[A-Za-z0-9_]+-\d+-\d+)\.(?P<seq>\d{6})\.(?P<state>open|jsonl)$")
+
+
+# --------------------------------------------------------------------------- records
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def named_inputs(features: Sequence[Feature], matrix: np.ndarray) -> list[dict[str, Any]]:
+    """Rows of the model's input matrix as ``{feature: value}``, categories and booleans
+    decoded back to what the client sent, NaN as null."""
+    names = [f.name for f in features]
+    rows = matrix.tolist()
+    special = [(i, f) for i, f in enumerate(features) if f.dtype in ("category", "bool")]
+    out = []
+    for row in rows:
+        for i, value in enumerate(row):
+            if value != value:  # NaN
+                row[i] = None
+        for i, f in special:
+            v = row[i]
+            if v is not None:
+                row[i] = (f.categories or ())[int(v)] if f.dtype == "category" else bool(v)
+        out.append(dict(zip(names, row, strict=True)))
+    return out
+
+
+def prediction_record(event: PredictionEvent, sample_rate: float = 1.0) -> dict[str, Any]:
+    """The CloudEvents record of one answered request (or one shadow's answer to it)."""
+    data: dict[str, Any] = {
+        "request_id": event.request_id, "model": event.model, "version": event.version,
+        "variant": event.variant, "rows": event.rows,
+        "inputs": (named_inputs(event.features, event.inputs)
+                   if event.inputs is not None and event.features is not None else None),
+        "outputs": event.outputs, "latency_seconds": event.latency_seconds,
+        "status": event.status, "error": event.error,
+    }
+    if event.primary_version is not None:
+        data["primary_version"] = event.primary_version
+        data["agreement"] = event.agreement
+    if sample_rate != 1.0:
+        data["sample_rate"] = sample_rate
+    return {"specversion": "1.0", "id": uuid.uuid4().hex,
+            "source": f"/vigil/{event.model}/{event.variant}", "type": PREDICTION,
+            "time": iso_time(event.time), "datacontenttype": "application/json", "data": data}
+
+
+def feedback_record(model: str, item: dict[str, Any], ts: float) -> dict[str, Any]:
+    """The record of one ground-truth label: ``item`` holds request_id, label or value, row."""
+    return {"specversion": "1.0", "id": uuid.uuid4().hex, "source": f"/vigil/{model}/feedback",
+            "type": FEEDBACK, "time": iso_time(ts), "datacontenttype": "application/json",
+            "data": {"model": model, **item}}
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    stream: str
+    seq: int
+    path: Path
+    closed: bool
+    size: int
+    mtime: float
+
+    @property
+    def pid(self) -> int:
+        return int(self.stream.split("-")[-2])
+
+
+def list_segments(directory: Path) -> dict[str, list[Segment]]:
+    """Every stream's segments in order. A segment renamed while listing shows up once."""
+    streams: dict[str, dict[int, Segment]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        m = SEGMENT_RE.match(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:  # rotated or deleted between scandir and stat
+            continue
+        seg = Segment(m["stream"], int(m["seq"]), Path(entry.path), m["state"] == "jsonl",
+                      st.st_size, st.st_mtime)
+        known = streams.setdefault(seg.stream, {}).get(seg.seq)
+        if known is None or seg.closed:
+            streams[seg.stream][seg.seq] = seg
+    return {s: [segs[k] for k in sorted(segs)] for s, segs in streams.items()}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SegmentWriter:
+    """A bounded queue in front of one thread that appends to this process's segments.
+
+    ``submit`` never blocks: it returns False (and counts the drop) when the queue is full.
+    ``render`` turns a queued item into one line of bytes, in the writer thread.
+    """
+
+    def __init__(self, directory: Path, stream: str, render: Callable[[Any], bytes], *,
+                 queue_size: int = 10_000, fsync_seconds: float = 0.5,
+                 segment_max_bytes: int = 64 * 1024 * 1024, segment_max_seconds: float = 3600.0,
+                 max_total_bytes: int = 2 * 1024**3,
+                 on_drop: Callable[[str, int], None] = lambda reason, n: None,
+                 on_write: Callable[[int], None] = lambda n: None) -> None:
+        self.directory = Path(directory)
+        self.stream = stream
+        self._render = render
+        self._queue: deque[Any] = deque()
+        self._queue_size = queue_size
+        self._fsync_seconds = fsync_seconds
+        self._segment_max_bytes = segment_max_bytes
+        self._segment_max_seconds = segment_max_seconds
+        self._max_total_bytes = max_total_bytes
+        self._on_drop = on_drop
+        self._on_write = on_write
+        self._wake = threading.Event()
+        self._stop = False
+        self._seq = 0
+        self._file: Any = None
+        self._path: Path | None = None
+        self._opened_at = 0.0
+        self._written = 0
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+        self._broken_until = 0.0
+        self._total_checked = 0.0
+        self._over_cap = False
+        self.dropped: dict[str, int] = {}
+        self.records_written = 0
+        self._thread = threading.Thread(target=self._run, name=f"log-{stream}", daemon=True)
+        self._thread.start()
+
+    # --- caller side (any thread, never blocks)
+    def submit(self, item: Any) -> bool:
+        if len(self._queue) >= self._queue_size or self._stop:
+            self._drop("queue_full", 1)
+            return False
+        self._queue.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def room(self) -> int:
+        """Free places in the queue right now."""
+        return 0 if self._stop else max(0, self._queue_size - len(self._queue))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drain the queue, fsync, and close the segment as ``.jsonl`` (graceful shutdown)."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    # --- writer thread
+    def _drop(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        try:
+            self._on_drop(reason, n)
+        except Exception:  # metrics must never take the writer down
+            log.exception("drop callback failed")
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._fsync_seconds)
+            self._wake.clear()
+            stopping = self._stop
+            batch = []
+            while self._queue:
+                batch.append(self._queue.popleft())
+            if batch:
+                self._write(batch)
+            now = time.monotonic()
+            if self._file is not None and (stopping or now - self._last_fsync
+                                           >= self._fsync_seconds):
+                self._sync()
+            if self._file is not None and (self._written >= self._segment_max_bytes or
+                                           now - self._opened_at >= self._segment_max_seconds):
+                self._close_segment()
+            if stopping:
+                if self._file is not None:
+                    self._close_segment()
+                return
+
+    def _write(self, batch: list[Any]) -> None:
+        now = time.monotonic()
+        if now < self._broken_until:
+            self._drop("io_error", len(batch))
+            return
+        if now - self._total_checked >= 1.0:
+            self._total_checked = now
+            self._over_cap = directory_bytes(self.directory) > self._max_total_bytes
+        if self._over_cap:
+            self._drop("log_full", len(batch))
+            return
+        lines = []
+        for item in batch:
+            try:
+                lines.append(self._render(item))
+            except Exception:
+                log.exception("could not render a log record")
+                self._drop("render_error", 1)
+        if not lines:
+            return
+        data = b"".join(lines)
+        try:
+            if self._file is None:
+                self._open_segment()
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            log.error("prediction log %s is not writable (%s); dropping records for 1 s",
+                      self.directory, exc)
+            self._drop("io_error", len(lines))
+            self._broken_until = time.monotonic() + 1.0
+            self._abandon()
+            return
+        self._written += len(data)
+        self._dirty = True
+        self.records_written += len(lines)
+        self._on_write(len(lines))
+
+    def _open_segment(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        self._path = self.directory / f"{self.stream}.{self._seq:06d}.open"
+        self._file = open(self._path, "ab", buffering=1024 * 1024)  # noqa: SIM115
+        self._opened_at = time.monotonic()
+        self._written = 0
+
+    def _sync(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            log.error("fsync of %s failed: %s", self._path, exc)
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+
+    def _close_segment(self) -> None:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            assert self._path is not None
+            os.replace(self._path, self._path.with_suffix(".jsonl"))
+            fsync_dir(self.directory)
+        except OSError as exc:
+            log.error("closing segment %s failed: %s", self._path, exc)
+        self._file, self._path, self._dirty = None, None, False
+
+    def _abandon(self) -> None:
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError:
+            pass
+        self._file, self._path, self._dirty = None, None, False
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def directory_bytes(directory: Path) -> int:
+    total = 0
+    try:
+        for entry in os.scandir(directory):
+            try:
+                total += entry.stat().st_size
+            except FileNotFoundError:
+                pass
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a stream's reader stands: the segment number and the byte offset within it."""
+
+    seq: int
+    offset: int
+
+
+Checkpoint = dict[str, Position]
+
+
+@dataclass
+class Batch:
+    lines: list[bytes]  # complete lines, in order within each stream, streams one after another
+    checkpoint: Checkpoint  # the position after the last of ``lines``
+
+
+@dataclass
+class Backlog:
+    events: int  # complete lines not yet read
+    bytes: int
+    oldest_time: float | None  # the time of the oldest unread record
+    torn_tails: int  # dead writers' segments ending in a partial line (never read)
+
+
+class EventLog(Protocol):
+    def append(self, lines: Iterable[bytes]) -> None: ...
+    def read(self, checkpoint: Checkpoint, max_events: int) -> Batch: ...
+    def backlog(self, checkpoint: Checkpoint) -> Backlog: ...
+
+
+class LocalEventLog:
+    """``EventLog`` over the segment directory. Reads complete lines only, tolerates a torn
+    last line and a segment renamed (rotated) or deleted while it is being read."""
+
+    READ_CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, directory: Path, stream: str | None = None) -> None:
+        self.directory = Path(directory)
+        self._stream = stream
+        self._writer: SegmentWriter | None = None
+
+    def writer(self, stream: str, render: Callable[[Any], bytes] = bytes,
+               **kw: Any) -> SegmentWriter:
+        return SegmentWriter(self.directory, stream, render, **kw)
+
+    def append(self, lines: Iterable[bytes]) -> None:
+        """Synchronous append (tests and tools): one stream for this object, fsynced."""
+        if self._writer is None:
+            self._writer = self.writer(self._stream or f"tool-{os.getpid()}-{time.time_ns()}")
+        for line in lines:
+            while not self._writer.submit(line):
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
+        out: list[bytes] = []
+        new = dict(checkpoint)
+        streams = sorted(list_segments(self.directory).items())
+        share = max(1, max_events // max(1, len(streams)))  # no stream starves the others
+        for stream, segments in streams:
+            if len(out) >= max_events:
+                break
+            limit = min(max_events, len(out) + share)
+            pos = new.get(stream, Position(segments[0].seq, 0))
+            for i, seg in enumerate(segments):
+                if seg.seq < pos.seq:
+                    continue
+                if seg.seq > pos.seq:
+                    pos = Position(seg.seq, 0)
+                lines, consumed = self._read_segment(seg, pos.offset, limit - len(out))
+                out.extend(lines)
+                pos = Position(seg.seq, pos.offset + consumed)
+                if len(out) >= limit:
+                    break
+                done = seg.closed and pos.offset >= self._size(seg)
+                if done and i + 1 < len(segments):
+                    pos = Position(segments[i + 1].seq, 0)
+                    continue
+                break
+            new[stream] = pos
+        return Batch(out, new)
+
+    def _size(self, seg: Segment) -> int:
+        try:
+            return seg.path.stat().st_size
+        except FileNotFoundError:
+            return seg.size
+
+    def _open(self, seg: Segment) -> Any:
+        try:
+            return open(seg.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            if seg.closed:
+                raise
+            return open(seg.path.with_suffix(".jsonl"), "rb")  # rotated since listing  # noqa: SIM115
+
+    def _read_segment(self, seg: Segment, offset: int, budget: int) -> tuple[list[bytes], int]:
+        try:
+            f = self._open(seg)
+        except FileNotFoundError:
+            log.warning("segment %s vanished before it was read", seg.path)
+            return [], 0
+        lines: list[bytes] = []
+        consumed = 0
+        with f:
+            f.seek(offset)
+            tail = b""
+            while len(lines) < budget:
+                chunk = f.read(self.READ_CHUNK)
+                if not chunk:
+                    break
+                data = tail + chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    tail = data
+                    continue
+                parts = data[:end].split(b"\n")
+                tail = data[end + 1:]
+                if len(lines) + len(parts) > budget:
+                    parts = parts[:budget - len(lines)]
+                    consumed += sum(len(p) + 1 for p in parts)
+                    lines.extend(parts)
+                    return lines, consumed
+                lines.extend(parts)
+                consumed += end + 1
+        return lines, consumed
+
+    def backlog(self, checkpoint: Checkpoint) -> Backlog:
+        events = nbytes = torn = 0
+        oldest: float | None = None
+        for stream, segments in list_segments(self.directory).items():
+            pos = checkpoint.get(stream, Position(segments[0].seq, 0))
+            first = True
+            for seg in segments:
+                if seg.seq < pos.seq:
+                    continue
+                offset = pos.offset if seg.seq == pos.seq else 0
+                try:
+                    with self._open(seg) as f:
+                        f.seek(offset)
+                        data = f.read()
+                except FileNotFoundError:
+                    continue
+                end = data.rfind(b"\n") + 1
+                n = data.count(b"\n", 0, end)
+                events += n
+                nbytes += end
+                if n and first:
+                    first = False
+                    try:
+                        t = parse_time(orjson.loads(data[:data.index(b"\n")])["time"])
+                        oldest = t if oldest is None else min(oldest, t)
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                if end < len(data) and not seg.closed and not pid_alive(seg.pid):
+                    torn += 1
+        return Backlog(events, nbytes, oldest, torn)
+
+    def delete_consumed(self, checkpoint: Checkpoint, *, older_than: float,
+                        max_total_bytes: int) -> list[Path]:
+        """Retention: delete segments the reader has wholly consumed when they are older than
+        ``older_than`` (a Unix time), or oldest first while the directory is over
+        ``max_total_bytes``. A live writer's open segment is never deleted; a dead writer's
+        is, once consumed up to its torn tail."""
+        candidates: list[Segment] = []
+        total = 0
+        for stream, segments in list_segments(self.directory).items():
+            pos = checkpoint.get(stream)
+            for seg in segments:
+                total += seg.size
+                if pos is None:
+                    continue
+                consumed = seg.seq < pos.seq or (seg.seq == pos.seq and pos.offset >= seg.size)
+                if not seg.closed:
+                    if pid_alive(seg.pid):
+                        continue
+                    consumed = seg.seq < pos.seq or (seg.seq == pos.seq and self._only_tail(
+                        seg, pos.offset))
+                if consumed:
+                    candidates.append(seg)
+        candidates.sort(key=lambda s: s.mtime)
+        deleted = []
+        for seg in candidates:
+            if seg.mtime < older_than or total > max_total_bytes:
+                try:
+                    seg.path.unlink()
+                except FileNotFoundError:
+                    continue
+                total -= seg.size
+                deleted.append(seg.path)
+        return deleted
+
+    def _only_tail(self, seg: Segment, offset: int) -> bool:
+        try:
+            with open(seg.path, "rb") as f:
+                f.seek(offset)
+                return b"\n" not in f.read()
+        except FileNotFoundError:
+            return True
+
+
+# --------------------------------------------------------------------------- the Gateway's sink
+
+
+def render(item: tuple[Any, ...]) -> bytes:
+    """Render a queued ``("p", event, sample_rate)`` or ``("f", model, item, ts)`` tuple."""
+    if item[0] == "p":
+        return encode(prediction_record(item[1], item[2]))
+    return encode(feedback_record(item[1], item[2], item[3]))
+
+
+class LogSink:
+    """The ``EventSink`` of a Gateway worker: samples per variant, then queues the event for
+    the segment writer (which renders it off the request path)."""
+
+    def __init__(self, writer: SegmentWriter, sample: dict[str, float] | None = None,
+                 rand: Callable[[], float] | None = None) -> None:
+        import random
+
+        self.writer = writer
+        self._sample = dict(sample or {})
+        self._rand = rand or random.random
+
+    def emit(self, event: PredictionEvent) -> None:
+        rate = self._sample.get(event.variant, 1.0)
+        if rate < 1.0 and self._rand() >= rate:
+            return
+        self.writer.submit(("p", event, rate))
+
+    def feedback(self, model: str, items: Sequence[dict[str, Any]], ts: float) -> bool:
+        """Queue every label or none: False when the queue has no room for the whole batch
+        (the caller answers 503 and the client retries; labels are never half-taken)."""
+        if self.writer.room() < len(items):
+            return False
+        for item in items:
+            self.writer.submit(("f", model, item, ts))
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+

@@ -1,0 +1,103 @@
+"""The Monitor BentoML service: one worker that runs the loop of ``monitoring.monitor``.
+
+The Gateway declares it with ``bentoml.depends``, so ``bentoml serve`` starts it as its own
+process (circus respawns it after a crash; it resumes from its committed checkpoint). The
+Gateway never calls it on the request path: the admin API reads what it commits to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import bentoml
+
+from models.registry import Registry
+from monitoring.metrics import MonitorMetrics
+from monitoring.monitor import Monitor as MonitorLoop
+from monitoring.monitor import StepResult
+from monitoring.prediction_log import LocalEventLog
+from service.settings import Settings, load_settings
+from store import make_engine
+
+log = logging.getLogger("vigil.monitor")
+SETTINGS = load_settings()
+
+
+def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> MonitorLoop:
+    registry = Registry()
+
+    def class_labels_of(model: str, version: str) -> list[str] | None:
+        card = registry.get(model, version).card
+        return list(card.class_labels) if card.is_classifier and card.class_labels else None
+
+    def on_step(result: StepResult) -> None:
+        if metrics is not None:
+            metrics.observe_step(result)
+
+    m, lg = settings.monitor, settings.log
+    return MonitorLoop(
+        make_engine(settings.store_url), LocalEventLog(settings.log_dir),
+        class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
+        index_retention_seconds=m.index_retention_days * 86400,
+        pending_label_seconds=m.pending_label_seconds,
+        log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
+        on_step=on_step)
+
+
+@bentoml.service(
+    name="vigil-monitor",
+    workers=1,
+    logging={"access": {"enabled": False}},
+    metrics={"enabled": False},
+)
+class Monitor:
+    def __init__(self) -> None:
+        self.loop: MonitorLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @bentoml.on_startup
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        metrics = MonitorMetrics()
+        interval = SETTINGS.monitor.tick_seconds
+        while self.loop is None:  # the store may still be migrating on first start
+            try:
+                loop = build_monitor(SETTINGS, metrics)
+                await asyncio.to_thread(loop.load)
+                self.loop = loop
+            except Exception:
+                log.exception("Monitor could not load its state; retrying")
+                await asyncio.sleep(interval)
+        log.info("Monitor started at %d checkpointed streams", len(self.loop.checkpoint))
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.loop.tick)
+                metrics.observe_status(self.loop.status)
+            except Exception:
+                log.exception("Monitor tick failed; the batch will be read again")
+                await asyncio.to_thread(self._reload)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def _reload(self) -> None:
+        """After a failed commit, memory may hold half a batch: go back to the store's state."""
+        assert self.loop is not None
+        try:
+            self.loop.load()
+        except Exception:
+            log.exception("Monitor could not reload its state")
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    @bentoml.api
+    async def status(self) -> dict[str, Any]:
+        """The Monitor's lag and throughput (also committed to the store every tick)."""
+        return self.loop.status.to_dict() if self.loop else {"starting": True}
