@@ -167,7 +167,8 @@ class Monitor:
                 if data.get("outputs"):
                     index_rows.append({
                         "request_id": data["request_id"], "model": model, "version": version,
-                        "variant": variant, "ts": ts, "outputs": orjson.dumps(data["outputs"]),
+                        "variant": variant, "ts": ts,
+                        "outputs": orjson.dumps(data["outputs"]).decode(),
                         "labeled_rows": None})
             elif kind == FEEDBACK:
                 result.feedback += 1

@@ -237,7 +237,11 @@ class SegmentWriter:
             while self._queue:
                 batch.append(self._queue.popleft())
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:  # the writer thread must outlive any one batch
+                    log.exception("prediction log writer failed on a batch")
+                    self._drop("io_error", len(batch))
             now = time.monotonic()
             if self._file is not None and (stopping or now - self._last_fsync
                                            >= self._fsync_seconds):
@@ -270,23 +274,32 @@ class SegmentWriter:
                 self._drop("render_error", 1)
         if not lines:
             return
-        data = b"".join(lines)
+        i = done = 0
         try:
-            if self._file is None:
-                self._open_segment()
-            self._file.write(data)
-            self._file.flush()
+            while i < len(lines):  # rotate inside a batch: no segment grows past the cap
+                if self._file is None:
+                    self._open_segment()
+                room = self._segment_max_bytes - self._written
+                chunk, size = [], 0
+                while i < len(lines) and (not chunk or size + len(lines[i]) <= room):
+                    chunk.append(lines[i])
+                    size += len(lines[i])
+                    i += 1
+                self._file.write(b"".join(chunk))
+                self._file.flush()
+                self._written += size
+                self._dirty = True
+                done = i
+                self.records_written += len(chunk)
+                self._on_write(len(chunk))
+                if self._written >= self._segment_max_bytes:
+                    self._close_segment()
         except OSError as exc:
             log.error("prediction log %s is not writable (%s); dropping records for 1 s",
                       self.directory, exc)
-            self._drop("io_error", len(lines))
+            self._drop("io_error", len(lines) - done)
             self._broken_until = time.monotonic() + 1.0
             self._abandon()
-            return
-        self._written += len(data)
-        self._dirty = True
-        self.records_written += len(lines)
-        self._on_write(len(lines))
 
     def _open_segment(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -343,7 +356,7 @@ def directory_bytes(directory: Path) -> int:
                 total += entry.stat().st_size
             except FileNotFoundError:
                 pass
-    except FileNotFoundError:
+    except OSError:
         return 0
     return total
 

@@ -1,0 +1,224 @@
+"""The prediction log: records, the segment writer, and the reader's tolerance of torn lines,
+rotation mid-read and retention."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from models.card import Feature
+from monitoring.events import PredictionEvent
+from monitoring.prediction_log import (
+    FEEDBACK,
+    PREDICTION,
+    LocalEventLog,
+    LogSink,
+    Position,
+    SegmentWriter,
+    list_segments,
+    named_inputs,
+    prediction_record,
+    render,
+)
+
+FEATURES = (Feature("size", "float"), Feature("color", "category", categories=("red", "blue"),
+                                                nullable=True), Feature("new", "bool"))
+
+
+def event(i: int, variant: str = "champion") -> PredictionEvent:
+    return PredictionEvent(
+        request_id=f"r{i}", model="m", version="v1", variant=variant, time=1_700_000_000.0 + i,
+        rows=1, latency_seconds=0.002, status="ok",
+        inputs=np.array([[1.5 + i, 1.0, 0.0]]), features=FEATURES,
+        outputs=[{"label": "a", "label_index": 0, "probabilities": {"a": 0.9, "b": 0.1}}])
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def wait_written(writer: SegmentWriter, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while writer.records_written + sum(writer.dropped.values()) < n:
+        assert time.monotonic() < deadline, "writer did not catch up"
+        time.sleep(0.01)
+
+
+def test_record_is_a_cloudevent_with_named_inputs() -> None:
+    rec = prediction_record(event(3, "canary"))
+    assert {"specversion", "id", "source", "type", "time", "datacontenttype", "data"} <= set(rec)
+    assert rec["specversion"] == "1.0" and rec["type"] == PREDICTION
+    assert rec["source"] == "/vigil/m/canary"
+    assert rec["time"].endswith("Z")
+    data = rec["data"]
+    assert data["inputs"] == [{"size": 4.5, "color": "blue", "new": False}]
+    assert (data["request_id"], data["version"], data["variant"]) == ("r3", "v1", "canary")
+    assert data["latency_seconds"] == 0.002 and data["status"] == "ok"
+
+
+def test_named_inputs_turn_nan_into_null() -> None:
+    assert named_inputs(FEATURES, np.array([[np.nan, np.nan, 1.0]])) == [
+        {"size": None, "color": None, "new": True}]
+
+
+def test_writer_then_reader_sees_every_record_once(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, fsync_seconds=0.05)
+    sink = LogSink(writer)
+    for i in range(250):
+        sink.emit(event(i))
+    assert sink.feedback("m", [{"request_id": "r1", "label": "a", "row": 0}], time.time())
+    writer.close()
+    log = LocalEventLog(tmp_path)
+    batch = log.read({}, 100)
+    assert len(batch.lines) == 100
+    rest = log.read(batch.checkpoint, 10_000)
+    records = [orjson.loads(x) for x in batch.lines + rest.lines]
+    assert [r["data"]["request_id"] for r in records[:-1]] == [f"r{i}" for i in range(250)]
+    assert records[-1]["type"] == FEEDBACK and records[-1]["data"]["label"] == "a"
+    assert log.read(rest.checkpoint, 10_000).lines == []
+    # closed on shutdown: renamed to .jsonl
+    assert [p.name for p in tmp_path.iterdir()] == ["gw1-1-1.000001.jsonl"]
+
+
+def test_sampling_writes_the_configured_share(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer, {"shadow": 0.25}, rand=lambda: float(rng.random()))
+    for i in range(2000):
+        sink.emit(event(i, "shadow"))
+        sink.emit(event(i, "champion"))
+    writer.close()
+    records = [orjson.loads(x) for x in LocalEventLog(tmp_path).read({}, 10_000).lines]
+    shadows = [r for r in records if r["data"]["variant"] == "shadow"]
+    assert sum(r["data"]["variant"] == "champion" for r in records) == 2000
+    assert 400 < len(shadows) < 600
+    assert all(r["data"]["sample_rate"] == 0.25 for r in shadows)
+
+
+def test_torn_last_line_of_a_dead_writer_is_never_read(tmp_path: Path) -> None:
+    path = tmp_path / f"gw1-{dead_pid()}-5.000001.open"
+    good = [orjson.dumps(prediction_record(event(i))) + b"\n" for i in range(3)]
+    path.write_bytes(b"".join(good) + b'{"specversion": "1.0", "id": "to')
+    log = LocalEventLog(tmp_path)
+    batch = log.read({}, 100)
+    assert len(batch.lines) == 3
+    assert all(orjson.loads(line) for line in batch.lines)
+    backlog = log.backlog(batch.checkpoint)
+    assert (backlog.events, backlog.torn_tails) == (0, 1)
+    # consumed up to the torn tail and the writer is dead: retention may delete it
+    assert log.delete_consumed(batch.checkpoint, older_than=time.time() + 1,
+                               max_total_bytes=1 << 30) == [path]
+
+
+def test_rotation_while_reading_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=4096,
+                           fsync_seconds=0.01)
+    sink = LogSink(writer)
+    log = LocalEventLog(tmp_path)
+    checkpoint: dict[str, Position] = {}
+    seen: list[str] = []
+    for i in range(600):
+        sink.emit(event(i))
+        if i % 37 == 0:
+            batch = log.read(checkpoint, 50)
+            checkpoint = batch.checkpoint
+            seen += [orjson.loads(x)["data"]["request_id"] for x in batch.lines]
+    writer.close()
+    while True:
+        batch = log.read(checkpoint, 50)
+        if not batch.lines:
+            break
+        checkpoint = batch.checkpoint
+        seen += [orjson.loads(x)["data"]["request_id"] for x in batch.lines]
+    assert seen == [f"r{i}" for i in range(600)]
+    segments = list_segments(tmp_path)["gw1-1-1"]
+    assert len(segments) > 5 and all(s.closed for s in segments)
+
+
+def test_two_streams_are_read_fairly_and_resumed(tmp_path: Path) -> None:
+    for stream in ("gw1-1-1", "gw2-2-2"):
+        w = SegmentWriter(tmp_path, stream, render)
+        for i in range(100):
+            w.submit(("p", event(i), 1.0))
+        w.close()
+    log = LocalEventLog(tmp_path)
+    batch = log.read({}, 50)
+    assert len(batch.lines) == 50
+    assert set(batch.checkpoint) == {"gw1-1-1", "gw2-2-2"}  # both streams advanced
+    assert len(log.read(batch.checkpoint, 1000).lines) == 150
+
+
+def test_full_queue_drops_the_newest_and_counts_it(tmp_path: Path) -> None:
+    drops: list[tuple[str, int]] = []
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, queue_size=5,
+                           on_drop=lambda r, n: drops.append((r, n)))
+    writer._wake.set = lambda: None  # type: ignore[method-assign]  # keep the writer asleep
+    results = [writer.submit(("p", event(i), 1.0)) for i in range(8)]
+    assert results == [True] * 5 + [False] * 3
+    assert writer.dropped == {"queue_full": 3} and drops == [("queue_full", 1)] * 3
+    writer.close()
+    ids = [orjson.loads(x)["data"]["request_id"] for x in LocalEventLog(tmp_path).read(
+        {}, 100).lines]
+    assert ids == ["r0", "r1", "r2", "r3", "r4"]  # the oldest were kept
+
+
+def test_a_full_disk_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    # the segment the writer will open is /dev/full: every write fails with ENOSPC
+    (tmp_path / "gw1-1-1.000001.open").symlink_to("/dev/full")
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    for i in range(50):
+        assert writer.submit(("p", event(i), 1.0))  # accepted at once, never blocks
+    wait_written(writer, 50)
+    assert writer.records_written == 0
+    assert writer.dropped.get("io_error") == 50
+
+
+def test_an_unwritable_directory_drops_and_counts(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = SegmentWriter(blocker / "log", "gw1-1-1", render)
+    for i in range(20):
+        writer.submit(("p", event(i), 1.0))
+    wait_written(writer, 20)
+    assert writer.dropped == {"io_error": 20}
+    writer.close()
+
+
+def test_size_cap_drops_instead_of_filling_the_disk(tmp_path: Path) -> None:
+    (tmp_path / "old.bin").write_bytes(os.urandom(20_000))
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, max_total_bytes=10_000)
+    for i in range(10):
+        writer.submit(("p", event(i), 1.0))
+    wait_written(writer, 10)
+    assert writer.dropped == {"log_full": 10}
+    writer.close()
+
+
+def test_retention_deletes_only_consumed_segments(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=2048)
+    for i in range(60):
+        writer.submit(("p", event(i), 1.0))
+        if i % 10 == 9:
+            wait_written(writer, i + 1)
+            time.sleep(0.02)
+    writer.close()
+    log = LocalEventLog(tmp_path)
+    segments = list_segments(tmp_path)["gw1-1-1"]
+    batch = log.read({}, 25)  # consumes part of the log
+    deleted = log.delete_consumed(batch.checkpoint, older_than=time.time() + 60,
+                                  max_total_bytes=1 << 30)
+    pos = batch.checkpoint["gw1-1-1"]
+    wholly_read = [s.path for s in segments if s.seq < pos.seq]
+    assert wholly_read and set(wholly_read) <= set(deleted)
+    assert set(deleted) <= {s.path for s in segments if s.seq <= pos.seq}
+    rest = log.read(batch.checkpoint, 1000)  # the unread part is still all there
+    assert len(batch.lines) + len(rest.lines) == 60
+    assert log.read(rest.checkpoint, 1000).lines == []
