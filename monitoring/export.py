@@ -1,0 +1,131 @@
+"""Export prediction records to Parquet: one row per predicted input row.
+
+    python -m monitoring.export --model breast_cancer --since 24h --out preds.parquet
+
+Columns: ``time`` (UTC), ``request_id``, ``row``, ``model``, ``version``, ``variant``,
+``status``, ``latency_seconds``, ``error``, ``agreement`` (shadows), one ``input.<feature>``
+column per feature and the flattened outputs (``output.label``, ``output.label_index``,
+``output.probabilities.<class>``, or ``output.value``). Reads the segment files directly (only
+complete lines), so it works whether or not the server is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from monitoring.prediction_log import PREDICTION, list_segments, parse_time
+
+RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str, now: float | None = None) -> float:
+    """``24h``, ``30m``, ``7d`` (relative to now) or an ISO 8601 time."""
+    m = RELATIVE.match(value)
+    if m:
+        return (now or time.time()) - float(m[1]) * UNITS[m[2]]
+    try:
+        return parse_time(value if ("+" in value or value.endswith("Z")) else value + "+00:00")
+    except ValueError:
+        raise ValueError(f"--since {value!r}: expected e.g. 24h, 30m, 7d or "
+                         "2026-11-27T00:00:00Z") from None
+
+
+def records(log_dir: Path) -> Iterator[dict[str, Any]]:
+    for segments in list_segments(log_dir).values():
+        for seg in segments:
+            try:
+                data = seg.path.read_bytes()
+            except FileNotFoundError:
+                try:
+                    data = seg.path.with_suffix(".jsonl").read_bytes()
+                except FileNotFoundError:
+                    continue
+            for line in data[:data.rfind(b"\n") + 1].splitlines():
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+def rows_of(rec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    d = rec["data"]
+    base = {"time": parse_time(rec["time"]), "request_id": d["request_id"],
+            "model": d["model"], "version": d["version"], "variant": d["variant"],
+            "status": d.get("status"), "latency_seconds": d.get("latency_seconds"),
+            "error": d.get("error"), "agreement": d.get("agreement")}
+    inputs = d.get("inputs") or []
+    outputs = d.get("outputs") or []
+    for i in range(max(len(inputs), len(outputs), int(d.get("rows") or 0))):
+        row = {**base, "row": i}
+        if i < len(inputs):
+            flatten("input", inputs[i], row)
+        if i < len(outputs):
+            flatten("output", outputs[i], row)
+        yield row
+
+
+def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
+                   since: float | None = None, until: float | None = None) -> int:
+    """Write the matching predictions to ``out``; returns the number of rows written."""
+    rows: list[dict[str, Any]] = []
+    for rec in records(Path(log_dir)):
+        if rec.get("type") != PREDICTION:
+            continue
+        if model is not None and rec["data"].get("model") != model:
+            continue
+        ts = parse_time(rec["time"])
+        if (since is not None and ts < since) or (until is not None and ts >= until):
+            continue
+        rows.extend(rows_of(rec))
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["time", "request_id", "row"], kind="stable")
+        df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+    return len(df)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitoring.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-dir", type=Path,
+                        default=Path(os.environ.get("VIGIL_DATA_DIR", "var")) / "log")
+    parser.add_argument("--model")
+    parser.add_argument("--since", help="24h, 30m, 7d or an ISO 8601 time")
+    parser.add_argument("--until", help="same forms as --since")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        since = parse_since(args.since) if args.since else None
+        until = parse_since(args.until) if args.until else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until)
+    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
