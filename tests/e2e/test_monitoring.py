@@ -65,7 +65,8 @@ def test_counts_logs_and_quality_match_exactly(server: Server) -> None:
 
     def ask(i: int) -> dict[str, Any]:
         row = dict(zip(data.feature_names, data.data[picks[i]].tolist(), strict=True))
-        with httpx.Client(base_url=server.url, timeout=30) as c:  # several connections: both workers
+        # a connection per request: both workers serve
+        with httpx.Client(base_url=server.url, timeout=30) as c:
             r = c.post("/predict", json={"model": "breast_cancer", "inputs": [row]},
                        headers={"X-Routing-Key": f"user-{i}"})
         assert r.status_code == 200, r.text
