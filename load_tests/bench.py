@@ -2,6 +2,11 @@
 bare BentoML service on the same ONNX file, same worker count, same load, in one run.
 
     python load_tests/bench.py [--rounds 3] [--seconds 8] [--workers 1 2] [--connections 16]
+                               [--kinds bare vigil]
+
+Kinds: ``bare`` (BentoML alone), ``vigil`` (everything on: prediction log and Monitor),
+``vigil-log`` (log on, Monitor off), ``vigil-nolog`` (log and Monitor off). Ratios are against
+the first kind given.
 
 Drives each server with `hey` (Debian package `hey`) from a separate process, alternating
 A/B per round so both see the same machine noise, and prints req/s, p50, p99 and p99.9 of
@@ -29,11 +34,15 @@ ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/referen
        .read_text().splitlines()[1].split(",")]
 
 
+KINDS = {"vigil": {}, "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
+         "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
+
+
 def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    if kind == "vigil":
+    if kind in KINDS:
         env.update(VIGIL_DATA_DIR=str(home), VIGIL_SERVER__WORKERS=str(workers),
-                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"))
+                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"), **KINDS[kind])
         target = "service.gateway:Gateway"
     else:
         env.update(BARE_WORKERS=str(workers),
@@ -67,21 +76,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--kinds", nargs="+", default=["bare", "vigil"],
+                        choices=["bare", *KINDS])
     args = parser.parse_args()
+    kinds = args.kinds
     if not shutil.which("hey"):
         sys.exit("needs `hey` (apt-get install hey)")
-    bodies = {"vigil": {"model": "breast_cancer", "instances": [ROW]},
-              "bare": {"instances": [ROW]}}
+    bodies = {k: {"model": "breast_cancer", "instances": [ROW]} for k in KINDS}
+    bodies["bare"] = {"instances": [ROW]}
     report = []
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            servers = {k: start(k, workers, Path(tmp) / k) for k in ("bare", "vigil")}
+            servers = {k: start(k, workers, Path(tmp) / k) for k in kinds}
             try:
                 for kind, (_, url) in servers.items():  # warm up
                     hey(f"{url}/predict", bodies[kind], 2, args.connections)
-                runs: dict[str, list[dict[str, float]]] = {"bare": [], "vigil": []}
+                runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
                 for _ in range(args.rounds):
-                    for kind in ("bare", "vigil"):
+                    for kind in kinds:
                         runs[kind].append(hey(f"{servers[kind][1]}/predict", bodies[kind],
                                               args.seconds, args.connections))
             finally:
@@ -92,14 +104,15 @@ def main() -> None:
         report.append((workers, med))
         print(f"\n/predict, {workers} worker(s), {args.connections} connections, "
               f"median of {args.rounds} rounds x {args.seconds:g}s")
-        print(f"{'':8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}{'non-200':>9}")
-        for kind in ("bare", "vigil"):
+        print(f"{'':12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}"
+              f"{'non-200':>9}{'req/s ratio':>13}{'p99 ratio':>11}")
+        base = med[kinds[0]]
+        for kind in kinds:
             m = med[kind]
-            print(f"{kind:8}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
-                  f"{m['p99.9']:>10.1f}{m['non_200']:>9.0f}")
-        ratio = {m: med["vigil"][m] / med["bare"][m] for m in ("rps", "p50", "p99")}
-        print(f"{'ratio':8}{ratio['rps']:>10.2f}{ratio['p50']:>10.2f}{ratio['p99']:>10.2f}"
-              "   (vigil / bare)")
+            print(f"{kind:12}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
+                  f"{m['p99.9']:>10.1f}{m['non_200']:>9.0f}{m['rps'] / base['rps']:>13.2f}"
+                  f"{m['p99'] / base['p99']:>11.2f}")
+        print(f"(ratios against {kinds[0]})")
 
 
 if __name__ == "__main__":

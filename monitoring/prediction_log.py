@@ -197,6 +197,7 @@ class SegmentWriter:
         self._over_cap = False
         self.dropped: dict[str, int] = {}
         self.records_written = 0
+        self.failing = False  # the last write failed (unwritable or full): labels get a 503
         self._thread = threading.Thread(target=self._run, name=f"log-{stream}", daemon=True)
         self._thread.start()
 
@@ -263,6 +264,7 @@ class SegmentWriter:
             self._total_checked = now
             self._over_cap = directory_bytes(self.directory) > self._max_total_bytes
         if self._over_cap:
+            self.failing = True
             self._drop("log_full", len(batch))
             return
         lines = []
@@ -290,6 +292,7 @@ class SegmentWriter:
                 self._written += size
                 self._dirty = True
                 done = i
+                self.failing = False
                 self.records_written += len(chunk)
                 self._on_write(len(chunk))
                 if self._written >= self._segment_max_bytes:
@@ -297,6 +300,7 @@ class SegmentWriter:
         except OSError as exc:
             log.error("prediction log %s is not writable (%s); dropping records for 1 s",
                       self.directory, exc)
+            self.failing = True
             self._drop("io_error", len(lines) - done)
             self._broken_until = time.monotonic() + 1.0
             self._abandon()
@@ -599,9 +603,10 @@ class LogSink:
         self.writer.submit(("p", event, rate))
 
     def feedback(self, model: str, items: Sequence[dict[str, Any]], ts: float) -> bool:
-        """Queue every label or none: False when the queue has no room for the whole batch
-        (the caller answers 503 and the client retries; labels are never half-taken)."""
-        if self.writer.room() < len(items):
+        """Queue every label or none: False when the queue has no room for the whole batch or
+        the log is failing (the caller answers 503 and the client retries; labels are never
+        half-taken, nor taken to be dropped)."""
+        if self.writer.failing or self.writer.room() < len(items):
             return False
         for item in items:
             self.writer.submit(("f", model, item, ts))

@@ -33,8 +33,8 @@ def accept_feedback(ctx: WorkerContext, body: Any) -> dict[str, Any]:
     if not ctx.log.feedback(model, items, time.time()):
         if metrics is not None:
             metrics.feedback_items.labels(model, "unavailable").inc(len(items))
-        raise Unavailable("the prediction log queue is full; retry the whole batch",
-                          retry_after=1)
+        raise Unavailable("the prediction log cannot take labels now (queue full or log not "
+                          "writable); retry the whole batch", retry_after=1)
     if metrics is not None:
         metrics.feedback_items.labels(model, "accepted").inc(len(items))
     return {"model": model, "accepted": len(items)}
