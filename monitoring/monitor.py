@@ -180,8 +180,8 @@ class Monitor:
         with self.engine.begin() as conn:
             if index_rows:
                 conn.execute(prediction_index.insert(), index_rows)
-            for data, ts in feedback:
-                outcome = self._join(conn, data, changed)
+            outcomes = self._join(conn, [d for d, _ in feedback], changed)
+            for (data, ts), outcome in zip(feedback, outcomes, strict=True):
                 if outcome == "missing":
                     conn.execute(feedback_pending.insert().values(
                         request_id=str(data.get("request_id")), model=str(data.get("model")),
@@ -199,60 +199,79 @@ class Monitor:
             self.on_step(result)
         return result
 
-    def _join(self, conn: sa.Connection, data: dict[str, Any], changed: set[Key]) -> str:
-        """Score every version that answered the request; 'joined', 'duplicate', 'missing'
-        (no prediction indexed yet) or 'unmatched' (the row does not exist)."""
-        rid, model = data.get("request_id"), data.get("model")
-        rows = conn.execute(sa.select(prediction_index).where(
-            prediction_index.c.request_id == rid, prediction_index.c.model == model
-        ).order_by(prediction_index.c.ts, prediction_index.c.id)).all()
-        if not rows:
-            return "missing"
-        latest: dict[tuple[str, str], Any] = {}
-        for r in rows:  # a reused request id: the latest answer of each version counts
-            latest[(r.version, r.variant)] = r
-        row_i = int(data.get("row") or 0)
-        truth = data["label"] if "label" in data else data.get("value")
-        scored = seen = 0
-        for (version, variant), r in latest.items():
-            labeled = orjson.loads(r.labeled_rows) if r.labeled_rows else []
-            outputs = orjson.loads(r.outputs)
-            if row_i >= len(outputs):
+    def _join(self, conn: sa.Connection, items: list[dict[str, Any]],
+              changed: set[Key]) -> list[str]:
+        """Score every version that answered each labelled request. Per item: 'joined',
+        'duplicate', 'missing' (no prediction indexed yet) or 'unmatched' (no such row).
+        One SELECT per 500 request ids and one batched UPDATE, whatever the item count."""
+        if not items:
+            return []
+        found: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
+        rids = sorted({str(d.get("request_id")) for d in items})
+        for i in range(0, len(rids), 500):
+            for r in conn.execute(sa.select(prediction_index).where(
+                    prediction_index.c.request_id.in_(rids[i:i + 500])).order_by(
+                    prediction_index.c.ts, prediction_index.c.id)):
+                # a reused request id: the latest answer of each version counts
+                found.setdefault((r.request_id, r.model), {})[(r.version, r.variant)] = r
+        labeled: dict[int, list[int]] = {}
+        outputs: dict[int, list[Any]] = {}
+        outcomes = []
+        for data in items:
+            rid, model = str(data.get("request_id")), str(data.get("model"))
+            answers = found.get((rid, model))
+            if not answers:
+                outcomes.append("missing")
                 continue
-            seen += 1
-            if row_i in labeled:
-                continue
-            try:
-                self._stats(model, version, variant).add_label(outputs[row_i], truth)  # type: ignore[arg-type]
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
-                continue
-            changed.add((model, version, variant))  # type: ignore[arg-type]
-            labeled.append(row_i)
-            conn.execute(prediction_index.update().where(prediction_index.c.id == r.id).values(
-                labeled_rows=orjson.dumps(labeled).decode()))
-            scored += 1
-        if scored:
-            return "joined"
-        return "duplicate" if seen else "unmatched"
+            row_i = int(data.get("row") or 0)
+            truth = data["label"] if "label" in data else data.get("value")
+            scored = seen = 0
+            for (version, variant), r in answers.items():
+                if r.id not in outputs:
+                    outputs[r.id] = orjson.loads(r.outputs)
+                    labeled[r.id] = orjson.loads(r.labeled_rows) if r.labeled_rows else []
+                if row_i >= len(outputs[r.id]):
+                    continue
+                seen += 1
+                if row_i in labeled[r.id]:
+                    continue
+                try:
+                    self._stats(model, version, variant).add_label(outputs[r.id][row_i], truth)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
+                    continue
+                changed.add((model, version, variant))
+                labeled[r.id] = [*labeled[r.id], row_i]
+                scored += 1
+            outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")
+        updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode()}
+                   for rid_, rows in labeled.items() if rows]
+        if updates:
+            conn.execute(prediction_index.update().where(
+                prediction_index.c.id == sa.bindparam("_id")).values(
+                labeled_rows=sa.bindparam("_rows")), updates)
+        return outcomes
 
     def _retry_pending(self, conn: sa.Connection, now: float, changed: set[Key],
                        result: StepResult) -> None:
         """Labels that arrived before their prediction was read: join them now, or give up
         after ``pending_label_seconds`` and count them unmatched."""
         pending = conn.execute(sa.select(feedback_pending).order_by(feedback_pending.c.id)).all()
-        for p in pending:
-            data = orjson.loads(p.doc)
-            outcome = self._join(conn, data, changed)
+        outcomes = self._join(conn, [orjson.loads(p.doc) for p in pending], changed)
+        done = []
+        for p, outcome in zip(pending, outcomes, strict=True):
             if outcome == "missing":
                 # Give up only once caught up: while the log is behind, the prediction may
                 # still be in a segment not read yet.
                 if not self._caught_up or now - p.received < self.pending_label_seconds:
                     continue
                 outcome = "unmatched"
-            conn.execute(feedback_pending.delete().where(feedback_pending.c.id == p.id))
+            done.append(p.id)
             self._count(p.model, outcome)
             result.labels[outcome] = result.labels.get(outcome, 0) + 1
+        for i in range(0, len(done), 500):
+            conn.execute(feedback_pending.delete().where(
+                feedback_pending.c.id.in_(done[i:i + 500])))
 
     def _save(self, conn: sa.Connection, checkpoint: Checkpoint, changed: set[Key],
               now: float) -> None:

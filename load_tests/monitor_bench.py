@@ -1,0 +1,93 @@
+"""How many log records a second the Monitor consumes, sustained.
+
+    python -m load_tests.monitor_bench [--requests 50000] [--feedback 0.5] [--streams 2]
+
+Writes ``--requests`` demo-shaped predictions (30 named features, champion or 10% canary,
+plus one shadow record each) and labels for a ``--feedback`` share of them into ``--streams``
+segment streams with the real writer, then runs the real Monitor loop over them against a
+fresh SQLite store and reports events/s: the same loop and commits as in production, minus
+the HTTP server. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.card import Feature  # noqa: E402
+from monitoring.events import PredictionEvent  # noqa: E402
+from monitoring.monitor import Monitor  # noqa: E402
+from monitoring.prediction_log import LocalEventLog, LogSink, SegmentWriter, render  # noqa: E402
+from store import make_engine, migrate  # noqa: E402
+
+LABELS = ["malignant", "benign"]
+FEATURES = tuple(Feature(f"feature {i}", "float") for i in range(30))
+
+
+def write_log(directory: Path, requests: int, feedback: float, streams: int,
+              seed: int = 5) -> int:
+    rng = np.random.default_rng(seed)
+    sinks = [LogSink(SegmentWriter(directory, f"gw{k}-{k}-{k}", render, queue_size=1 << 20))
+             for k in range(1, streams + 1)]
+    matrix = rng.normal(size=(requests, 30))
+    p = rng.random(requests)
+    records = 0
+    for i in range(requests):
+        sink = sinks[i % streams]
+        out = [{"label": LABELS[int(p[i] > 0.5)], "label_index": int(p[i] > 0.5),
+                "probabilities": {"malignant": 1 - p[i], "benign": p[i]}}]
+        variant, version = ("canary", "v2") if i % 10 == 0 else ("champion", "v1")
+        for var, ver in ((variant, version), ("shadow", "v3")):
+            sink.emit(PredictionEvent(
+                request_id=f"req-{i}", model="breast_cancer", version=ver, variant=var,
+                time=time.time(), rows=1, latency_seconds=0.002, status="ok",
+                inputs=matrix[i:i + 1], features=FEATURES, outputs=out))
+            records += 1
+        if rng.random() < feedback:
+            sink.feedback("breast_cancer", [{"request_id": f"req-{i}", "row": 0,
+                                             "label": LABELS[int(rng.random() > 0.4)]}],
+                          time.time())
+            records += 1
+    for s in sinks:
+        s.close()
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--feedback", type=float, default=0.5)
+    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = Path(tmp) / "log"
+        t0 = time.perf_counter()
+        n = write_log(log_dir, args.requests, args.feedback, args.streams)
+        written = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in log_dir.iterdir())
+        engine = make_engine(f"sqlite:///{tmp}/vigil.db")
+        migrate(engine)
+        monitor = Monitor(engine, LocalEventLog(log_dir), batch_events=args.batch,
+                          class_labels_of=lambda m, v: LABELS)
+        monitor.load()
+        t0 = time.perf_counter()
+        result = monitor.tick(budget_seconds=3600)
+        elapsed = time.perf_counter() - t0
+    print(f"log: {n} records, {size / 1e6:.1f} MB, written by the segment writer at "
+          f"{n / written:,.0f} records/s")
+    print(f"Monitor: {result.lines} records in {elapsed:.2f} s = {result.lines / elapsed:,.0f} "
+          f"events/s (predictions {result.predictions}, labels {result.feedback}: "
+          f"{result.labels})")
+
+
+if __name__ == "__main__":
+    main()
