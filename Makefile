@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: venv serve test test-fast demo build bench lint clean token
+.PHONY: venv serve test test-fast demo build bench bench-monitor logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ build: venv
 
 bench: venv
 	$(BIN)/python -m load_tests.bench
+
+bench-monitor: venv
+	$(BIN)/python -m load_tests.monitor_bench
+
+# make logs-export MODEL=breast_cancer SINCE=24h OUT=preds.parquet
+logs-export: venv
+	$(BIN)/python -m monitoring.export --log-dir $(DATA)/log --out $(or $(OUT),predictions.parquet) \
+	  $(if $(MODEL),--model $(MODEL)) $(if $(SINCE),--since $(SINCE))
 
 lint: venv
 	$(BIN)/ruff check service models monitoring store tests load_tests

@@ -29,6 +29,7 @@ from monitoring.prediction_log import (
     Checkpoint,
     LocalEventLog,
     Position,
+    list_segments,
     parse_time,
 )
 from monitoring.stats import VersionStats
@@ -346,6 +347,14 @@ class Monitor:
                                            max_total_bytes=self.log_max_bytes)
         if deleted:
             log.info("retention deleted %d consumed log segments", len(deleted))
+        # A stream with no segment left needs no checkpoint: should its writer still write,
+        # the reader starts at its first remaining segment anyway.
+        gone = set(self.checkpoint) - set(list_segments(self.log.directory))
+        if gone:
+            with self.engine.begin() as conn:
+                conn.execute(monitor_checkpoints.delete().where(
+                    monitor_checkpoints.c.stream.in_(sorted(gone))))
+            self.checkpoint = {k: v for k, v in self.checkpoint.items() if k not in gone}
 
 
 def read_stats(engine: sa.Engine, model: str) -> dict[str, Any]:

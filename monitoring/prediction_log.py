@@ -9,8 +9,9 @@ A respawned worker has a new pid and start time, so it never appends to a file a
 writer may have torn. Every line is one complete JSON record; a killed writer can leave one
 torn last line in its ``.open`` segment, which readers never consume.
 
-Durability: the writer flushes every batch to the OS (a killed *process* loses only what was
-still queued in memory) and fsyncs every ``fsync_seconds`` (a crashed *machine* loses at most
+Durability: the writer takes the queue every ``flush_seconds`` (50 ms) and flushes each batch
+to the OS, so a killed *process* loses only what was still queued in memory (at most that
+interval of records); it fsyncs every ``fsync_seconds`` (a crashed *machine* loses at most
 that window). A full queue, an unwritable directory or a directory over its size cap drops the
 newest record and counts it by reason; nothing blocks the caller.
 
@@ -169,7 +170,7 @@ class SegmentWriter:
     def __init__(self, directory: Path, stream: str, render: Callable[[Any], bytes], *,
                  queue_size: int = 10_000, fsync_seconds: float = 0.5,
                  segment_max_bytes: int = 64 * 1024 * 1024, segment_max_seconds: float = 3600.0,
-                 max_total_bytes: int = 2 * 1024**3,
+                 max_total_bytes: int = 2 * 1024**3, flush_seconds: float = 0.05,
                  on_drop: Callable[[str, int], None] = lambda reason, n: None,
                  on_write: Callable[[int], None] = lambda n: None) -> None:
         self.directory = Path(directory)
@@ -177,6 +178,8 @@ class SegmentWriter:
         self._render = render
         self._queue: deque[Any] = deque()
         self._queue_size = queue_size
+        self._wake_at = max(1, queue_size // 4)
+        self._flush_seconds = min(flush_seconds, fsync_seconds)
         self._fsync_seconds = fsync_seconds
         self._segment_max_bytes = segment_max_bytes
         self._segment_max_seconds = segment_max_seconds
@@ -207,7 +210,9 @@ class SegmentWriter:
             self._drop("queue_full", 1)
             return False
         self._queue.append(item)
-        if not self._wake.is_set():
+        # The writer wakes on its own every flush interval and takes the whole queue in one
+        # write; waking it per record would cost a thread switch and a syscall per request.
+        if len(self._queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
 
@@ -231,7 +236,7 @@ class SegmentWriter:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._fsync_seconds)
+            self._wake.wait(self._flush_seconds)
             self._wake.clear()
             stopping = self._stop
             batch = []

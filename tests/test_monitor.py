@@ -3,6 +3,7 @@ counting across crashes, label joins (late, early, duplicate, unmatched), stats 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,30 @@ def test_invalid_lines_are_counted_not_fatal(engine: sa.Engine, tmp_path: Path) 
     result = m.tick()
     assert (result.lines, result.invalid) == (2, 2)
     assert m.counters["_"]["invalid_lines"] == 2
+
+
+def test_housekeeping_expires_the_index_and_consumed_segments(engine: sa.Engine,
+                                                              tmp_path: Path) -> None:
+    tmp_path = tmp_path / "log"  # the store's files sit in tmp_path itself
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer)
+    for i in range(10):
+        emit(sink, i)
+    writer.close()
+    m = monitor(engine, tmp_path, index_retention_seconds=86400, log_retention_seconds=3600)
+    m.tick()
+    later = 1_700_000_000.0 + 2 * 86400  # two days after the predictions
+    m.housekeeping(later)  # index rows older than a day go; the segment is not an hour old yet
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM prediction_index")).scalar() == 0
+    assert list(tmp_path.iterdir())
+    m.housekeeping(time.time() + 7200)  # consumed and older than the retention: deleted
+    assert list(tmp_path.iterdir()) == [] and m.checkpoint == {}
+    # a label for an expired prediction cannot be joined any more: counted, not an error
+    writer = SegmentWriter(tmp_path, "gw2-2-2", render)
+    LogSink(writer).feedback("m", [{"request_id": "r1", "label": "a", "row": 0}], time.time())
+    writer.close()
+    m.pending_label_seconds = 0
+    m.tick()
+    m.tick()
+    assert read_stats(engine, "m")["feedback"]["unmatched"] == 1

@@ -158,12 +158,13 @@ def test_two_streams_are_read_fairly_and_resumed(tmp_path: Path) -> None:
 
 def test_full_queue_drops_the_newest_and_counts_it(tmp_path: Path) -> None:
     drops: list[tuple[str, int]] = []
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render, queue_size=5,
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, queue_size=5, fsync_seconds=30,
                            on_drop=lambda r, n: drops.append((r, n)))
     writer._wake.set = lambda: None  # type: ignore[method-assign]  # keep the writer asleep
     results = [writer.submit(("p", event(i), 1.0)) for i in range(8)]
     assert results == [True] * 5 + [False] * 3
     assert writer.dropped == {"queue_full": 3} and drops == [("queue_full", 1)] * 3
+    del writer._wake.set  # type: ignore[attr-defined]
     writer.close()
     ids = [orjson.loads(x)["data"]["request_id"] for x in LocalEventLog(tmp_path).read(
         {}, 100).lines]
