@@ -1,4 +1,5 @@
-"""The OpenAPI document (``/docs.json``) that tells the truth about ``/predict``.
+"""The OpenAPI document (``/docs.json``) that tells the truth about ``/predict`` and
+``/feedback``.
 
 BentoML documents every ``@bentoml.api`` route with 200/400/404/500 and a 400 body that
 breaks its own schema. Vigil validates its own input, so ``/predict`` answers 200, 401,
@@ -81,12 +82,71 @@ def predict_operation() -> dict[str, Any]:
     }
 
 
+FEEDBACK_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["request_id"],
+    "additionalProperties": False,
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                       "description": "the request_id of the prediction"},
+        "label": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                  "description": "a classifier's true class (a class label or its index)"},
+        "value": {"type": "number", "description": "a regressor's true value"},
+        "row": {"type": "integer", "minimum": 0, "description": "row of a batch (default 0)"},
+    },
+}
+
+FEEDBACK_REQUEST: dict[str, Any] = {
+    "oneOf": [
+        {"allOf": [FEEDBACK_ITEM, {"required": ["model"], "properties": {
+            "model": {"type": "string"}}}]},
+        {"type": "object", "required": ["model", "items"], "additionalProperties": False,
+         "properties": {"model": {"type": "string"},
+                        "items": {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM}}},
+    ]
+}
+
+INVALID_ITEMS_SCHEMA: dict[str, Any] = {
+    "allOf": [ERROR_SCHEMA, {"type": "object", "properties": {"errors": {
+        "type": "array", "items": {"type": "object", "required": ["field", "reason"],
+                                   "properties": {"field": {"type": "string"},
+                                                  "reason": {"type": "string"}}}}}}]}
+
+
+def feedback_operation() -> dict[str, Any]:
+    return {
+        "tags": ["Service APIs"],
+        "operationId": "vigil__feedback",
+        "summary": "Ground-truth labels for earlier predictions",
+        "description": "Joined to the prediction by request_id in the Monitor (labels may "
+                       "arrive days later); a label scores every version that answered, "
+                       "shadows included. The batch is taken whole or not at all.",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": FEEDBACK_REQUEST}}},
+        "responses": {
+            "202": {"description": "queued for the Monitor", "content": {"application/json": {
+                "schema": {"type": "object", "required": ["model", "accepted"],
+                           "properties": {"model": {"type": "string"},
+                                          "accepted": {"type": "integer"}}}}}},
+            "401": _error("a token of role feedback or above is required"),
+            "403": _error("the token's role may not send feedback"),
+            "404": _error("unknown model"),
+            "413": _error("body over the configured limit"),
+            "422": {"description": "one or more items are invalid; `errors` lists every one "
+                                   "and nothing was accepted",
+                    "content": {"application/json": {"schema": INVALID_ITEMS_SCHEMA}}},
+            "503": _error("the log cannot take labels now; retry the batch after Retry-After"),
+        },
+    }
+
+
 class VigilService(Service):  # type: ignore[type-arg]
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec
         spec.paths["/predict"] = PathItem(post=predict_operation())
+        spec.paths["/feedback"] = PathItem(post=feedback_operation())
         info = attrs.evolve(spec.info, title="Vigil", description=(
-            "Model-serving gateway with built-in monitoring: BentoML-native /predict and the "
-            "operator API under /admin."))
+            "Model-serving gateway with built-in monitoring: BentoML-native /predict and "
+            "/feedback, and the operator API under /admin."))
         return attrs.evolve(spec, info=info)

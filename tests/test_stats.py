@@ -103,3 +103,34 @@ def test_version_stats_round_trip_through_json() -> None:
     back_r = VersionStats.from_dict(orjson.loads(orjson.dumps(r.to_dict())))
     assert back_r.report() == r.report()
     assert r.report()["quality"]["cumulative"]["mae"] == 11.0
+
+
+def test_cumulative_metrics_equal_river_metrics_on_the_same_stream() -> None:
+    from river import metrics as rm
+
+    truth, pred, probs = _classifier_pairs(2, 300, seed=9)
+    q = ClassifierQuality(2, window=50)
+    river = {"accuracy": rm.Accuracy(), "precision": rm.Precision(), "recall": rm.Recall(),
+             "f1": rm.F1(), "log_loss": rm.LogLoss()}
+    for t, p, pr in zip(truth, pred, probs, strict=True):
+        q.add(int(t), int(p), pr.tolist())
+        for name, m in river.items():
+            if name == "log_loss":
+                m.update(bool(t), float(pr[1]))
+            else:
+                m.update(bool(t), bool(p))
+    cum = q.cumulative()
+    for name, m in river.items():
+        assert cum[name] == pytest.approx(m.get(), abs=1e-9), name
+
+    rng = np.random.default_rng(4)
+    y = rng.normal(100, 20, 200)
+    yhat = y + rng.normal(0, 5, 200)
+    r = RegressorQuality(window=10)
+    river_r = {"mae": rm.MAE(), "rmse": rm.RMSE(), "r2": rm.R2()}
+    for a, b in zip(y, yhat, strict=True):
+        r.add(float(a), float(b))
+        for m in river_r.values():
+            m.update(float(a), float(b))
+    for name, m in river_r.items():
+        assert r.cumulative()[name] == pytest.approx(m.get(), rel=1e-9), name

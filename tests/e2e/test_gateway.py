@@ -287,6 +287,10 @@ def test_openapi_document_tells_the_real_statuses(client: httpx.Client) -> None:
     predict = doc["paths"]["/predict"]["post"]
     assert {"200", "404", "413", "422"} <= set(predict["responses"])
     assert "400" not in predict["responses"]
+    feedback = doc["paths"]["/feedback"]["post"]
+    assert {"202", "401", "422", "503"} <= set(feedback["responses"])
+    assert "400" not in feedback["responses"] and "200" not in feedback["responses"]
+    assert "/admin/models/{model}/stats" in doc["paths"]
     assert "/admin/deployments/{model}" in doc["paths"]
     assert "412" in doc["paths"]["/admin/deployments/{model}"]["patch"]["responses"]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
