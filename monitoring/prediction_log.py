@@ -273,12 +273,14 @@ class SegmentWriter:
             self._drop("log_full", len(batch))
             return
         lines = []
-        for item in batch:
+        for n, item in enumerate(batch, 1):
             try:
                 lines.append(self._render(item))
             except Exception:
                 log.exception("could not render a log record")
                 self._drop("render_error", 1)
+            if n % 16 == 0:
+                time.sleep(0)  # let the event loop thread have the GIL between small runs
         if not lines:
             return
         i = done = 0
