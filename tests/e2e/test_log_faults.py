@@ -22,8 +22,9 @@ from tests.e2e.test_monitoring import wait_for
 
 pytestmark = pytest.mark.e2e
 ROW = {"instances": [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]]}
-# A process crash loses only what was still queued in memory; allow this much before the kill.
-LOSS_WINDOW_SECONDS = 1.0
+# A process crash loses only what was still queued in memory (the writer takes the queue every
+# 50 ms); allow ten times that before the kill, for a loaded CI machine.
+LOSS_WINDOW_SECONDS = 0.5
 
 
 def workers(proc_pid: int, service: str) -> list[psutil.Process]:
