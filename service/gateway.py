@@ -21,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoring.metrics import GatewayMetrics, exposition
-from service import admin, openapi
+from service import admin, openapi, protocol
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
-from service.errors import InvalidInput, PayloadTooLarge, VigilError
+from service.errors import InvalidInput, VigilError
 from service.feedback import accept_feedback
-from service.inference import parse_json
+from service.httperrors import install
+from service.inference import parse_json, read_body
 from service.monitor import Monitor
 from service.settings import load_settings
 
@@ -49,21 +50,7 @@ class RawBody(IODescriptor):
     async def from_http_request(cls, request: Request, serde: Any) -> Any:
         limit = SETTINGS.limits.max_body_bytes
         try:
-            declared = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            declared = 0
-        if declared > limit:
-            return cls._wrap(PayloadTooLarge(
-                "body", f"{declared} bytes; the limit is {limit}"))
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return cls._wrap(PayloadTooLarge(
-                    "body", f"more than {limit} bytes; the limit is {limit}"))
-            chunks.append(chunk)
-        try:
-            return cls._wrap(parse_json(b"".join(chunks), limit))
+            return cls._wrap(parse_json(await read_body(request, limit), limit))
         except VigilError as exc:
             return cls._wrap(exc)
 
@@ -98,6 +85,8 @@ def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
 
 
 root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+root_app.include_router(protocol.router)  # OIP v2 and KServe V1 (a "/"-mount: see REFERENCE)
+install(root_app)
 
 
 @root_app.get("/metrics", include_in_schema=True, summary="Prometheus metrics of every process",

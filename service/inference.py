@@ -41,6 +41,24 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
+async def read_body(request: Any, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is over ``limit`` bytes (by its
+    declared length, or while it streams in)."""
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise PayloadTooLarge("body", f"{declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("body", f"more than {limit} bytes; the limit is {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_json(raw: bytes, limit: int) -> Any:
     if len(raw) > limit:
         raise PayloadTooLarge("body", f"{len(raw)} bytes; the limit is {limit}")
