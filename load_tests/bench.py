@@ -5,8 +5,10 @@ bare BentoML service on the same ONNX file, same worker count, same load, in one
                                [--kinds bare vigil]
 
 Kinds: ``bare`` (BentoML alone), ``vigil`` (everything on: prediction log and Monitor),
-``vigil-log`` (log on, Monitor off), ``vigil-nolog`` (log and Monitor off). Ratios are against
-the first kind given.
+``vigil-log`` (log on, Monitor off), ``vigil-nolog`` (log and Monitor off), ``vigil-oip``
+(the same server as ``vigil``, asked through ``POST /v2/models/breast_cancer/infer``) and
+``vigil-v1`` (through ``POST /v1/models/breast_cancer:predict``). Ratios are against the first
+kind given.
 
 Drives each server with `hey` (Debian package `hey`) from a separate process, alternating
 A/B per round so both see the same machine noise, and prints req/s, p50, p99 and p99.9 of
@@ -36,6 +38,14 @@ ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/referen
 
 KINDS = {"vigil": {}, "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
          "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
+# kind -> (server kind, path, body)
+ROUTES: dict[str, tuple[str, str, dict]] = {
+    **{k: (k, "/predict", {"model": "breast_cancer", "instances": [ROW]}) for k in KINDS},
+    "bare": ("bare", "/predict", {"instances": [ROW]}),
+    "vigil-oip": ("vigil", "/v2/models/breast_cancer/infer", {"inputs": [
+        {"name": "X", "shape": [1, len(ROW)], "datatype": "FP32", "data": [ROW]}]}),
+    "vigil-v1": ("vigil", "/v1/models/breast_cancer:predict", {"instances": [ROW]}),
+}
 
 
 def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -77,32 +87,35 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", default=["bare", "vigil"],
-                        choices=["bare", *KINDS])
+                        choices=list(ROUTES))
     args = parser.parse_args()
     kinds = args.kinds
     if not shutil.which("hey"):
         sys.exit("needs `hey` (apt-get install hey)")
-    bodies = {k: {"model": "breast_cancer", "instances": [ROW]} for k in KINDS}
-    bodies["bare"] = {"instances": [ROW]}
     report = []
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            servers = {k: start(k, workers, Path(tmp) / k) for k in kinds}
+            needed = sorted({ROUTES[k][0] for k in kinds})
+            servers = {k: start(k, workers, Path(tmp) / k) for k in needed}
+
+            def url(kind: str, servers: dict = servers) -> str:
+                return servers[ROUTES[kind][0]][1] + ROUTES[kind][1]
+
             try:
-                for kind, (_, url) in servers.items():  # warm up
-                    hey(f"{url}/predict", bodies[kind], 2, args.connections)
+                for kind in kinds:  # warm up
+                    hey(url(kind), ROUTES[kind][2], 2, args.connections)
                 runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
                 for _ in range(args.rounds):
                     for kind in kinds:
-                        runs[kind].append(hey(f"{servers[kind][1]}/predict", bodies[kind],
-                                              args.seconds, args.connections))
+                        runs[kind].append(hey(url(kind), ROUTES[kind][2], args.seconds,
+                                              args.connections))
             finally:
                 for proc, _ in servers.values():
                     stop(proc)
         med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
                for k, v in runs.items()}
         report.append((workers, med))
-        print(f"\n/predict, {workers} worker(s), {args.connections} connections, "
+        print(f"\n{workers} worker(s), {args.connections} connections, "
               f"median of {args.rounds} rounds x {args.seconds:g}s")
         print(f"{'':12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}"
               f"{'non-200':>9}{'req/s ratio':>13}{'p99 ratio':>11}")
@@ -112,7 +125,8 @@ def main() -> None:
             print(f"{kind:12}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
                   f"{m['p99.9']:>10.1f}{m['non_200']:>9.0f}{m['rps'] / base['rps']:>13.2f}"
                   f"{m['p99'] / base['p99']:>11.2f}")
-        print(f"(ratios against {kinds[0]})")
+        print(f"(ratios against {kinds[0]}; routes: "
+              + ", ".join(f"{k} {ROUTES[k][1]}" for k in kinds) + ")")
 
 
 if __name__ == "__main__":

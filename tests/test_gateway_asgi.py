@@ -85,3 +85,15 @@ def test_a_patch_is_served_at_once_by_the_worker_that_made_it(client: TestClient
     p = client.post("/predict", json={"model": "breast_cancer", "inputs": [record]},
                     headers={"Authorization": f"Bearer {CLIENT}"})
     assert p.json()["variant"] == "canary" and p.headers["x-vigil-revision"] == str(rev + 1)
+
+
+def test_protocol_routes_need_a_client_token_too(client: TestClient) -> None:
+    body = {"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [_row()]}]}
+    r = client.post("/v2/models/diabetes/infer", json=body)
+    assert r.status_code == 401 and r.json()["error"]
+    r = client.post("/v2/models/diabetes/infer", json=body,
+                    headers={"Authorization": f"Bearer {CLIENT}"})
+    assert r.status_code == 200 and r.json()["model_version"] == "v1"
+    r = client.post("/v1/models/diabetes:predict", json={"instances": [_row()]})
+    assert r.status_code == 401
+    assert client.get("/v2/health/live").status_code == 200  # probes stay open
