@@ -1,0 +1,619 @@
+"""Streaming drift detection, calibrated to a false-alarm budget (DESIGN §4). Pure: numpy in,
+alarms and JSON-able snapshots out.
+
+Signals of one model version:
+
+* ``input_mean`` / ``input_scale`` — every numeric feature is mapped to a normal score against
+  the version's reference rows (``NormalScores``: z = Φ⁻¹(F_ref(x)), so z ~ N(0, 1) without
+  drift whatever the feature's shape), then watched by two-sided CUSUMs on z (allowances
+  k = 0.125, 0.25, 0.5: small, medium and large shifts) and on z² − 1 (variance up or down,
+  which a mean detector cannot see).
+* ``input_category`` — each category's frequency by two-sided Bernoulli log-likelihood CUSUMs;
+  ``input_unseen`` — a category the reference never had, on its first occurrence.
+* ``prediction`` — the model's output (class probabilities, or the predicted value) as normal
+  scores against the model's outputs on its reference rows, with the same CUSUMs as inputs.
+* ``error`` — joined labels: 0/1 errors by Bernoulli CUSUMs against the error rate of the
+  labels older than the last ``error_delay`` (classifiers), or standardized residuals
+  (regressors).
+
+Calibration: one budget per model version (``false_alarms_per_100k`` rows, family-wise) is
+split over the signals and then evenly over every one-sided detector of a signal, so adding
+features does not add false alarms. Thresholds come from closed forms, never a start-up
+simulation: Siegmund's approximation for Gaussian increments, the same with the Cramér root
+for χ²₁ increments, and Wald's root θ = 1 for likelihood ratios. ``load_tests/drift_bench.py``
+measures what they give.
+
+The CUSUMs are vectorised over the batch of rows the Monitor reads: Page's recursion
+S_t = max(0, S_{t-1} + y_t − k) equals C_t − min(0, min_{i≤t} C_i) with C the running sum
+started at S_0, so a batch is a cumsum and a running minimum per column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+SIGNALS = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
+           "error")
+MEAN_KS = (0.125, 0.25, 0.5)
+SCALE_KS = (0.25, 0.6)  # z² − 1 allowances: variance ×1.5 and ×2.2 (up); down uses the first
+SCALE_K = SCALE_KS[0]
+PREDICTED_CLASS_SHIFTS = (0.05, 0.10, 0.15)
+GRID = 1024
+# Share of the budget for each signal family (inputs split again over features and sides).
+SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _solve(f: Any, lo: float, hi: float, target: float) -> float:
+    """Bisection for increasing f: the x in [lo, hi] with f(x) = target."""
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def gaussian_threshold(k: float, arl0: float) -> float:
+    """h for a one-sided CUSUM on N(0, 1) increments with allowance k whose in-control run
+    length is ``arl0`` (Siegmund: ARL0 = (e^{2kh'} − 2kh' − 1) / 2k², h' = h + 1.166)."""
+    def arl(h: float) -> float:
+        x = 2 * k * (h + 1.166)
+        return (math.exp(min(x, 700)) - x - 1) / (2 * k * k)
+    return _solve(arl, 0.0, 1000.0, arl0)
+
+
+def gaussian_delay(k: float, h: float, shift: float) -> float:
+    """Siegmund's expected delay for a mean shift ``shift`` (> k) in σ units."""
+    d = shift - k
+    x = 2 * d * (h + 1.166)
+    return (math.exp(-x) + x - 1) / (2 * d * d)
+
+
+def chi2_threshold(k: float, arl0: float, upper: bool) -> float:
+    """h for a one-sided CUSUM on ±(z² − 1) − k with z ~ N(0, 1): Siegmund's form with the
+    Cramér root θ of E[e^{θX}] = 1 and Siegmund's overshoot scaled to the increments' σ = √2."""
+    if upper:  # X = z² − 1 − k:  (1 − 2θ)^{-1/2} e^{−θ(1 + k)} = 1
+        def g(t: float) -> float:
+            return -0.5 * math.log(1 - 2 * t) - t * (1 + k)
+        theta = _root(g, 0.5)
+    else:  # X = 1 − z² − k:  (1 + 2θ)^{-1/2} e^{θ(1 − k)} = 1
+        def g(t: float) -> float:
+            return -0.5 * math.log(1 + 2 * t) + t * (1 - k)
+        theta = _root(g, 50.0)
+    over = 0.583 * math.sqrt(2)
+
+    def arl(h: float) -> float:
+        x = theta * (h + over)
+        return (math.exp(min(x, 700)) - x - 1) / (theta * k)
+    return _solve(arl, 0.0, 1000.0, arl0)
+
+
+def _root(g: Any, hi: float) -> float:
+    """The positive root of g (g < 0 just above 0, g > 0 near ``hi``)."""
+    lo = 1e-9
+    hi = hi - 1e-12
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if g(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def llr_threshold(arl0: float, kl0: float = 1.0) -> float:
+    """h for a likelihood-ratio CUSUM. Its increments have Wald's root θ = 1 and mean −KL(p0‖p1)
+    in control, so Siegmund's form gives ARL0 ≈ e^h / KL(p0‖p1): h = ln(ARL0 · KL)."""
+    return max(1.0, math.log(max(arl0 * kl0, 1.0)))
+
+
+GUARD_SE = 1.0
+
+
+def guarded(p0: float, n: int, up: bool) -> float:
+    """The in-control rate a one-sided Bernoulli detector assumes: the reference estimate moved
+    one standard error towards the alternative, so that the reference's own sampling error
+    does not become false alarms (unguarded, 500 warm-up labels made 30× the budget)."""
+    se = math.sqrt(max(p0 * (1 - p0), 1e-6) / max(n, 1))
+    return float(min(max(p0 + (GUARD_SE * se if up else -GUARD_SE * se), 1e-4), 1 - 1e-4))
+
+
+def bernoulli_kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def bernoulli_llr(p0: float, p1: float) -> tuple[float, float]:
+    """The log-likelihood-ratio increments (on a hit, on a miss) for p0 → p1."""
+    return math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+class NormalScores:
+    """Map each column to normal scores against reference values: z = Φ⁻¹(F_ref(x)), then
+    re-standardized by the scores' own reference mean and std (which handles ties)."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.ndim == 1:
+            ref = ref[:, None]
+        n = len(ref)
+        g = min(GRID, max(n, 2))
+        u = (np.arange(g) + 0.5) / g
+        nd = NormalDist()
+        zgrid = np.array([nd.inv_cdf(float(p)) for p in u])
+        self.xs: list[np.ndarray] = []
+        self.zs: list[np.ndarray] = []
+        means, stds = [], []
+        for j in range(ref.shape[1]):
+            col = ref[:, j][np.isfinite(ref[:, j])]
+            if col.size == 0:
+                col = np.zeros(1)
+            q = np.quantile(col, u)
+            xs, inverse = np.unique(q, return_inverse=True)
+            zs = np.bincount(inverse, weights=zgrid) / np.bincount(inverse)  # ties: mean score
+            self.xs.append(xs)
+            self.zs.append(zs)
+            zref = self._map(j, col, xs, zs)
+            means.append(zref.mean())
+            stds.append(zref.std() if zref.std() > 1e-9 else 1.0)
+        self.mean = np.array(means)
+        self.std = np.array(stds)
+
+    @staticmethod
+    def _map(j: int, x: np.ndarray, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+        if len(xs) == 1:
+            return np.where(x > xs[0], 1.0, np.where(x < xs[0], -1.0, 0.0))
+        return np.interp(x, xs, zs)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, dtype=np.float64)
+        for j in range(x.shape[1]):
+            out[:, j] = self._map(j, x[:, j], self.xs[j], self.zs[j])
+        out = (out - self.mean) / self.std
+        return np.where(np.isfinite(x), out, 0.0)  # a null tells nothing about the shape
+
+
+class CusumBank:
+    """Independent one-sided upper CUSUMs S = max(0, S + y − k), one per column, each with
+    its own k and h. ``update`` takes a (rows, columns) batch and returns every crossing as
+    (row, column, statistic); a column that crosses restarts at 0."""
+
+    def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
+        self.k = np.asarray(k, dtype=np.float64)
+        self.h = np.asarray(h, dtype=np.float64)
+        self.s = np.zeros(len(self.k))
+
+    def _run(self, y: np.ndarray, s0: np.ndarray) -> np.ndarray:
+        c = s0 + np.cumsum(y, axis=0)
+        return c - np.minimum(np.minimum.accumulate(c, axis=0), 0.0)
+
+    def update(self, y: np.ndarray) -> list[tuple[int, int, float]]:
+        self.first_row: np.ndarray | None = None
+        if len(y) == 0:
+            return []
+        inc = y - self.k
+        stats = self._run(inc, self.s)
+        crossings: list[tuple[int, int, float]] = []
+        hit_cols = np.nonzero((stats > self.h).any(axis=0))[0]
+        if len(hit_cols):
+            first = int(np.argmax((stats > self.h).any(axis=1)))
+            self.first_row = stats[first].copy()  # exact: nothing has reset before this row
+        for col in hit_cols:
+            column = stats[:, col].copy()
+            start = 0
+            while True:
+                over = np.nonzero(column[start:] > self.h[col])[0]
+                if not len(over):
+                    break
+                t = start + int(over[0])
+                crossings.append((t, int(col), float(column[t])))
+                column[t] = 0.0  # the detector restarts after raising
+                start = t + 1
+                if start < len(inc):
+                    column[start:] = self._run(inc[start:, col:col + 1], np.zeros(1))[:, 0]
+            stats[:, col] = column
+        self.s = stats[-1].copy()
+        crossings.sort()
+        return crossings
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """How close each detector is to alarming: S / h."""
+        return self.s / self.h
+
+
+def psi(live_counts: np.ndarray, ref_fractions: np.ndarray) -> float:
+    """Population stability index between live bin counts and reference bin fractions."""
+    total = live_counts.sum()
+    if total == 0:
+        return 0.0
+    p = np.clip(live_counts / total, 1e-4, None)
+    q = np.clip(ref_fractions, 1e-4, None)
+    return float(((p - q) * np.log(p / q)).sum())
+
+
+# ----------------------------------------------------------------------------- one version
+
+
+@dataclass
+class DriftAlarm:
+    model: str
+    version: str
+    signal: str
+    features: list[dict[str, Any]]  # ranked: {"feature", "ratio" (S/h), "shift", "psi"?}
+    score: float  # the statistic over its threshold (≥ 1 when raised)
+    rows: int  # rows (or labels, for "error") seen since the reference
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reference:
+    """What a version's detectors compare against."""
+
+    features: list[str]
+    kinds: list[str]  # per feature: "numeric" or "category"
+    categories: dict[str, list[str]]  # categorical feature -> its categories (card order)
+    rows: np.ndarray  # reference input matrix (card order; categories as indices)
+    outputs: np.ndarray  # reference prediction scores (n, outputs)
+    output_names: list[str]
+    source: str = "registry"
+
+
+@dataclass
+class DriftConfig:
+    false_alarms_per_100k: float = 1.0
+    window: int = 1000  # rows behind the per-feature PSI score
+    error_warmup: int = 1000  # labels that set the first reference error rate
+    error_delay: int = 5000  # labels join the reference error rate this many labels later
+    category_shifts: tuple[float, ...] = (0.05, 0.10)  # absolute frequency changes watched
+    error_shifts: tuple[float, ...] = (0.05, 0.10)
+
+
+@dataclass
+class _Group:
+    """A bank of CUSUM columns and what each column means."""
+
+    signal: str
+    bank: CusumBank
+    feature: list[str]  # per column
+    label: list[str] = field(default_factory=list)  # per column: e.g. "mean+0.125"
+
+
+class VersionDrift:
+    """Every drift detector of one model version."""
+
+    SCALE_COLUMNS = [(k, "up", True) for k in SCALE_KS] + [(SCALE_K, "down", False)]
+
+    def __init__(self, model: str, version: str, ref: Reference, config: DriftConfig,
+                 classifier: bool) -> None:
+        self.model, self.version, self.ref, self.config = model, version, ref, config
+        self.classifier = classifier
+        self.rows_seen = 0
+        self.labels_seen = 0
+        budget_arl = 100_000 / config.false_alarms_per_100k  # family-wise in-control run length
+        self.numeric = [j for j, k in enumerate(ref.kinds) if k == "numeric"]
+        self.categorical = [j for j, k in enumerate(ref.kinds) if k == "category"]
+        # count the one-sided detectors of the input family first, to split its share
+        n_cat_cols = sum(2 * len(config.category_shifts) * len(ref.categories[ref.features[j]])
+                         for j in self.categorical)
+        n_in = len(self.numeric) * (2 * len(MEAN_KS) + len(self.SCALE_COLUMNS)) + n_cat_cols
+        arl_in = budget_arl / SHARES["inputs"] * max(n_in, 1)
+        self.scores = NormalScores(ref.rows[:, self.numeric]) if self.numeric else None
+        self.groups: dict[str, _Group] = {}
+        names = [ref.features[j] for j in self.numeric]
+        if self.numeric:
+            self.groups["input_mean"] = self._mean_group("input_mean", names, arl_in)
+            ks, hs, feats, labels = [], [], [], []
+            for k, side, upper in self.SCALE_COLUMNS:
+                h = chi2_threshold(k, arl_in, upper)
+                for name in names:
+                    ks.append(k)
+                    hs.append(h)
+                    feats.append(name)
+                    labels.append(f"scale_{side}@{k:g}")
+            self.groups["input_scale"] = _Group("input_scale", CusumBank(np.array(ks),
+                                                np.array(hs)), feats, labels)
+        # categorical: per category, Bernoulli LLR CUSUMs for p0 ± each shift
+        self.cat_cols: list[tuple[int, int, float, float]] = []  # (feature j, cat i, a, b)
+        cat_h: list[float] = []
+        cat_feats: list[str] = []
+        cat_labels: list[str] = []
+        self.cat_ref: dict[int, np.ndarray] = {}
+        for j in self.categorical:
+            cats = ref.categories[ref.features[j]]
+            col = ref.rows[:, j]
+            col = col[np.isfinite(col)].astype(int)
+            freq = np.bincount(col, minlength=len(cats))[:len(cats)] / max(len(col), 1)
+            self.cat_ref[j] = freq
+            for i, p_ref in enumerate(freq):
+                if p_ref <= 0:
+                    continue  # never seen in the reference: the "unseen" signal's business
+                for d in config.category_shifts:
+                    for up in (True, False):
+                        p0 = guarded(float(p_ref), len(col), up)
+                        p1 = p0 + d if up else p0 - d
+                        if not 0 < p1 < 1:
+                            continue
+                        a, b = bernoulli_llr(p0, p1)
+                        self.cat_cols.append((j, i, a, b))
+                        cat_h.append(llr_threshold(arl_in, bernoulli_kl(p0, p1)))
+                        cat_feats.append(ref.features[j])
+                        cat_labels.append(f"{cats[i]}:{'+' if up else '-'}{d:g}")
+        if self.cat_cols:
+            self.groups["input_category"] = _Group(
+                "input_category", CusumBank(np.zeros(len(cat_h)), np.array(cat_h)),
+                cat_feats, cat_labels)
+        # predictions: normal scores of the outputs, and (classifiers) the predicted class's
+        # frequency by Bernoulli CUSUMs, as for a categorical input
+        self.out_scores = NormalScores(ref.outputs)
+        self.class_cols: list[tuple[int, float, float]] = []  # (class, a, b)
+        class_kl: list[float] = []
+        class_labels: list[str] = []
+        if classifier and ref.outputs.shape[1] > 1:
+            k = ref.outputs.shape[1]
+            freq = np.bincount(ref.outputs.argmax(axis=1), minlength=k) / len(ref.outputs)
+            classes = range(1, 2) if k == 2 else range(k)  # binary: one class says it all
+            for c in classes:
+                for d in PREDICTED_CLASS_SHIFTS:
+                    for up in (True, False):
+                        p0 = guarded(float(freq[c]), len(ref.outputs), up)
+                        p1 = p0 + d if up else p0 - d
+                        if 0 < freq[c] < 1 and 0 < p1 < 1:
+                            a, b = bernoulli_llr(p0, p1)
+                            self.class_cols.append((c, a, b))
+                            class_kl.append(bernoulli_kl(p0, p1))
+                            class_labels.append(f"class {ref.output_names[c]}:"
+                                                f"{'+' if up else '-'}{d:g}")
+        n_pred = len(ref.output_names) * 2 * len(MEAN_KS) + len(self.class_cols)
+        arl_pred = budget_arl / SHARES["prediction"] * n_pred
+        g = self._mean_group("prediction", ref.output_names, arl_pred)
+        if self.class_cols:
+            g = _Group("prediction", CusumBank(
+                np.append(g.bank.k, np.zeros(len(self.class_cols))),
+                np.append(g.bank.h, [llr_threshold(arl_pred, kl) for kl in class_kl])),
+                [*g.feature, *[ref.output_names[c] for c, _, _ in self.class_cols]],
+                [*g.label, *class_labels])
+        self.groups["prediction"] = g
+        # errors: their reference is the labels themselves (see update_errors)
+        self._error_arl = budget_arl / SHARES["error"]
+        self.ref_n = 0
+        self.ref_sum = 0.0
+        self.ref_sq = 0.0
+        self._delay: list[np.ndarray] = []
+        self.error_p0: float | None = None
+        self.residual_sd: float | None = None
+        # windowed PSI inputs: the last `window` rows
+        self.window = np.full((config.window, len(ref.features)), np.nan)
+        self.window_out = np.full((config.window, len(ref.output_names)), np.nan)
+        self.window_pos = 0
+        self.window_fill = 0
+        self.unseen: set[tuple[str, str]] = set()
+
+    def _mean_group(self, signal: str, names: list[str], arl: float) -> _Group:
+        ks, hs, feats, labels = [], [], [], []
+        for k in MEAN_KS:
+            h = gaussian_threshold(k, arl)
+            for side in ("up", "down"):
+                for name in names:
+                    ks.append(k)
+                    hs.append(h)
+                    feats.append(name)
+                    labels.append(f"mean_{side}@{k:g}")
+        return _Group(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels)
+
+    # ------------------------------------------------------------------ updates
+
+    def _mean_inputs(self, z: np.ndarray) -> np.ndarray:
+        """Columns for the mean bank: for each k, (+z, −z)."""
+        both = np.concatenate([z, -z], axis=1)
+        return np.concatenate([both] * len(MEAN_KS), axis=1)
+
+    def update_rows(self, matrix: np.ndarray, outputs: np.ndarray, now: float
+                    ) -> list[DriftAlarm]:
+        """A batch of live rows (card order) and the model's output scores for them."""
+        alarms: list[DriftAlarm] = []
+        n = len(matrix)
+        if n == 0:
+            return alarms
+        base = self.rows_seen
+        self.rows_seen += n
+        self._remember(matrix, outputs)
+        if self.scores is not None:
+            z = self.scores.transform(matrix[:, self.numeric])
+            alarms += self._run("input_mean", self._mean_inputs(z), base, now)
+            z2 = z * z - 1.0
+            alarms += self._run("input_scale", np.concatenate(
+                [z2 if upper else -z2 for _, _, upper in self.SCALE_COLUMNS], axis=1), base, now)
+        if self.cat_cols:
+            y = np.empty((n, len(self.cat_cols)))
+            for c, (j, i, a, b) in enumerate(self.cat_cols):
+                y[:, c] = np.where(matrix[:, j] == i, a, b)
+            alarms += self._run("input_category", y, base, now)
+        for j in self.categorical:
+            cats = self.ref.categories[self.ref.features[j]]
+            col = matrix[:, j]
+            for i in np.unique(col[np.isfinite(col)]).astype(int):
+                if i < len(cats) and self.cat_ref[j][i] == 0:
+                    key = (self.ref.features[j], cats[i])
+                    if key not in self.unseen:
+                        self.unseen.add(key)
+                        alarms.append(DriftAlarm(
+                            self.model, self.version, "input_unseen",
+                            [{"feature": key[0], "category": key[1], "ratio": math.inf}],
+                            math.inf, base + int(np.argmax(col == i)) + 1, now))
+        y = self._mean_inputs(self.out_scores.transform(outputs))
+        if self.class_cols:
+            predicted = outputs.argmax(axis=1)
+            extra = np.empty((n, len(self.class_cols)))
+            for c, (cls, a, b) in enumerate(self.class_cols):
+                extra[:, c] = np.where(predicted == cls, a, b)
+            y = np.concatenate([y, extra], axis=1)
+        alarms += self._run("prediction", y, base, now)
+        return alarms
+
+    def update_errors(self, errors: np.ndarray, now: float) -> list[DriftAlarm]:
+        """A batch of errors of joined labels: 0/1 (classifier) or residuals (regressor).
+
+        The reference error rate is every label older than ``error_delay`` labels (the first
+        ``error_warmup`` to start with), so a drift is judged against what came before it and
+        the estimate sharpens the longer the version runs."""
+        errors = np.asarray(errors, dtype=np.float64)
+        if not len(errors):
+            return []
+        if self.ref_n < self.config.error_warmup:
+            take = errors[:self.config.error_warmup - self.ref_n]
+            self._absorb(take)
+            self.labels_seen += len(take)
+            errors = errors[len(take):]
+            if not len(errors):
+                return []
+        base = self.labels_seen
+        self.labels_seen += len(errors)
+        if self.classifier:
+            p0 = guarded(self.ref_sum / self.ref_n, self.ref_n, True)
+            self.error_p0 = p0
+            cols, hs = [], []
+            shifts = [d for d in self.config.error_shifts if p0 + d < 1]
+            for d in shifts:
+                a, b = bernoulli_llr(p0, p0 + d)
+                cols.append(np.where(errors > 0.5, a, b))
+                hs.append(llr_threshold(self._error_arl * len(shifts),
+                                        bernoulli_kl(p0, p0 + d)))
+            self._error_group([f"rate+{d:g}" for d in shifts], np.zeros(len(shifts)),
+                              np.array(hs))
+            y = np.stack(cols, axis=1)
+        else:
+            mean = self.ref_sum / self.ref_n
+            var = max(self.ref_sq / self.ref_n - mean * mean, 1e-12)
+            sd = math.sqrt(var) * (1 + 2 / math.sqrt(2 * self.ref_n))  # guard, as for rates
+            self.residual_sd = sd
+            z = (errors - mean) / sd
+            arl = self._error_arl * (2 * len(MEAN_KS) + 1)
+            m = self._mean_group("error", ["residual"], arl)
+            self._error_group([*m.label, "scale_up"], np.append(m.bank.k, SCALE_K),
+                              np.append(m.bank.h, chi2_threshold(SCALE_K, arl, True)))
+            y = np.concatenate([self._mean_inputs(z[:, None]), (z * z - 1.0)[:, None]], axis=1)
+        alarms = self._run("error", y, base, now)
+        self._delay.append(errors)
+        held = sum(len(e) for e in self._delay)
+        while self._delay and held - len(self._delay[0]) >= self.config.error_delay:
+            old = self._delay.pop(0)
+            held -= len(old)
+            self._absorb(old)
+        return alarms
+
+    def _absorb(self, errors: np.ndarray) -> None:
+        self.ref_n += len(errors)
+        self.ref_sum += float(errors.sum())
+        self.ref_sq += float((errors * errors).sum())
+
+    def _error_group(self, labels: list[str], k: np.ndarray, h: np.ndarray) -> _Group:
+        g = self.groups.get("error")
+        if g is None or len(g.bank.k) != len(k):
+            name = "error_rate" if self.classifier else "residual"
+            g = self.groups["error"] = _Group("error", CusumBank(k, h), [name] * len(k), labels)
+        g.bank.k, g.bank.h, g.label = k, h, labels
+        return g
+
+    def _remember(self, matrix: np.ndarray, outputs: np.ndarray) -> None:
+        w = len(self.window)
+        for src, dst in ((matrix, self.window), (outputs, self.window_out)):
+            rows = src[-w:]
+            idx = (self.window_pos + np.arange(len(rows))) % w
+            dst[idx] = rows
+        self.window_pos = (self.window_pos + min(len(matrix), w)) % w
+        self.window_fill = min(w, self.window_fill + len(matrix))
+
+    def _run(self, signal: str, y: np.ndarray, base: int, now: float) -> list[DriftAlarm]:
+        group = self.groups[signal]
+        crossings = group.bank.update(y)
+        if not crossings:
+            return []
+        t, col, stat = crossings[0]  # one alarm per signal per batch: the first crossing
+        # rank features by how close their detectors were at that row (the crossing one ≥ 1)
+        row = group.bank.first_row if group.bank.first_row is not None else group.bank.s
+        ratios: dict[str, float] = {}
+        for c, name in enumerate(group.feature):
+            ratios[name] = max(ratios.get(name, 0.0), float(row[c] / group.bank.h[c]))
+        ranked = sorted(ratios.items(), key=lambda kv: -kv[1])
+        features = [{"feature": name, "ratio": round(r, 4)} for name, r in ranked[:10]]
+        features[0]["detector"] = group.label[col] if group.label else ""
+        return [DriftAlarm(self.model, self.version, signal, features,
+                           round(stat / group.bank.h[col], 4), base + t + 1, now)]
+
+    # ------------------------------------------------------------------ reading
+
+    def feature_psi(self) -> dict[str, float]:
+        """PSI of the live window against the reference, per feature, on 10 reference
+        quantile bins (categories: per category)."""
+        if self.window_fill == 0:
+            return {}
+        live = self.window[: self.window_fill] if self.window_fill < len(self.window) \
+            else self.window
+        out: dict[str, float] = {}
+        for j, name in enumerate(self.ref.features):
+            ref = self.ref.rows[:, j]
+            ref = ref[np.isfinite(ref)]
+            col = live[:, j]
+            col = col[np.isfinite(col)]
+            if not len(ref) or not len(col):
+                continue
+            if self.ref.kinds[j] == "category":
+                k = len(self.ref.categories[name])
+                rf = np.bincount(ref.astype(int), minlength=k) / len(ref)
+                lc = np.bincount(col.astype(int), minlength=k)[:max(k, 1)]
+            else:
+                edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11))[1:-1])
+                rf = np.bincount(np.searchsorted(edges, ref, side="right"),
+                                 minlength=len(edges) + 1) / len(ref)
+                lc = np.bincount(np.searchsorted(edges, col, side="right"),
+                                 minlength=len(edges) + 1)
+            out[name] = round(psi(lc.astype(float), rf), 6)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Every signal's detectors: how close each is to alarming."""
+        out: dict[str, Any] = {}
+        for signal, g in self.groups.items():
+            per: dict[str, float] = {}
+            for c, name in enumerate(g.feature):
+                per[name] = max(per.get(name, 0.0), float(g.bank.s[c] / g.bank.h[c]))
+            out[signal] = {"max_ratio": round(max(per.values(), default=0.0), 4),
+                           "features": {k: round(v, 4) for k, v in sorted(
+                               per.items(), key=lambda kv: -kv[1])[:10]}}
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"rows_seen": self.rows_seen, "labels_seen": self.labels_seen,
+                "banks": {s: g.bank.s.tolist() for s, g in self.groups.items()},
+                "error_ref": [self.ref_n, self.ref_sum, self.ref_sq],
+                "error_delay": [e.tolist() for e in self._delay],
+                "unseen": sorted(self.unseen),
+                "reference_source": self.ref.source}
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        self.rows_seen = doc.get("rows_seen", 0)
+        self.labels_seen = doc.get("labels_seen", 0)
+        self.ref_n, self.ref_sum, self.ref_sq = doc.get("error_ref", [0, 0.0, 0.0])
+        self._delay = [np.array(e, dtype=np.float64) for e in doc.get("error_delay", [])]
+        for signal, s in doc.get("banks", {}).items():
+            g = self.groups.get(signal)
+            if g is None and signal == "error":
+                g = self._error_group([""] * len(s), np.zeros(len(s)), np.ones(len(s)))
+            if g is not None and len(s) == len(g.bank.s):
+                g.bank.s = np.array(s, dtype=np.float64)
+        self.unseen = {tuple(x) for x in doc.get("unseen", [])}  # type: ignore[misc]
