@@ -277,6 +277,7 @@ class Reference:
 class DriftConfig:
     false_alarms_per_100k: float = 1.0
     window: int = 1000  # rows behind the per-feature PSI score
+    keep: int = 2000  # recent live rows kept for a rebaseline
     error_warmup: int = 1000  # labels that set the first reference error rate
     error_delay: int = 5000  # labels join the reference error rate this many labels later
     category_shifts: tuple[float, ...] = (0.05, 0.10)  # absolute frequency changes watched
@@ -397,8 +398,9 @@ class VersionDrift:
         self.error_p0: float | None = None
         self.residual_sd: float | None = None
         # windowed PSI inputs: the last `window` rows
-        self.window = np.full((config.window, len(ref.features)), np.nan)
-        self.window_out = np.full((config.window, len(ref.output_names)), np.nan)
+        size = max(config.window, config.keep)
+        self.window = np.full((size, len(ref.features)), np.nan)
+        self.window_out = np.full((size, len(ref.output_names)), np.nan)
         self.window_pos = 0
         self.window_fill = 0
         self.unseen: set[tuple[str, str]] = set()
@@ -553,37 +555,54 @@ class VersionDrift:
         features = [{"feature": name, "ratio": round(r, 4)} for name, r in ranked[:10]]
         features[0]["detector"] = group.label[col] if group.label else ""
         return [DriftAlarm(self.model, self.version, signal, features,
-                           round(stat / group.bank.h[col], 4), base + t + 1, now)]
+                           round(float(stat / group.bank.h[col]), 4), int(base + t + 1), now)]
 
     # ------------------------------------------------------------------ reading
 
+    def recent(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``n`` live rows and their outputs, oldest first."""
+        n = min(n, self.window_fill)
+        idx = (self.window_pos - n + np.arange(n)) % len(self.window)
+        return self.window[idx].copy(), self.window_out[idx].copy()
+
     def feature_psi(self) -> dict[str, float]:
-        """PSI of the live window against the reference, per feature, on 10 reference
-        quantile bins (categories: per category)."""
+        """PSI of the last ``window`` live rows against the reference, per feature, on 10
+        reference quantile bins (categories: per category)."""
         if self.window_fill == 0:
             return {}
-        live = self.window[: self.window_fill] if self.window_fill < len(self.window) \
-            else self.window
+        live, _ = self.recent(self.config.window)
         out: dict[str, float] = {}
         for j, name in enumerate(self.ref.features):
-            ref = self.ref.rows[:, j]
-            ref = ref[np.isfinite(ref)]
+            bins = self._psi_bins(j)
             col = live[:, j]
             col = col[np.isfinite(col)]
-            if not len(ref) or not len(col):
+            if bins is None or not len(col):
                 continue
-            if self.ref.kinds[j] == "category":
-                k = len(self.ref.categories[name])
-                rf = np.bincount(ref.astype(int), minlength=k) / len(ref)
-                lc = np.bincount(col.astype(int), minlength=k)[:max(k, 1)]
+            edges, rf = bins
+            if edges is None:  # categorical: one bin per category
+                lc = np.bincount(col.astype(int), minlength=len(rf))[:len(rf)]
             else:
-                edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11))[1:-1])
-                rf = np.bincount(np.searchsorted(edges, ref, side="right"),
-                                 minlength=len(edges) + 1) / len(ref)
                 lc = np.bincount(np.searchsorted(edges, col, side="right"),
                                  minlength=len(edges) + 1)
             out[name] = round(psi(lc.astype(float), rf), 6)
         return out
+
+    def _psi_bins(self, j: int) -> tuple[np.ndarray | None, np.ndarray] | None:
+        """The reference's bins for feature j (10 quantile bins, or its categories), cached."""
+        cache = self.__dict__.setdefault("_bins", {})
+        if j not in cache:
+            ref = self.ref.rows[:, j]
+            ref = ref[np.isfinite(ref)]
+            if not len(ref):
+                cache[j] = None
+            elif self.ref.kinds[j] == "category":
+                k = max(len(self.ref.categories[self.ref.features[j]]), 1)
+                cache[j] = (None, np.bincount(ref.astype(int), minlength=k)[:k] / len(ref))
+            else:
+                edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11))[1:-1])
+                cache[j] = (edges, np.bincount(np.searchsorted(edges, ref, side="right"),
+                                               minlength=len(edges) + 1) / len(ref))
+        return cache[j]  # type: ignore[no-any-return]
 
     def state(self) -> dict[str, Any]:
         """Every signal's detectors: how close each is to alarming."""

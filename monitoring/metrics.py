@@ -82,12 +82,35 @@ class MonitorMetrics:
             "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
             "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
 
+        self.drift_alarms = Counter(
+            "vigil_drift_alarms_total", "Drift alarms raised, by signal.",
+            ["model", "version", "signal"], **kw)
+        self.drift_ratio = Gauge(
+            "vigil_drift_statistic_ratio", "The most alarmed detector of a signal: its "
+            "statistic over its threshold (an alarm at 1).", ["model", "version", "signal"],
+            multiprocess_mode="livemax", **kw)
+        self.drift_psi = Gauge(
+            "vigil_drift_score", "Population stability index of a feature's live window "
+            "against the reference.", ["model", "version", "feature"],
+            multiprocess_mode="livemax", **kw)
+
+    def observe_drift(self, versions: dict[Any, Any]) -> None:
+        for (model, version), det in versions.items():
+            if det is None:
+                continue
+            for signal, st in det.state().items():
+                self.drift_ratio.labels(model, version, signal).set(st["max_ratio"])
+            for feature, value in det.feature_psi().items():
+                self.drift_psi.labels(model, version, feature).set(value)
+
     def observe_step(self, result: Any) -> None:
         self.events.labels("prediction").inc(result.predictions)
         self.events.labels("feedback").inc(result.feedback)
         self.events.labels("invalid").inc(result.invalid)
         for outcome, n in result.labels.items():
             self.labels.labels(outcome).inc(n)
+        for alarm in result.alarms:
+            self.drift_alarms.labels(alarm.model, alarm.version, alarm.signal).inc()
 
     def observe_status(self, status: Any) -> None:
         self.lag_events.set(status.lag_events)

@@ -54,6 +54,7 @@ class StepResult:
     feedback: int = 0
     invalid: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.DriftAlarm
 
 
 @dataclass
@@ -79,7 +80,8 @@ class Monitor:
                  log_retention_seconds: float = 72 * 3600,
                  log_max_bytes: int = 2 * 1024**3,
                  clock: Callable[[], float] = time.time,
-                 on_step: Callable[[StepResult], None] | None = None) -> None:
+                 on_step: Callable[[StepResult], None] | None = None,
+                 drift: Any = None) -> None:
         self.engine = engine
         self.log = log_
         self.class_labels_of = class_labels_of
@@ -91,6 +93,7 @@ class Monitor:
         self.log_max_bytes = log_max_bytes
         self.clock = clock
         self.on_step = on_step
+        self.drift = drift  # monitoring.drift_tracker.DriftTracker, or None
         self.checkpoint: Checkpoint = {}
         self.stats: dict[Key, VersionStats] = {}
         self.counters: dict[str, dict[str, int]] = {}  # model -> label outcome -> n; "_" global
@@ -115,6 +118,8 @@ class Monitor:
                 monitor_state.c.name == "status")).first()
             if row:
                 self.status.consumed_total = orjson.loads(row.doc).get("consumed_total", 0)
+            if self.drift is not None:
+                self.drift.load(conn)
 
     def _stats(self, model: str, version: str, variant: str) -> VersionStats:
         key = (model, version, variant)
@@ -165,6 +170,8 @@ class Monitor:
                     continue
                 self._stats(model, version, variant).add_prediction(data, ts)
                 changed.add((model, version, variant))
+                if self.drift is not None:
+                    self.drift.observe(data)
                 if data.get("outputs"):
                     index_rows.append({
                         "request_id": data["request_id"], "model": model, "version": version,
@@ -193,6 +200,9 @@ class Monitor:
                 result.labels[outcome] = result.labels.get(outcome, 0) + 1
             if feedback or now - self._last_housekeeping >= 1.0:
                 self._retry_pending(conn, now, changed, result)
+            if self.drift is not None:
+                result.alarms = self.drift.flush(conn, now)
+                self.drift.process_requests(conn, now)
             self._save(conn, batch.checkpoint, changed, now)
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
@@ -242,6 +252,8 @@ class Monitor:
                     log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
                     continue
                 changed.add((model, version, variant))
+                if self.drift is not None:
+                    self.drift.observe_label(model, version, outputs[r.id][row_i], truth)
                 labeled[r.id] = [*labeled[r.id], row_i]
                 scored += 1
             outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.errors import ModelError
 from models.profile import summarize_profile
+from monitoring.drift_tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.monitor import read_stats
 from service.auth import Principal
 from service.context import WorkerContext
@@ -327,6 +328,90 @@ async def rollback(request: Request, model: ModelName, principal: Annotated[
                    if_match: Annotated[str | None, Header()] = None) -> JSONBody:
     return await _mutate(request, principal, model, "deployments.rollback", rolled_back,
                          _expected_revision(if_match, required=False))
+
+
+SIGNAL_NAMES = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
+                "error")
+
+
+async def _drift_version(ctx: WorkerContext, model: str, version: str | None) -> str:
+    """The version a drift call is about: the one given (it must be registered), else the
+    deployment's champion."""
+    if version is None:
+        served = ctx.live.get(model)
+        if served is None:
+            try:
+                d = await asyncio.to_thread(ctx.deployments.get, model)
+            except DeploymentNotFound:
+                raise NotFound(f"model '{model}' is not deployed", field="model",
+                               reason="unknown model") from None
+            return d.champion
+        return served.deployment.champion
+    versions = (await asyncio.to_thread(ctx.registry.list)).get(model)
+    if versions is None:
+        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+    if version not in versions:
+        raise NotFound(f"version '{version}' of model '{model}' not found", field="version",
+                       reason="unknown version")
+    return version
+
+
+VersionQuery = Annotated[str | None, Query(pattern=NAME, description="default: the champion")]
+
+
+@app.get("/drift/{model}", summary="Drift state of a model version",
+         description="Every signal's detectors (how close each is to its threshold, features "
+         "ranked), each feature's PSI over the live window, the alarms (active first "
+         "acknowledged later), the reference in use and pending rebaselines.",
+         responses=error_responses(*AUTH_ERRORS, 404, 422))
+async def drift_state(request: Request, model: ModelName,
+                      _: Annotated[Principal, Depends(require("viewer", "drift.read"))],
+                      version: VersionQuery = None) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    version = await _drift_version(ctx, model, version)
+    return await asyncio.to_thread(read_drift, ctx.engine, model, version)
+
+
+@app.post("/drift/{model}/ack", summary="Acknowledge a version's open drift alarms",
+          responses=error_responses(*AUTH_ERRORS, 404, 422))
+async def drift_ack(request: Request, model: ModelName, principal: Annotated[
+        Principal, Depends(require("operator", "drift.ack"))], version: VersionQuery = None,
+                    signal: Annotated[str | None, Query(
+                        description=f"one of {', '.join(SIGNAL_NAMES)}")] = None
+                    ) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    if signal is not None and signal not in SIGNAL_NAMES:
+        raise InvalidInput("signal", f"unknown signal (one of {list(SIGNAL_NAMES)})")
+    version = await _drift_version(ctx, model, version)
+    ids = await asyncio.to_thread(acknowledge, ctx.engine, model, version, principal.name,
+                                  signal)
+    await asyncio.to_thread(_audit, ctx, principal, request, "drift.ack",
+                            f"{model}:{version}", "ok", None, {"alarms": ids})
+    return {"model": model, "version": version, "acknowledged": ids}
+
+
+@app.post("/drift/{model}/rebaseline", status_code=202,
+          summary="Adopt the last N live rows as the version's drift reference",
+          description="The Monitor carries it out on its next tick once it holds N live rows "
+          "of the version: the detectors restart against the adopted rows and its open alarms "
+          "close. The registered reference stays in the registry beside it.",
+          responses=error_responses(*AUTH_ERRORS, 404, 422))
+async def drift_rebaseline(request: Request, model: ModelName, principal: Annotated[
+        Principal, Depends(require("operator", "drift.rebaseline"))],
+                           version: VersionQuery = None,
+                           rows: Annotated[int | None, Query(ge=100)] = None) -> JSONBody:
+    ctx = ctx_of(request)
+    limit = ctx.settings.drift.rebaseline_rows
+    rows = rows or limit
+    if rows > limit:
+        raise InvalidInput("rows", f"at most drift.rebaseline_rows ({limit}) live rows are kept")
+    version = await _drift_version(ctx, model, version)
+    rid = await asyncio.to_thread(request_rebaseline, ctx.engine, model, version, rows,
+                                  principal.name)
+    await asyncio.to_thread(_audit, ctx, principal, request, "drift.rebaseline",
+                            f"{model}:{version}", "ok", None, {"request": rid, "rows": rows})
+    return JSONBody({"model": model, "version": version, "request": rid, "rows": rows,
+                     "status": "queued"}, status_code=202)
 
 
 @app.get("/audit", summary="The newest audit rows, newest first",

@@ -15,6 +15,8 @@ from typing import Any
 import bentoml
 
 from models.registry import Registry
+from monitoring.drift import DriftConfig, Reference
+from monitoring.drift_tracker import DriftTracker, reference_from_version
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
@@ -28,6 +30,7 @@ SETTINGS = load_settings()
 
 def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> MonitorLoop:
     registry = Registry()
+    engine = make_engine(settings.store_url)
 
     def class_labels_of(model: str, version: str) -> list[str] | None:
         card = registry.get(model, version).card
@@ -37,14 +40,25 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> 
         if metrics is not None:
             metrics.observe_step(result)
 
-    m, lg = settings.monitor, settings.log
+    m, lg, dr = settings.monitor, settings.log, settings.drift
+    drift = None
+    if dr.enabled:
+        def reference_of(model: str, version: str) -> Reference | None:
+            return reference_from_version(registry.get(model, version))
+
+        drift = DriftTracker(
+            engine, reference_of,
+            DriftConfig(false_alarms_per_100k=dr.false_alarms_per_100k, window=dr.window,
+                        keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
+                        error_delay=dr.error_delay),
+            sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
     return MonitorLoop(
-        make_engine(settings.store_url), LocalEventLog(settings.log_dir),
+        engine, LocalEventLog(settings.log_dir),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
-        on_step=on_step)
+        on_step=on_step, drift=drift)
 
 
 @bentoml.service(
@@ -79,6 +93,8 @@ class Monitor:
             try:
                 await asyncio.to_thread(self.loop.tick)
                 metrics.observe_status(self.loop.status)
+                if self.loop.drift is not None:
+                    metrics.observe_drift(self.loop.drift.versions)
             except Exception:
                 log.exception("Monitor tick failed; the batch will be read again")
                 await asyncio.to_thread(self._reload)

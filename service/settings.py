@@ -82,6 +82,16 @@ class MonitorSettings(Section):
     quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
 
 
+class DriftSettings(Section):
+    enabled: bool = True
+    false_alarms_per_100k: float = Field(1.0, gt=0)  # per model version, family-wise
+    window: int = Field(1000, ge=100)  # live rows behind each feature's PSI score
+    rebaseline_rows: int = Field(2000, ge=100)  # live rows adopted by a rebaseline
+    error_warmup: int = Field(1000, ge=50)  # labels that set the first reference error rate
+    error_delay: int = Field(5000, ge=0)  # labels join the reference error rate this late
+    sample: float = Field(1.0, gt=0, le=1)  # share of rows the input/prediction detectors see
+
+
 class TokenSettings(Section):
     name: str
     role: Role
@@ -113,7 +123,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     shadows: ShadowSettings = ShadowSettings()
     monitor: MonitorSettings = MonitorSettings()
-    drift: dict[str, Any] = {}
+    drift: DriftSettings = DriftSettings()
     policies: dict[str, Any] = {}
     rollouts: dict[str, Any] = {}
     webhooks: WebhookSettings = WebhookSettings()

@@ -82,3 +82,51 @@ feedback_pending = sa.Table(
     sa.Column("doc", sa.Text, nullable=False),  # the feedback record's data
     sa.Column("received", sa.Float, nullable=False),
 )
+
+# --- Drift (written by the Monitor; alarms acknowledged and rebaselines requested by operators)
+
+drift_state = sa.Table(
+    "drift_state",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),  # detector snapshot + signal state + PSI
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+drift_alarms = sa.Table(
+    "drift_alarms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("version", sa.String(63), nullable=False),
+    sa.Column("signal", sa.String(32), nullable=False),
+    sa.Column("doc", sa.Text, nullable=False),  # monitoring.drift.DriftAlarm
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("acknowledged_at", sa.Float, nullable=True),
+    sa.Column("acknowledged_by", sa.String(128), nullable=True),
+    sa.Index("ix_drift_alarms_model_version", "model", "version"),
+)
+
+drift_references = sa.Table(
+    "drift_references",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),  # adopted live rows and outputs, source
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+drift_requests = sa.Table(
+    "drift_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("version", sa.String(63), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # rebaseline
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("done_at", sa.Float, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=True),
+)

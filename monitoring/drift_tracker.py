@@ -1,0 +1,308 @@
+"""The Monitor's side of drift: turns log records and joined labels into batches for each
+version's ``VersionDrift``, persists detector state and alarms in the Monitor's transaction,
+and carries out operators' rebaseline requests."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from models.registry import ModelVersion, reference_matrix
+from models.runtime import ModelRuntime
+from monitoring.drift import DriftAlarm, DriftConfig, Reference, VersionDrift
+from store.tables import drift_alarms, drift_references, drift_requests, drift_state
+
+log = logging.getLogger("vigil.drift")
+Key = tuple[str, str]
+
+
+def reference_from_version(mv: ModelVersion) -> Reference:
+    """A version's drift reference: its registered reference rows and its own outputs on them."""
+    card = mv.card
+    matrix = reference_matrix(card, pd.read_parquet(mv.path / "reference.parquet"))
+    runtime = ModelRuntime(card, mv.onnx_bytes())
+    outputs = output_matrix(card.is_classifier, runtime.predict(matrix),
+                            list(card.class_labels))
+    return Reference(
+        features=card.feature_names,
+        kinds=["category" if f.dtype == "category" else "numeric" for f in card.features],
+        categories={f.name: list(f.categories or ()) for f in card.features
+                    if f.dtype == "category"},
+        rows=matrix, outputs=outputs,
+        output_names=list(card.class_labels) if card.is_classifier else ["value"])
+
+
+def output_matrix(classifier: bool, outputs: list[dict[str, Any]],
+                  labels: list[str]) -> np.ndarray:
+    if classifier:
+        return np.array([[o["probabilities"].get(c, 0.0) for c in labels] for o in outputs],
+                        dtype=np.float64).reshape(len(outputs), len(labels))
+    return np.array([[o["value"]] for o in outputs], dtype=np.float64).reshape(len(outputs), 1)
+
+
+class DriftTracker:
+    def __init__(self, engine: sa.Engine, reference_of: Callable[[str, str], Reference | None],
+                 config: DriftConfig, *, sample: float = 1.0, rebaseline_rows: int = 2000,
+                 seed: int = 0) -> None:
+        self.engine = engine
+        self.reference_of = reference_of
+        self.config = config
+        self.sample = sample
+        self.rebaseline_rows = rebaseline_rows
+        self.rng = np.random.default_rng(seed)
+        self.versions: dict[Key, VersionDrift | None] = {}
+        self._rows: dict[Key, list[list[float]]] = {}
+        self._outs: dict[Key, list[list[float]]] = {}
+        self._errors: dict[Key, list[float]] = {}
+        self._cat_index: dict[Key, dict[int, dict[str, int]]] = {}
+        self._saved: dict[Key, dict[str, Any]] = {}  # snapshots read at load, by version
+
+    # ------------------------------------------------------------------ state
+
+    def load(self, conn: sa.Connection) -> None:
+        self.versions.clear()
+        self._saved = {(r.model, r.version): orjson.loads(r.doc)
+                       for r in conn.execute(sa.select(drift_state))}
+        self._adopted = {(r.model, r.version): orjson.loads(r.doc)
+                         for r in conn.execute(sa.select(drift_references))}
+
+    def _detector(self, model: str, version: str) -> VersionDrift | None:
+        key = (model, version)
+        if key in self.versions:
+            return self.versions[key]
+        det = None
+        try:
+            ref = self.reference_of(model, version)
+        except Exception:
+            log.exception("no drift reference for %s:%s; drift is off for it", model, version)
+            ref = None
+        if ref is not None:
+            adopted = getattr(self, "_adopted", {}).get(key)
+            if adopted is not None:
+                ref = Reference(ref.features, ref.kinds, ref.categories,
+                                np.array(adopted["rows"], dtype=np.float64),
+                                np.array(adopted["outputs"], dtype=np.float64),
+                                ref.output_names, adopted["source"])
+            det = VersionDrift(model, version, ref, self.config,
+                               classifier=ref.output_names != ["value"])
+            saved = self._saved.get(key)
+            if saved is not None and saved.get("snapshot", {}).get(
+                    "reference_source") == ref.source:
+                det.restore(saved["snapshot"])
+            self._cat_index[key] = {j: {c: i for i, c in enumerate(ref.categories[name])}
+                                    for j, (name, kind) in enumerate(zip(ref.features,
+                                                                         ref.kinds,
+                                                                         strict=True))
+                                    if kind == "category"}
+        self.versions[key] = det
+        return det
+
+    # ------------------------------------------------------------------ intake
+
+    def observe(self, data: dict[str, Any]) -> None:
+        """A prediction record's data (status ok, with inputs and outputs)."""
+        inputs, outputs = data.get("inputs"), data.get("outputs")
+        if not inputs or not outputs or data.get("status") != "ok":
+            return
+        key = (data["model"], data["version"])
+        det = self._detector(*key)
+        if det is None:
+            return
+        if self.sample < 1.0 and self.rng.random() >= self.sample:
+            return
+        ref = det.ref
+        cats = self._cat_index.get(key, {})
+        rows = self._rows.setdefault(key, [])
+        outs = self._outs.setdefault(key, [])
+        for rec, out in zip(inputs, outputs, strict=False):
+            row = []
+            for j, name in enumerate(ref.features):
+                v = rec.get(name)
+                if v is None:
+                    row.append(math.nan)
+                elif j in cats:
+                    row.append(float(cats[j][v]) if v in cats[j] else math.nan)
+                else:
+                    row.append(float(v))
+            rows.append(row)
+            if det.classifier:
+                probs = out.get("probabilities") or {}
+                outs.append([float(probs.get(c, 0.0)) for c in ref.output_names])
+            else:
+                outs.append([float(out.get("value", math.nan))])
+
+    def observe_label(self, model: str, version: str, output: dict[str, Any],
+                      truth: Any) -> None:
+        det = self._detector(model, version)
+        if det is None:
+            return
+        if det.classifier:
+            error = float(output.get("label") != truth)
+        else:
+            error = float(truth) - float(output.get("value", math.nan))
+        self._errors.setdefault((model, version), []).append(error)
+
+    # ------------------------------------------------------------------ per step
+
+    def flush(self, conn: sa.Connection, now: float) -> list[DriftAlarm]:
+        """Run the detectors on what the step gathered; persist state and alarms in ``conn``."""
+        alarms: list[DriftAlarm] = []
+        changed = set(self._rows) | set(self._errors)
+        for key in changed:
+            det = self.versions.get(key)
+            if det is None:
+                continue
+            rows = self._rows.pop(key, [])
+            if rows:
+                alarms += det.update_rows(np.array(rows, dtype=np.float64),
+                                          np.array(self._outs.pop(key), dtype=np.float64), now)
+            errors = self._errors.pop(key, [])
+            if errors:
+                alarms += det.update_errors(np.array(errors), now)
+        self._rows.clear()
+        self._outs.clear()
+        self._errors.clear()
+        active = self._active_signals(conn)
+        for a in alarms:
+            if (a.model, a.version, a.signal) in active:
+                continue  # one open alarm per signal until an operator acknowledges it
+            active.add((a.model, a.version, a.signal))
+            conn.execute(drift_alarms.insert().values(
+                model=a.model, version=a.version, signal=a.signal,
+                doc=orjson.dumps(a.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                ts=a.time))
+        for key in changed:
+            self._save(conn, key, now)
+        return alarms
+
+    def _active_signals(self, conn: sa.Connection) -> set[tuple[str, str, str]]:
+        rows = conn.execute(sa.select(drift_alarms.c.model, drift_alarms.c.version,
+                                      drift_alarms.c.signal).where(
+            drift_alarms.c.acknowledged_at.is_(None))).all()
+        return {(r.model, r.version, r.signal) for r in rows}
+
+    def _save(self, conn: sa.Connection, key: Key, now: float) -> None:
+        det = self.versions.get(key)
+        if det is None:
+            return
+        doc = orjson.dumps({"snapshot": det.snapshot(), "state": det.state(),
+                            "psi": det.feature_psi(), "rows_seen": det.rows_seen,
+                            "labels_seen": det.labels_seen,
+                            "reference": {"source": det.ref.source, "rows": len(det.ref.rows)},
+                            "error_rate_reference": det.error_p0},
+                           option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        model, version = key
+        if not conn.execute(drift_state.update().where(
+                drift_state.c.model == model, drift_state.c.version == version).values(
+                doc=doc, updated_at=now)).rowcount:
+            conn.execute(drift_state.insert().values(model=model, version=version, doc=doc,
+                                                     updated_at=now))
+
+    def process_requests(self, conn: sa.Connection, now: float) -> None:
+        """Rebaseline: adopt the last N live rows as the version's reference (the registered
+        one stays in the registry), restart its detectors, and close its open alarms."""
+        pending = conn.execute(sa.select(drift_requests).where(
+            drift_requests.c.done_at.is_(None)).order_by(drift_requests.c.id)).all()
+        for req in pending:
+            key = (req.model, req.version)
+            det = self._detector(*key)
+            if det is None:
+                outcome = "failed: no drift detectors for this version"
+            elif det.window_fill < req.rows:
+                if now - req.ts < 3600:
+                    continue  # wait for enough live rows
+                outcome = f"failed: only {det.window_fill} live rows after an hour"
+            else:
+                rows, outs = det.recent(req.rows)
+                source = f"rebaseline {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} " \
+                         f"by {req.requested_by} ({req.rows} live rows)"
+                doc = orjson.dumps({"rows": rows, "outputs": outs, "source": source},
+                                   option=orjson.OPT_SERIALIZE_NUMPY).decode()
+                conn.execute(drift_references.delete().where(
+                    drift_references.c.model == req.model,
+                    drift_references.c.version == req.version))
+                conn.execute(drift_references.insert().values(
+                    model=req.model, version=req.version, doc=doc, created_at=now))
+                self._adopted = {**getattr(self, "_adopted", {}),
+                                 key: {"rows": rows, "outputs": outs, "source": source}}
+                self._saved.pop(key, None)
+                self.versions.pop(key, None)
+                self._detector(*key)
+                self._save(conn, key, now)
+                conn.execute(drift_alarms.update().where(
+                    drift_alarms.c.model == req.model, drift_alarms.c.version == req.version,
+                    drift_alarms.c.acknowledged_at.is_(None)).values(
+                    acknowledged_at=now, acknowledged_by=f"rebaseline:{req.requested_by}"))
+                outcome = f"done: {source}"
+            conn.execute(drift_requests.update().where(drift_requests.c.id == req.id).values(
+                done_at=now, outcome=outcome))
+
+
+def read_drift(engine: sa.Engine, model: str, version: str,
+               alarms_limit: int = 20) -> dict[str, Any]:
+    """What ``GET /admin/drift/{model}`` shows for one version."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(drift_state).where(
+            drift_state.c.model == model, drift_state.c.version == version)).first()
+        alarm_rows = conn.execute(sa.select(drift_alarms).where(
+            drift_alarms.c.model == model, drift_alarms.c.version == version).order_by(
+            drift_alarms.c.id.desc()).limit(alarms_limit)).all()
+        requests = conn.execute(sa.select(drift_requests).where(
+            drift_requests.c.model == model, drift_requests.c.version == version).order_by(
+            drift_requests.c.id.desc()).limit(5)).all()
+    doc = orjson.loads(row.doc) if row else {}
+    alarms = []
+    for r in alarm_rows:
+        a = orjson.loads(r.doc)
+        alarms.append({"id": r.id, **a, "active": r.acknowledged_at is None,
+                       "acknowledged_at": r.acknowledged_at,
+                       "acknowledged_by": r.acknowledged_by})
+    last = {}
+    for a in reversed(alarms):
+        last[a["signal"]] = a
+    signals = {}
+    for signal, st in doc.get("state", {}).items():
+        signals[signal] = {**st, "last_alarm": last.get(signal),
+                           "alarm_active": bool(last.get(signal, {}).get("active"))}
+    return {"model": model, "version": version, "rows_seen": doc.get("rows_seen", 0),
+            "labels_seen": doc.get("labels_seen", 0), "reference": doc.get("reference"),
+            "error_rate_reference": doc.get("error_rate_reference"), "signals": signals,
+            "psi": doc.get("psi", {}), "alarms": alarms,
+            "active_alarms": [a for a in alarms if a["active"]],
+            "rebaselines": [{"id": r.id, "rows": r.rows, "requested_by": r.requested_by,
+                             "ts": r.ts, "done_at": r.done_at, "outcome": r.outcome}
+                            for r in requests],
+            "updated_at": row.updated_at if row else None}
+
+
+def acknowledge(engine: sa.Engine, model: str, version: str, actor: str,
+                signal: str | None = None, now: float | None = None) -> list[int]:
+    """Close the version's open alarms (one signal's, or all); returns their ids."""
+    cond = [drift_alarms.c.model == model, drift_alarms.c.version == version,
+            drift_alarms.c.acknowledged_at.is_(None)]
+    if signal is not None:
+        cond.append(drift_alarms.c.signal == signal)
+    with engine.begin() as conn:
+        ids = [r.id for r in conn.execute(sa.select(drift_alarms.c.id).where(*cond))]
+        if ids:
+            conn.execute(drift_alarms.update().where(drift_alarms.c.id.in_(ids)).values(
+                acknowledged_at=now or time.time(), acknowledged_by=actor))
+    return ids
+
+
+def request_rebaseline(engine: sa.Engine, model: str, version: str, rows: int,
+                       actor: str, now: float | None = None) -> int:
+    """Queue a rebaseline for the Monitor; returns the request id."""
+    with engine.begin() as conn:
+        result = conn.execute(drift_requests.insert().values(
+            model=model, version=version, action="rebaseline", rows=rows,
+            requested_by=actor, ts=now or time.time()))
+        return int(result.inserted_primary_key[0])
