@@ -1,0 +1,175 @@
+"""Drift detectors: the vectorised statistics equal their definitions, each signal fires on its
+own kind of drift and stays quiet on the others, and the calibration matches Siegmund."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitoring.drift import (
+    CusumBank,
+    DriftConfig,
+    NormalScores,
+    Reference,
+    VersionDrift,
+    gaussian_delay,
+    gaussian_threshold,
+    psi,
+)
+
+F = 8
+
+
+def linear(x: np.ndarray) -> np.ndarray:
+    w = np.linspace(-1, 1, x.shape[1])
+    p = 1 / (1 + np.exp(-(np.nan_to_num(x) @ w) / np.sqrt(x.shape[1])))
+    return np.stack([1 - p, p], axis=1)
+
+
+def detector(seed: int = 0, categorical: bool = False) -> VersionDrift:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(5000, F))
+    kinds = ["numeric"] * F
+    cats: dict[str, list[str]] = {}
+    if categorical:
+        rows[:, -1] = rng.choice(3, 5000, p=[0.5, 0.3, 0.2])
+        kinds[-1] = "category"
+        cats = {f"f{F - 1}": ["a", "b", "c", "never"]}
+    ref = Reference([f"f{j}" for j in range(F)], kinds, cats, rows, linear(rows),
+                    ["no", "yes"])
+    return VersionDrift("m", "v1", ref, DriftConfig(error_warmup=300, error_delay=1000), True)
+
+
+def feed(det: VersionDrift, rows: np.ndarray, batch: int = 250) -> list:
+    alarms = []
+    for i in range(0, len(rows), batch):
+        alarms += det.update_rows(rows[i:i + batch], linear(rows[i:i + batch]), 0.0)
+    return alarms
+
+
+@given(st.integers(0, 10_000), st.integers(1, 400))
+def test_vectorised_cusum_equals_page_recursion(seed: int, batch: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0.2, 1, size=(1200, 3))
+    k, h = np.array([0.1, 0.3, 0.6]), np.array([4.0, 6.0, 2.0])
+    bank = CusumBank(k, h)
+    got = []
+    for i in range(0, len(y), batch):
+        got += [(i + t, c) for t, c, _ in bank.update(y[i:i + batch])]
+    s, want = np.zeros(3), []
+    for t in range(len(y)):
+        s = np.maximum(0.0, s + y[t] - k)
+        for c in range(3):
+            if s[c] > h[c]:
+                want.append((t, c))
+                s[c] = 0.0
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose(bank.s, s)
+
+
+def test_normal_scores_of_reference_draws_are_standard_normal() -> None:
+    rng = np.random.default_rng(1)
+    skewed = np.column_stack([rng.lognormal(size=20_000), rng.exponential(size=20_000),
+                              rng.integers(0, 4, 20_000).astype(float)])
+    ns = NormalScores(skewed[:10_000])
+    z = ns.transform(skewed[10_000:])
+    assert np.abs(z.mean(axis=0)).max() < 0.05
+    assert np.abs(z.std(axis=0) - 1).max() < 0.05
+    # for the continuous columns the scores are Gaussian: z² has mean 1, like χ²₁
+    assert np.abs((z[:, :2] ** 2).mean(axis=0) - 1).max() < 0.06
+
+
+def test_psi_matches_its_definition() -> None:
+    live = np.array([30.0, 50.0, 20.0])
+    ref = np.array([0.25, 0.5, 0.25])
+    p = live / live.sum()
+    assert psi(live, ref) == pytest.approx(((p - ref) * np.log(p / ref)).sum())
+    assert psi(ref * 1000, ref) == pytest.approx(0.0)
+
+
+def test_calibration_reproduces_siegmund() -> None:
+    # REFERENCE: k = 0.125, h = 34 predicted 248 / 39 rows at 0.25σ / 1σ
+    assert gaussian_delay(0.125, 34, 0.25) == pytest.approx(248, abs=2)
+    assert gaussian_delay(0.125, 34, 1.0) == pytest.approx(39, abs=1)
+    h1, h2 = gaussian_threshold(0.125, 1e6), gaussian_threshold(0.125, 2e6)
+    assert 0 < h1 < h2  # a larger run length needs a higher threshold
+    assert h2 - h1 == pytest.approx(np.log(2) / 0.25, rel=0.01)
+
+
+def test_quiet_without_drift_and_each_signal_on_its_own_drift() -> None:
+    rng = np.random.default_rng(7)
+    det = detector(7)
+    assert feed(det, rng.normal(size=(20_000, F))) == []  # no false alarm in 20k rows
+
+    shifted = rng.normal(size=(3000, F))
+    shifted[:, 2] += 1.0
+    alarms = feed(detector(7), shifted)
+    first = {a.signal: a for a in reversed(alarms)}
+    assert "input_mean" in first and first["input_mean"].features[0]["feature"] == "f2"
+    assert "input_scale" not in first or first["input_scale"].rows > first["input_mean"].rows
+
+    wider = rng.normal(size=(3000, F))
+    wider[:, 5] *= 1.5  # variance ×2.25, mean unchanged
+    alarms = feed(detector(7), wider)
+    scale = [a for a in alarms if a.signal == "input_scale"]
+    assert scale and scale[0].features[0]["feature"] == "f5"
+    # wider tails also push a mean CUSUM up eventually, but the scale detector is first
+    mean = [a for a in alarms if a.signal == "input_mean"]
+    assert not mean or mean[0].rows > scale[0].rows
+
+
+def test_categories_shift_and_an_unseen_category_alarms_at_first_sight() -> None:
+    rng = np.random.default_rng(3)
+    det = detector(3, categorical=True)
+    rows = rng.normal(size=(4000, F))
+    rows[:, -1] = rng.choice(3, 4000, p=[0.5, 0.3, 0.2])
+    assert feed(det, rows) == []
+    rows[:, -1] = rng.choice(3, 4000, p=[0.35, 0.3, 0.35])
+    alarms = feed(det, rows)
+    assert [a.signal for a in alarms][:1] == ["input_category"]
+    rows = rng.normal(size=(50, F))
+    rows[:, -1] = 0
+    rows[17, -1] = 3  # "never": in the card, not in the reference
+    unseen = [a for a in feed(det, rows, batch=50) if a.signal == "input_unseen"]
+    assert len(unseen) == 1 and unseen[0].features[0]["category"] == "never"
+    assert unseen[0].rows == 8000 + 18
+
+
+def test_error_stream_alarms_on_a_higher_error_rate_only() -> None:
+    rng = np.random.default_rng(5)
+    det = detector(5)
+    quiet = (rng.random(20_000) < 0.1).astype(float)
+    assert [a for i in range(0, 20_000, 500)
+            for a in det.update_errors(quiet[i:i + 500], 0.0)] == []
+    worse = (rng.random(3000) < 0.25).astype(float)
+    alarms = [a for i in range(0, 3000, 500) for a in det.update_errors(worse[i:i + 500], 0.0)]
+    assert alarms and alarms[0].signal == "error" and 20_000 < alarms[0].rows <= 23_000
+
+
+def test_prediction_drift_without_input_drift_of_any_single_feature() -> None:
+    rng = np.random.default_rng(9)
+    det = detector(9)
+    rows = rng.normal(size=(4000, F))
+    feed(det, rows[:2000])
+    # shift every feature by a little in the model's direction: each alone is small
+    rows[2000:] += np.linspace(-1, 1, F) * 0.25
+    alarms = feed(det, rows[2000:])
+    assert "prediction" in {a.signal for a in alarms}
+
+
+def test_snapshot_restore_continues_where_it_stopped() -> None:
+    rng = np.random.default_rng(11)
+    rows = rng.normal(size=(3000, F))
+    rows[1000:, 4] += 0.5
+    whole = detector(11)
+    a_whole = feed(whole, rows)
+    first, second = detector(11), detector(11)
+    feed(first, rows[:1500])
+    second.restore(orjson.loads(orjson.dumps(first.snapshot())))
+    second.window, second.window_out = first.window, first.window_out
+    a_split = [a for a in feed(first, rows[:0])] + feed(second, rows[1500:])
+    assert [(a.signal, a.rows) for a in a_whole if a.rows > 1500] == \
+        [(a.signal, a.rows) for a in a_split]
