@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: venv serve test test-fast demo build bench bench-monitor logs-export lint clean token
+.PHONY: venv serve test test-fast demo build bench bench-monitor drift-bench logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,11 @@ bench: venv
 	$(BIN)/python -m load_tests.bench
 
 bench-monitor: venv
-	$(BIN)/python -m load_tests.monitor_bench
+	$(BIN)/python -m load_tests.monitor_bench --drift
+
+# seeded, offline, a few minutes: writes load_tests/drift_results.md (the README's table)
+drift-bench: venv
+	$(BIN)/python -m load_tests.drift_bench --runs 20 --out load_tests/drift_results.md
 
 # make logs-export MODEL=breast_cancer SINCE=24h OUT=preds.parquet
 logs-export: venv

@@ -195,8 +195,12 @@ class CusumBank:
         self.s = np.zeros(len(self.k))
 
     def _run(self, y: np.ndarray, s0: np.ndarray) -> np.ndarray:
-        c = s0 + np.cumsum(y, axis=0)
-        return c - np.minimum(np.minimum.accumulate(c, axis=0), 0.0)
+        c = np.cumsum(y, axis=0)
+        c += s0
+        m = np.minimum.accumulate(c, axis=0)
+        np.minimum(m, 0.0, out=m)
+        c -= m
+        return c
 
     def update(self, y: np.ndarray) -> list[tuple[int, int, float]]:
         self.first_row: np.ndarray | None = None

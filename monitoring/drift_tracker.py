@@ -4,8 +4,10 @@ and carries out operators' rebaseline requests."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +24,7 @@ from store.tables import drift_alarms, drift_references, drift_requests, drift_s
 
 log = logging.getLogger("vigil.drift")
 Key = tuple[str, str]
+CHUNK = 1024  # rows per detector update; larger batches spill the CPU cache
 
 
 def reference_from_version(mv: ModelVersion) -> Reference:
@@ -59,8 +62,7 @@ class DriftTracker:
         self.rebaseline_rows = rebaseline_rows
         self.rng = np.random.default_rng(seed)
         self.versions: dict[Key, VersionDrift | None] = {}
-        self._rows: dict[Key, list[list[float]]] = {}
-        self._outs: dict[Key, list[list[float]]] = {}
+        self._raw: dict[Key, tuple[list[Any], list[Any]]] = {}  # this step's inputs, outputs
         self._errors: dict[Key, list[float]] = {}
         self._cat_index: dict[Key, dict[int, dict[str, int]]] = {}
         self._saved: dict[Key, dict[str, Any]] = {}  # snapshots read at load, by version
@@ -69,6 +71,8 @@ class DriftTracker:
 
     def load(self, conn: sa.Connection) -> None:
         self.versions.clear()
+        self._raw.clear()
+        self._errors.clear()
         self._saved = {(r.model, r.version): orjson.loads(r.doc)
                        for r in conn.execute(sa.select(drift_state))}
         self._adopted = {(r.model, r.version): orjson.loads(r.doc)
@@ -108,36 +112,60 @@ class DriftTracker:
     # ------------------------------------------------------------------ intake
 
     def observe(self, data: dict[str, Any]) -> None:
-        """A prediction record's data (status ok, with inputs and outputs)."""
+        """A prediction record's data (status ok, with inputs and outputs). Only collected
+        here; ``flush`` turns a whole step's records into one matrix per version."""
         inputs, outputs = data.get("inputs"), data.get("outputs")
         if not inputs or not outputs or data.get("status") != "ok":
             return
         key = (data["model"], data["version"])
-        det = self._detector(*key)
-        if det is None:
-            return
+        raw = self._raw.get(key)
+        if raw is None:
+            if self._detector(*key) is None:
+                return
+            raw = self._raw[key] = ([], [])
         if self.sample < 1.0 and self.rng.random() >= self.sample:
             return
+        raw[0].extend(inputs)
+        raw[1].extend(outputs)
+
+    def _matrices(self, key: Key, det: VersionDrift, inputs: list[Any],
+                  outputs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Records → (rows in card order, output scores); NaN for nulls and unknowns."""
         ref = det.ref
+        n = min(len(inputs), len(outputs))
+        inputs, outputs = inputs[:n], outputs[:n]
+        width, k = len(ref.features), len(ref.output_names)
         cats = self._cat_index.get(key, {})
-        rows = self._rows.setdefault(key, [])
-        outs = self._outs.setdefault(key, [])
-        for rec, out in zip(inputs, outputs, strict=False):
-            row = []
+        if not cats and width > 1 and k > 1 and det.classifier:
+            get_in = operator.itemgetter(*ref.features)
+            get_out = operator.itemgetter(*ref.output_names)
+            try:  # C-level getters: no per-feature Python
+                rows = np.fromiter(itertools.chain.from_iterable(map(get_in, inputs)),
+                                   np.float64, count=n * width).reshape(n, width)
+                outs = np.fromiter(itertools.chain.from_iterable(
+                    get_out(o["probabilities"]) for o in outputs), np.float64,
+                    count=n * k).reshape(n, k)
+                return rows, outs
+            except (KeyError, TypeError, ValueError):
+                pass  # a null, missing or odd value: the careful path
+        rows = np.empty((n, width))
+        for i, rec in enumerate(inputs):
             for j, name in enumerate(ref.features):
                 v = rec.get(name)
                 if v is None:
-                    row.append(math.nan)
+                    rows[i, j] = math.nan
                 elif j in cats:
-                    row.append(float(cats[j][v]) if v in cats[j] else math.nan)
+                    rows[i, j] = float(cats[j][v]) if v in cats[j] else math.nan
                 else:
-                    row.append(float(v))
-            rows.append(row)
+                    rows[i, j] = float(v)
+        outs = np.empty((n, k))
+        for i, o in enumerate(outputs):
             if det.classifier:
-                probs = out.get("probabilities") or {}
-                outs.append([float(probs.get(c, 0.0)) for c in ref.output_names])
+                probs = o.get("probabilities") or {}
+                outs[i] = [float(probs.get(c, 0.0)) for c in ref.output_names]
             else:
-                outs.append([float(out.get("value", math.nan))])
+                outs[i, 0] = float(o.get("value", math.nan))
+        return rows, outs
 
     def observe_label(self, model: str, version: str, output: dict[str, Any],
                       truth: Any) -> None:
@@ -155,20 +183,20 @@ class DriftTracker:
     def flush(self, conn: sa.Connection, now: float) -> list[DriftAlarm]:
         """Run the detectors on what the step gathered; persist state and alarms in ``conn``."""
         alarms: list[DriftAlarm] = []
-        changed = set(self._rows) | set(self._errors)
+        changed = set(self._raw) | set(self._errors)
         for key in changed:
             det = self.versions.get(key)
             if det is None:
                 continue
-            rows = self._rows.pop(key, [])
-            if rows:
-                alarms += det.update_rows(np.array(rows, dtype=np.float64),
-                                          np.array(self._outs.pop(key), dtype=np.float64), now)
+            raw = self._raw.pop(key, None)
+            if raw is not None and raw[0]:
+                matrix, outs = self._matrices(key, det, raw[0], raw[1])
+                for i in range(0, len(matrix), CHUNK):  # cache-sized pieces
+                    alarms += det.update_rows(matrix[i:i + CHUNK], outs[i:i + CHUNK], now)
             errors = self._errors.pop(key, [])
             if errors:
                 alarms += det.update_errors(np.array(errors), now)
-        self._rows.clear()
-        self._outs.clear()
+        self._raw.clear()
         self._errors.clear()
         active = self._active_signals(conn)
         for a in alarms:
