@@ -211,6 +211,10 @@ class DriftTracker:
             self._save(conn, key, now)
         return alarms
 
+    def active_signals(self) -> set[tuple[str, str, str]]:
+        with self.engine.connect() as conn:
+            return self._active_signals(conn)
+
     def _active_signals(self, conn: sa.Connection) -> set[tuple[str, str, str]]:
         rows = conn.execute(sa.select(drift_alarms.c.model, drift_alarms.c.version,
                                       drift_alarms.c.signal).where(

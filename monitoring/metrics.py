@@ -5,6 +5,7 @@ multiprocess mode) and exposed from every process through the multiprocess colle
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from prometheus_client import (
@@ -17,14 +18,20 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                     0.25, 1.0)
+DROP_REASONS = ("queue_full", "io_error", "log_full", "render_error")
+ERROR_STATUSES = ("401", "403", "404", "413", "415", "422", "429", "431", "500", "503")
 
 
 class GatewayMetrics:
     """The series a Gateway worker writes. Labels are bounded: model, version, variant,
     outcome — never a request id or a routing key."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 latency_objective_seconds: float = 0.1) -> None:
         kw = {"registry": registry} if registry is not None else {}
+        buckets = tuple(sorted({*LATENCY_BUCKETS, latency_objective_seconds}))
         self.requests = Counter(
             "vigil_requests_total", "Prediction requests answered, by outcome.",
             ["model", "version", "variant", "outcome"], **kw)
@@ -33,7 +40,34 @@ class GatewayMetrics:
             ["model", "version", "variant"], **kw)
         self.latency = Histogram(
             "vigil_request_duration_seconds", "Time to answer a prediction request.",
-            ["model", "variant"], buckets=LATENCY_BUCKETS, **kw)
+            ["model", "variant"], buckets=buckets, **kw)
+        self.inference = Histogram(
+            "vigil_inference_duration_seconds", "Time in the ONNX session for one request.",
+            ["model", "version"], buckets=INFERENCE_BUCKETS, **kw)
+        self.request_errors = Counter(
+            "vigil_request_errors_total", "Inference and feedback requests refused or failed, "
+            "by HTTP status (no model label: an unknown model name is unbounded).",
+            ["status"], **kw)
+        for status in ERROR_STATUSES:
+            self.request_errors.labels(status)
+        self.shadow_breaker_open = Gauge(
+            "vigil_shadow_breaker_open", "1 while a shadow's circuit breaker is open or "
+            "half-open in some worker.", ["model", "version"], multiprocess_mode="livemax", **kw)
+        self.log_queue = Gauge(
+            "vigil_prediction_log_queue_depth", "Records waiting for the prediction-log "
+            "writers, over every worker.", multiprocess_mode="livesum", **kw)
+        self.build_info = Gauge(
+            "vigil_build_info", "Versions of Vigil and what it runs on (always 1).",
+            ["vigil_version", "python", "bentoml", "onnxruntime"],
+            multiprocess_mode="livemax", **kw)
+        self.model_info = Gauge(
+            "vigil_model_info", "1 for each version a deployment serves, with its role and "
+            "lineage; 0 once it no longer does.",
+            ["model", "version", "variant", "task", "dataset_sha256", "code_commit"],
+            multiprocess_mode="livemax", **kw)
+        self.holdout = Gauge(
+            "vigil_model_holdout_quality", "The version's holdout metric from its model card.",
+            ["model", "version", "metric"], multiprocess_mode="livemax", **kw)
         self.shadow_requests = Counter(
             "vigil_shadow_requests_total", "Shadow predictions, by outcome "
             "(ok, error, timeout, dropped, breaker_open).",
@@ -53,6 +87,8 @@ class GatewayMetrics:
         self.log_dropped = Counter(
             "vigil_prediction_log_dropped_total", "Records not written to the prediction log, by "
             "reason (queue_full, io_error, log_full, render_error).", ["reason"], **kw)
+        for reason in DROP_REASONS:
+            self.log_dropped.labels(reason)
         self.feedback_items = Counter(
             "vigil_feedback_items_total", "Feedback items received, by outcome "
             "(accepted, rejected, unavailable).", ["model", "outcome"], **kw)
@@ -78,6 +114,24 @@ class MonitorMetrics:
         self.lag_seconds = Gauge(
             "vigil_monitor_lag_seconds", "Age of the oldest record not yet consumed.",
             multiprocess_mode="livemax", **kw)
+        self.last_tick = Gauge(
+            "vigil_monitor_last_tick_timestamp_seconds", "When the Monitor last finished a "
+            "tick (Unix time).", multiprocess_mode="livemax", **kw)
+        self.tick_failures = Counter(
+            "vigil_monitor_tick_failures_total", "Monitor ticks that failed and were retried.",
+            **kw)
+        self.quality = Gauge(
+            "vigil_model_quality", "Live quality from joined labels, per version and variant "
+            "(window: cumulative or the last N labels).",
+            ["model", "version", "variant", "metric", "window"], multiprocess_mode="livemax",
+            **kw)
+        self.quality_labels = Gauge(
+            "vigil_model_quality_labels", "Labels the live quality rests on.",
+            ["model", "version", "variant", "window"], multiprocess_mode="livemax", **kw)
+        self.drift_active = Gauge(
+            "vigil_drift_alarm_active", "1 while a drift alarm of the signal is open "
+            "(unacknowledged).", ["model", "version", "signal"], multiprocess_mode="livemax",
+            **kw)
         self.torn_tails = Gauge(
             "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
             "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
@@ -94,12 +148,15 @@ class MonitorMetrics:
             "against the reference.", ["model", "version", "feature"],
             multiprocess_mode="livemax", **kw)
 
-    def observe_drift(self, versions: dict[Any, Any]) -> None:
+    def observe_drift(self, versions: dict[Any, Any],
+                      active: set[tuple[str, str, str]] | None = None) -> None:
         for (model, version), det in versions.items():
             if det is None:
                 continue
             for signal, st in det.state().items():
                 self.drift_ratio.labels(model, version, signal).set(st["max_ratio"])
+                self.drift_active.labels(model, version, signal).set(
+                    1 if active and (model, version, signal) in active else 0)
             for feature, value in det.feature_psi().items():
                 self.drift_psi.labels(model, version, feature).set(value)
 
@@ -112,16 +169,55 @@ class MonitorMetrics:
         for alarm in result.alarms:
             self.drift_alarms.labels(alarm.model, alarm.version, alarm.signal).inc()
 
+    def observe_quality(self, stats: dict[Any, Any]) -> None:
+        """Per (model, version, variant) VersionStats: their live quality as gauges."""
+        for (model, version, variant), st in stats.items():
+            q = st.quality
+            for window, values in (("cumulative", q.cumulative()), ("window", q.windowed())):
+                self.quality_labels.labels(model, version, variant, window).set(
+                    values.get("labels", 0))
+                for metric, value in values.items():
+                    if metric in ("labels", "size") or value is None:
+                        continue
+                    self.quality.labels(model, version, variant, metric, window).set(value)
+
     def observe_status(self, status: Any) -> None:
+        self.last_tick.set(status.updated_at)
         self.lag_events.set(status.lag_events)
         self.lag_seconds.set(status.lag_seconds)
         self.torn_tails.set(status.torn_tails)
 
 
+LIVE_GAUGE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def forget_dead_processes(directory: str) -> list[int]:
+    """Drop the live-mode gauge files of processes that no longer exist (a killed worker runs
+    no exit hook), so their last values do not linger in ``/metrics``. Counters are kept: a
+    dead worker's counts still happened."""
+    dead = []
+    for name in os.listdir(directory):
+        m = LIVE_GAUGE.match(name)
+        if not m:
+            continue
+        pid = int(m[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(pid)
+        except PermissionError:
+            pass
+    for pid in set(dead):
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(set(dead))
+
+
 def exposition() -> bytes:
     """The text exposition of every process' metrics (multiprocess mode when it is on)."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        forget_dead_processes(directory)
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     from prometheus_client import REGISTRY

@@ -216,6 +216,10 @@ class SegmentWriter:
             self._wake.set()
         return True
 
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
     def room(self) -> int:
         """Free places in the queue right now."""
         return 0 if self._stop else max(0, self._queue_size - len(self._queue))

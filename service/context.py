@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -34,6 +35,7 @@ class WorkerContext:
     predictor: Predictor
     shadows: ShadowPool | None = None
     log: LogSink | None = None
+    _published: dict[str, set[Any]] = field(default_factory=dict)
 
     def start_shadows(self) -> None:
         """Shadow lanes need the worker's running event loop: call from a startup hook."""
@@ -45,13 +47,49 @@ class WorkerContext:
         self.predictor.shadows = self.shadows
 
     def publish_gauges(self) -> None:
-        if self.metrics is None:
+        """Deployment-shaped gauges; called when a revision moves. A label set this worker no
+        longer serves is set to 0 (multiprocess gauges cannot be removed)."""
+        m = self.metrics
+        if m is None:
             return
+        info: set[tuple[str, ...]] = set()
+        weights: set[tuple[str, str]] = set()
         for model, served in self.live.models().items():
             d = served.deployment
-            self.metrics.revision.labels(model).set(d.revision)
+            m.revision.labels(model).set(d.revision)
+            roles = [(d.champion, "champion")] + \
+                ([(d.canary.version, "canary")] if d.canary is not None else []) + \
+                [(s.version, "shadow") for s in d.shadows]
+            for version, variant in roles:
+                card = served.runtimes[version].card
+                lineage = card.lineage
+                info.add((model, version, variant, card.task,
+                          str(lineage.get("dataset_sha256", "")),
+                          str(lineage.get("code_commit", ""))))
+                for metric, value in (card.raw.get("metrics", {}).get("holdout") or {}).items():
+                    if isinstance(value, (int, float)):
+                        m.holdout.labels(model, version, metric).set(value)
             if d.canary is not None:
-                self.metrics.canary_weight.labels(model, d.canary.version).set(d.canary.weight)
+                weights.add((model, d.canary.version))
+                m.canary_weight.labels(model, d.canary.version).set(d.canary.weight)
+        for labels in self._published.get("info", set()) - info:
+            m.model_info.labels(*labels).set(0)
+        for labels in info:
+            m.model_info.labels(*labels).set(1)
+        for labels in self._published.get("weights", set()) - weights:
+            m.canary_weight.labels(*labels).set(0)
+        self._published = {"info": info, "weights": weights}
+
+    def publish_runtime(self) -> None:
+        """Gauges that move all the time: log queue depth and shadow breakers."""
+        m = self.metrics
+        if m is None:
+            return
+        if self.log is not None:
+            m.log_queue.set(self.log.writer.queue_depth)
+        if self.shadows is not None:
+            for (model, version), state in self.shadows.breaker_states().items():
+                m.shadow_breaker_open.labels(model, version).set(int(state != "closed"))
 
 
 def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -> LogSink:

@@ -32,6 +32,18 @@ from service.monitor import Monitor
 from service.settings import load_settings
 
 log = logging.getLogger("vigil.gateway")
+
+
+def build_versions() -> tuple[str, str, str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+    return v("vigil"), platform.python_version(), v("bentoml"), v("onnxruntime")
 SETTINGS = load_settings()  # the decorator's arguments are read at import
 
 
@@ -119,7 +131,9 @@ class Gateway:
 
     def __init__(self) -> None:
         worker = f"gw{server_context.worker_index or 0}"
-        self.ctx: WorkerContext = build_context(SETTINGS, GatewayMetrics(), worker=worker)
+        metrics = GatewayMetrics(
+            latency_objective_seconds=SETTINGS.server.latency_objective_seconds)
+        self.ctx: WorkerContext = build_context(SETTINGS, metrics, worker=worker)
         self.ctx.live.refresh()
         admin.app.state.ctx = self.ctx
         root_app.state.ctx = self.ctx
@@ -129,6 +143,8 @@ class Gateway:
     async def start(self) -> None:
         self.ctx.start_shadows()
         self.ctx.publish_gauges()
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.build_info.labels(*build_versions()).set(1)
         self._poll = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -138,6 +154,7 @@ class Gateway:
                 changed = await asyncio.to_thread(self.ctx.live.refresh)
                 if changed:
                     self.ctx.publish_gauges()
+                self.ctx.publish_runtime()
             except Exception:
                 log.exception("deployment refresh failed")
             await asyncio.sleep(interval)
@@ -150,6 +167,10 @@ class Gateway:
             self.ctx.shadows.close()
         if self.ctx.log is not None:  # drain, fsync and close this worker's segment
             await asyncio.to_thread(self.ctx.log.close)
+
+    def _count_error(self, exc: VigilError) -> None:
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.request_errors.labels(str(exc.status)).inc()
 
     def __is_ready__(self) -> bool:
         return bool(self.ctx.live.models())
@@ -170,6 +191,7 @@ class Gateway:
                 raise InvalidInput("body", "is required")
             result = await self.ctx.predictor.predict(raw, headers)
         except VigilError as exc:
+            self._count_error(exc)
             ctx.response.status_code = exc.status
             return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
         ctx.response.status_code = 200
@@ -194,6 +216,7 @@ class Gateway:
                 raise InvalidInput("body", "is required")
             body = accept_feedback(self.ctx, raw)
         except VigilError as exc:
+            self._count_error(exc)
             ctx.response.status_code = exc.status
             return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
         ctx.response.status_code = 202

@@ -7,6 +7,7 @@ emit the event, record metrics and hand the input to the shadows.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -22,12 +23,19 @@ from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
 from monitoring.events import EventSink, PredictionEvent
 from monitoring.metrics import GatewayMetrics
-from service.errors import InvalidInput, ModelNotFound, PayloadTooLarge, VersionNotFound
+from service.errors import (
+    InvalidInput,
+    ModelNotFound,
+    PayloadTooLarge,
+    VersionNotFound,
+    VigilError,
+)
 from service.live import LiveDeployments, Served
 from service.routing import Route, route
 from service.settings import Settings
 from service.shadows import ShadowJob, ShadowPool
 
+log = logging.getLogger("vigil.inference")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 PREDICT_FIELDS = {"model", "inputs", "instances", "routing_key"}
 OFFLOAD_ROWS = 64  # batches above this run in a thread so the event loop keeps serving
@@ -146,15 +154,36 @@ class Predictor:
         if chosen is None:
             raise VersionNotFound(deployment.model, version or "")
         runtime = served.runtimes[chosen.version]
-        if len(matrix) > OFFLOAD_ROWS:
-            outputs = await asyncio.to_thread(runtime.predict, matrix)
-        else:
-            outputs = runtime.predict(matrix)
-        latency = time.perf_counter() - start
+        began = time.perf_counter()
+        try:
+            if len(matrix) > OFFLOAD_ROWS:
+                outputs = await asyncio.to_thread(runtime.predict, matrix)
+            else:
+                outputs = runtime.predict(matrix)
+        except Exception as exc:  # a broken model is a counted, logged 500, never a hang
+            self._failed(served, chosen, matrix, request_id, start, exc)
+            raise VigilError(f"model '{deployment.model}' version '{chosen.version}' failed "
+                             "on this input", reason=type(exc).__name__) from None
+        done = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.inference.labels(deployment.model, chosen.version).observe(done - began)
+        latency = done - start
         body = {"model": deployment.model, "version": chosen.version,
                 "variant": chosen.variant, "request_id": request_id, "predictions": outputs}
         self._after(served, chosen, matrix, outputs, request_id, latency)
         return Prediction(body, request_id, deployment.revision, chosen)
+
+    def _failed(self, served: Served, chosen: Route, matrix: np.ndarray, request_id: str,
+                start: float, exc: Exception) -> None:
+        model = served.deployment.model
+        log.exception("inference failed: %s:%s", model, chosen.version, exc_info=exc)
+        if self.metrics is not None:
+            self.metrics.requests.labels(model, chosen.version, chosen.variant, "error").inc()
+        self.sink.emit(PredictionEvent(
+            request_id=request_id, model=model, version=chosen.version, variant=chosen.variant,
+            time=time.time(), rows=len(matrix), latency_seconds=time.perf_counter() - start,
+            status="error", inputs=matrix, features=served.card.features, outputs=None,
+            error=f"{type(exc).__name__}: {exc}"[:500]))
 
     def _after(self, served: Served, chosen: Route, matrix: np.ndarray,
                outputs: list[dict[str, Any]], request_id: str, latency: float) -> None:

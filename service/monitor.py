@@ -93,9 +93,12 @@ class Monitor:
             try:
                 await asyncio.to_thread(self.loop.tick)
                 metrics.observe_status(self.loop.status)
+                metrics.observe_quality(self.loop.stats)
                 if self.loop.drift is not None:
-                    metrics.observe_drift(self.loop.drift.versions)
+                    active = await asyncio.to_thread(self.loop.drift.active_signals)
+                    metrics.observe_drift(self.loop.drift.versions, active)
             except Exception:
+                metrics.tick_failures.inc()
                 log.exception("Monitor tick failed; the batch will be read again")
                 await asyncio.to_thread(self._reload)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))

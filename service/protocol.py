@@ -372,7 +372,9 @@ def response_headers(result: Prediction) -> dict[str, str]:
             "X-Vigil-Version": result.route.version, "X-Vigil-Revision": str(result.revision)}
 
 
-def error_response(exc: VigilError) -> Response:
+def error_response(exc: VigilError, ctx: Any = None) -> Response:
+    if ctx is not None and ctx.metrics is not None:
+        ctx.metrics.request_errors.labels(str(exc.status)).inc()
     return Response(orjson.dumps(exc.to_body()), status_code=exc.status,
                     media_type="application/json", headers=exc.headers)
 
@@ -468,7 +470,7 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
         result = await ctx.predictor.run(served, req.matrix, key, version, rid, start)
         return infer_response(served, result, req)
     except VigilError as exc:
-        return error_response(exc)
+        return error_response(exc, ctx)
 
 
 @router.post("/v2/models/{model}/infer", summary="OIP infer through the champion/canary split",
@@ -597,7 +599,7 @@ async def v1_predict(request: Request, model: ModelName) -> Response:
         return Response(orjson.dumps({"predictions": result.body["predictions"]}),
                         media_type="application/json", headers=response_headers(result))
     except VigilError as exc:
-        return error_response(exc)
+        return error_response(exc, ctx)
 
 
 __all__ = ["ERROR_SCHEMA", "router"]

@@ -34,6 +34,7 @@ class ServerSettings(Section):
     host: str = "0.0.0.0"
     demo: bool = True  # register the demo models into an empty store at start
     request_timeout_seconds: float = Field(30.0, gt=0)
+    latency_objective_seconds: float = Field(0.1, gt=0)  # a histogram bucket sits here
     base_url: str = "http://127.0.0.1:3000"
 
 
