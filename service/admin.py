@@ -337,16 +337,13 @@ SIGNAL_NAMES = ("input_mean", "input_scale", "input_category", "input_unseen", "
 async def _drift_version(ctx: WorkerContext, model: str, version: str | None) -> str:
     """The version a drift call is about: the one given (it must be registered), else the
     deployment's champion."""
-    if version is None:
-        served = ctx.live.get(model)
-        if served is None:
-            try:
-                d = await asyncio.to_thread(ctx.deployments.get, model)
-            except DeploymentNotFound:
-                raise NotFound(f"model '{model}' is not deployed", field="model",
-                               reason="unknown model") from None
-            return d.champion
-        return served.deployment.champion
+    if version is None:  # the store's champion, not this worker's cached view of it
+        try:
+            d = await asyncio.to_thread(ctx.deployments.get, model)
+        except DeploymentNotFound:
+            raise NotFound(f"model '{model}' is not deployed", field="model",
+                           reason="unknown model") from None
+        return d.champion
     versions = (await asyncio.to_thread(ctx.registry.list)).get(model)
     if versions is None:
         raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")

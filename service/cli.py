@@ -1,0 +1,538 @@
+"""``vigil``: the operator CLI over the admin API (typer + rich + httpx).
+
+Server and token come from ``--url``/``--token`` or ``VIGIL_URL``/``VIGIL_TOKEN``; the token is
+never printed. Read commands take ``--json`` for machines. Exit codes a CI job can branch on:
+
+    0 ok · 2 usage · 3 auth (401/403) · 4 not found · 5 invalid (422/413/400) ·
+    6 conflict (409/412/428) · 7 server unreachable · 8 server error (5xx)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+EXIT_AUTH, EXIT_NOT_FOUND, EXIT_INVALID, EXIT_CONFLICT, EXIT_UNREACHABLE, EXIT_SERVER = \
+    3, 4, 5, 6, 7, 8
+STATUS_EXIT = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 400: EXIT_INVALID,
+               413: EXIT_INVALID, 422: EXIT_INVALID, 409: EXIT_CONFLICT, 412: EXIT_CONFLICT,
+               428: EXIT_CONFLICT}
+
+app = typer.Typer(help="Operate a Vigil gateway: models, deployments, drift, audit.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Registered models and versions.", no_args_is_help=True)
+deploy_app = typer.Typer(help="Change who serves: canary, shadows.", no_args_is_help=True)
+drift_app = typer.Typer(help="Drift state, acknowledgement, rebaseline.", no_args_is_help=True)
+logs_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="The store.", no_args_is_help=True)
+for sub, name in ((models_app, "models"), (deploy_app, "deploy"), (drift_app, "drift"),
+                  (logs_app, "logs"), (config_app, "config"), (db_app, "db")):
+    app.add_typer(sub, name=name)
+
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Ctx:
+    url: str
+    token: str | None
+    json: bool
+
+
+class Failed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@app.callback()
+def main_options(
+        ctx: typer.Context,
+        url: Annotated[str, typer.Option(envvar="VIGIL_URL", help="the gateway")] =
+        "http://127.0.0.1:3000",
+        token: Annotated[str | None, typer.Option(envvar="VIGIL_TOKEN", show_default=False,
+                                                  help="a bearer token (never printed)")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] =
+        False) -> None:
+    ctx.obj = Ctx(url.rstrip("/"), token, json_out)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def ctx_of(ctx: typer.Context, json_out: bool) -> Ctx:
+    c: Ctx = ctx.obj
+    if json_out:
+        c.json = True
+    return c
+
+
+def call(c: Ctx, method: str, path: str, **kw: Any) -> httpx.Response:
+    headers = dict(kw.pop("headers", {}))
+    if c.token:
+        headers["Authorization"] = f"Bearer {c.token}"
+    try:
+        r = httpx.request(method, c.url + path, headers=headers, timeout=30, **kw)
+    except httpx.TransportError as exc:
+        raise Failed(EXIT_UNREACHABLE, f"cannot reach {c.url}: {type(exc).__name__}") from None
+    if r.status_code >= 400:
+        try:
+            body = r.json()
+            message = body.get("error", r.text)
+            if body.get("errors"):
+                message += "".join(f"\n  {e['field']}: {e['reason']}" for e in body["errors"])
+        except ValueError:
+            message = r.text[:500] or r.reason_phrase
+        code = STATUS_EXIT.get(r.status_code, EXIT_SERVER if r.status_code >= 500 else 1)
+        raise Failed(code, f"{r.status_code}: {message}")
+    return r
+
+
+def run(fn: Any) -> Any:
+    """Wrap a command body: server errors become a message and an exit code."""
+    try:
+        return fn()
+    except Failed as exc:
+        err.print(f"[red]error[/red] {exc.message}", highlight=False)
+        raise typer.Exit(exc.code) from None
+
+
+def emit(c: Ctx, data: Any, human: Any) -> None:
+    if c.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        human()
+
+
+def pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(ctx: typer.Context,
+        json_out: JsonFlag = False) -> None:
+    """Every model: who serves, traffic, errors, drift and quality."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        deployments = call(c, "GET", "/admin/deployments").json()["deployments"]
+        rows = []
+        for d in deployments:
+            m = d["model"]
+            stats = call(c, "GET", f"/admin/models/{m}/stats").json()
+            drift = call(c, "GET", f"/admin/drift/{m}").json()
+            champ = stats["versions"].get(d["champion"]["version"], {}).get("champion", {})
+            quality = champ.get("quality", {}).get("window", {})
+            rows.append({
+                "model": m, "revision": d["revision"], "champion": d["champion"]["version"],
+                "canary": d.get("canary"), "shadows": d.get("shadows", []),
+                "requests": {f"{v}/{var}": r["requests"] for v, x in stats["versions"].items()
+                             for var, r in x.items()},
+                "champion_error_rate": champ.get("error_rate"),
+                "champion_latency_p99_seconds": champ.get("latency_seconds", {}).get("p99"),
+                "quality_window": quality,
+                "drift_active_alarms": [{"signal": a["signal"], "feature":
+                                         a["features"][0].get("feature")}
+                                        for a in drift["active_alarms"]],
+                "monitor_lag_seconds": stats["monitor"].get("lag_seconds")})
+
+        def human() -> None:
+            t = Table(title="Vigil status")
+            for col in ("model", "rev", "champion", "canary", "shadows", "requests", "errors",
+                        "p99", "quality", "drift"):
+                t.add_column(col)
+            for r in rows:
+                can = r["canary"]
+                q = r["quality_window"]
+                qtxt = (f"acc {pct(q['accuracy'])} ({q['labels']})" if "accuracy" in q else
+                        f"mae {q['mae']:.3g} ({q['labels']})" if "mae" in q else "no labels")
+                p99 = r["champion_latency_p99_seconds"]
+                t.add_row(
+                    r["model"], str(r["revision"]), r["champion"],
+                    f"{can['version']} @ {pct(can['weight'])}" if can else "—",
+                    ", ".join(s["version"] for s in r["shadows"]) or "—",
+                    ", ".join(f"{k}: {v}" for k, v in r["requests"].items()) or "0",
+                    pct(r["champion_error_rate"]),
+                    "—" if p99 is None else f"{p99 * 1000:.1f} ms", qtxt,
+                    ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
+                              for a in r["drift_active_alarms"]) or "[green]quiet[/green]")
+            out.print(t)
+        emit(c, {"models": rows}, human)
+    run(body)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context,
+        json_out: JsonFlag = False) -> None:
+    """Models, their versions and champions."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        data = call(c, "GET", "/admin/models").json()
+
+        def human() -> None:
+            t = Table()
+            for col in ("model", "champion", "versions"):
+                t.add_column(col)
+            for m in data["models"]:
+                t.add_row(m["name"], m.get("champion") or "—", ", ".join(m["versions"]))
+            out.print(t)
+        emit(c, data, human)
+    run(body)
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, model: str, version: str,
+        json_out: JsonFlag = False) -> None:
+    """A version's card, lineage and reference profile."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        data = call(c, "GET", f"/admin/models/{model}/versions/{version}").json()
+
+        def human() -> None:
+            card = data["card"]
+            lineage = card.get("lineage", {})
+            out.print(f"[bold]{model}:{version}[/bold]  {card.get('task')}  "
+                      f"created {data.get('created_at')}")
+            out.print(f"  onnx sha256   {data.get('onnx_sha256')}")
+            out.print(f"  dataset       {lineage.get('dataset_sha256')}")
+            out.print(f"  code commit   {lineage.get('code_commit')}")
+            out.print(f"  hyperparams   {json.dumps(lineage.get('hyperparameters', {}))}")
+            out.print(f"  metrics       {json.dumps(card.get('metrics', {}))}")
+            out.print(f"  inputs        {len(card.get('inputs', []))} features; reference "
+                      f"{data.get('profile', {}).get('rows')} rows")
+        emit(c, data, human)
+    run(body)
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def complete_lineage(card: dict[str, Any], reference: bytes, cwd: Path) -> list[str]:
+    """Fill what the card leaves out: the dataset fingerprint (SHA-256 of the reference file)
+    and the code commit (this git checkout). Returns what was filled."""
+    lineage = card.setdefault("lineage", {})
+    filled = []
+    if not lineage.get("dataset_sha256"):
+        lineage["dataset_sha256"] = hashlib.sha256(reference).hexdigest()
+        filled.append("lineage.dataset_sha256")
+    if not lineage.get("code_commit"):
+        commit = git_commit(cwd)
+        if commit is None:
+            raise Failed(EXIT_INVALID, "the card has no lineage.code_commit and this is not a "
+                         "git checkout: set it in the card")
+        lineage["code_commit"] = commit
+        filled.append("lineage.code_commit")
+    return filled
+
+
+@models_app.command("register")
+def models_register(
+        ctx: typer.Context, model: str,
+        onnx: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="model.onnx")],
+        card: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="card JSON")],
+        reference: Annotated[Path, typer.Option(exists=True, dir_okay=False,
+                                                help="reference rows, CSV or Parquet")],
+        version: Annotated[str | None, typer.Option(help="overrides the card's version")] =
+        None, json_out: JsonFlag = False) -> None:
+    """Register a version; lineage the card does not give is filled in (dataset fingerprint
+    from the reference file, code commit from this git checkout)."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        try:
+            card_data = json.loads(card.read_text())
+        except ValueError as exc:
+            raise Failed(EXIT_INVALID, f"{card}: not JSON ({exc})") from None
+        if version:
+            card_data["version"] = version
+        card_data.setdefault("name", model)
+        ref_bytes = reference.read_bytes()
+        filled = complete_lineage(card_data, ref_bytes, Path.cwd())
+        r = call(c, "POST", f"/admin/models/{model}/versions",
+                 data={"card": json.dumps(card_data)},
+                 files={"model": ("model.onnx", onnx.read_bytes()),
+                        "reference": (reference.name, ref_bytes)})
+        data = {**r.json(), "filled": filled, "created": r.status_code == 201}
+        emit(c, data, lambda: out.print(
+            f"{'registered' if data['created'] else 'already registered'} "
+            f"[bold]{model}:{card_data.get('version')}[/bold]"
+            + (f" (filled {', '.join(filled)})" if filled else "")))
+    run(body)
+
+
+# ----------------------------------------------------------------------------- deploy
+
+
+def patch(c: Ctx, model: str, doc: dict[str, Any]) -> dict[str, Any]:
+    current = call(c, "GET", f"/admin/deployments/{model}")
+    etag = current.headers.get("etag") or f'"{current.json()["revision"]}"'
+    r = call(c, "PATCH", f"/admin/deployments/{model}", content=json.dumps(doc),
+             headers={"If-Match": etag, "Content-Type": "application/merge-patch+json"})
+    return r.json()  # type: ignore[no-any-return]
+
+
+def show_deployment(c: Ctx, d: dict[str, Any], verb: str) -> None:
+    def human() -> None:
+        can = d.get("canary")
+        out.print(f"{verb} [bold]{d['model']}[/bold] revision {d['revision']}: champion "
+                  f"{d['champion']['version']}"
+                  + (f", canary {can['version']} at {pct(can['weight'])}" if can else "")
+                  + (", shadows " + ", ".join(s["version"] for s in d["shadows"])
+                     if d.get("shadows") else ""))
+    emit(c, d, human)
+
+
+@deploy_app.command("canary")
+def deploy_canary(ctx: typer.Context, model: str, version: str,
+                  weight: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.1,
+        json_out: JsonFlag = False) -> None:
+    """Start (or re-weight) a canary."""
+    c = ctx_of(ctx, json_out)
+    run(lambda: show_deployment(c, patch(c, model, {"canary": {"version": version,
+                                                               "weight": weight}}), "updated"))
+
+
+@deploy_app.command("clear-canary")
+def deploy_clear_canary(ctx: typer.Context, model: str,
+        json_out: JsonFlag = False) -> None:
+    """Stop the canary: all traffic to the champion."""
+    c = ctx_of(ctx, json_out)
+    run(lambda: show_deployment(c, patch(c, model, {"canary": None}), "updated"))
+
+
+@deploy_app.command("shadow")
+def deploy_shadow(ctx: typer.Context, model: str, version: str,
+                  sample_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+                  remove: Annotated[bool, typer.Option("--remove")] = False,
+        json_out: JsonFlag = False) -> None:
+    """Add (or with --remove, drop) a shadow version."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        current = call(c, "GET", f"/admin/deployments/{model}").json()
+        shadows = [s for s in current.get("shadows", []) if s["version"] != version]
+        if not remove:
+            shadows.append({"version": version, "sample_rate": sample_rate})
+        show_deployment(c, patch(c, model, {"shadows": shadows}), "updated")
+    run(body)
+
+
+@app.command()
+def promote(ctx: typer.Context, model: str,
+        json_out: JsonFlag = False) -> None:
+    """Make the canary the champion."""
+    c = ctx_of(ctx, json_out)
+    run(lambda: show_deployment(
+        c, call(c, "POST", f"/admin/deployments/{model}/promote").json(), "promoted"))
+
+
+@app.command()
+def rollback(ctx: typer.Context, model: str,
+        json_out: JsonFlag = False) -> None:
+    """Bring the previous champion back (the canary is cleared)."""
+    c = ctx_of(ctx, json_out)
+    run(lambda: show_deployment(
+        c, call(c, "POST", f"/admin/deployments/{model}/rollback").json(), "rolled back"))
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def _version_q(version: str | None) -> dict[str, str]:
+    return {"version": version} if version else {}
+
+
+@drift_app.command("show")
+def drift_show(ctx: typer.Context, model: str,
+               version: Annotated[str | None, typer.Option()] = None,
+        json_out: JsonFlag = False) -> None:
+    """Signals, PSI per feature and alarms of a version (default: the champion)."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        d = call(c, "GET", f"/admin/drift/{model}", params=_version_q(version)).json()
+
+        def human() -> None:
+            out.print(f"[bold]{model}:{d['version']}[/bold]  {d['rows_seen']} rows, "
+                      f"{d['labels_seen']} labels, reference {d.get('reference')}")
+            t = Table("signal", "max statistic/threshold", "top features", "alarm")
+            for signal, s in d["signals"].items():
+                top = ", ".join(f"{k} {v:.2f}" for k, v in list(s["features"].items())[:3])
+                t.add_row(signal, f"{s['max_ratio']:.2f}", top,
+                          "[red]open[/red]" if s["alarm_active"] else "—")
+            out.print(t)
+            psi = sorted(d["psi"].items(), key=lambda kv: -kv[1])[:5]
+            out.print("PSI  " + ", ".join(f"{k} {v:.3f}" for k, v in psi))
+        emit(c, d, human)
+    run(body)
+
+
+@drift_app.command("ack")
+def drift_ack(ctx: typer.Context, model: str,
+              version: Annotated[str | None, typer.Option()] = None,
+              signal: Annotated[str | None, typer.Option()] = None,
+        json_out: JsonFlag = False) -> None:
+    """Acknowledge open alarms."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        params = {**_version_q(version), **({"signal": signal} if signal else {})}
+        d = call(c, "POST", f"/admin/drift/{model}/ack", params=params).json()
+        emit(c, d, lambda: out.print(f"acknowledged {len(d['acknowledged'])} alarm(s) of "
+                                     f"{model}:{d['version']}"))
+    run(body)
+
+
+@drift_app.command("rebaseline")
+def drift_rebaseline(ctx: typer.Context, model: str,
+                     version: Annotated[str | None, typer.Option()] = None,
+                     rows: Annotated[int | None, typer.Option()] = None,
+        json_out: JsonFlag = False) -> None:
+    """Adopt the last N live rows as the version's reference."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        params = {**_version_q(version), **({"rows": str(rows)} if rows else {})}
+        d = call(c, "POST", f"/admin/drift/{model}/rebaseline", params=params).json()
+        emit(c, d, lambda: out.print(f"rebaseline of {model}:{d['version']} queued "
+                                     f"({d['rows']} rows, request {d['request']})"))
+    run(body)
+
+
+# ----------------------------------------------------------------------------- audit, logs
+
+
+@app.command()
+def audit(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+          action: Annotated[str | None, typer.Option()] = None,
+        json_out: JsonFlag = False) -> None:
+    """The newest audit rows."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        params: dict[str, Any] = {"limit": limit, **({"action": action} if action else {})}
+        d = call(c, "GET", "/admin/audit", params=params).json()
+
+        def human() -> None:
+            t = Table("time", "actor", "role", "action", "target", "outcome")
+            for i in d["items"]:
+                colour = "green" if i["outcome"] == "ok" else "red"
+                t.add_row(i["time"], i["actor"], i.get("role") or "", i["action"], i["target"],
+                          f"[{colour}]{i['outcome']}[/{colour}]")
+            out.print(t)
+        emit(c, d, human)
+    run(body)
+
+
+@logs_app.command("export")
+def logs_export(
+        out_path: Annotated[Path, typer.Option("--out", help="the Parquet file to write")],
+        model: Annotated[str | None, typer.Option()] = None,
+        since: Annotated[str | None, typer.Option(help="24h, 30m, 7d or ISO 8601")] = None,
+        log_dir: Annotated[Path | None, typer.Option(help="default: $VIGIL_DATA_DIR/log")] =
+        None) -> None:
+    """Write prediction records to Parquet, one row per predicted row (reads the local log)."""
+    from monitoring.export import export_parquet, parse_since
+
+    directory = log_dir or Path(os.environ.get("VIGIL_DATA_DIR", "var")) / "log"
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    n = export_parquet(directory, out_path, model=model, since=start)
+    out.print(f"wrote {n} rows to {out_path}")
+
+
+# ----------------------------------------------------------------------------- local
+
+
+@config_app.command("check")
+def config_check(config: Annotated[Path | None, typer.Option(
+        help="default: $VIGIL_CONFIG or vigil.yaml")] = None) -> None:
+    """Validate vigil.yaml and VIGIL_* environment variables; say what is wrong."""
+    from pydantic import ValidationError
+
+    if config is not None:
+        if not config.is_file():
+            err.print(f"[red]error[/red] {config}: no such file")
+            raise typer.Exit(EXIT_INVALID)
+        os.environ["VIGIL_CONFIG"] = str(config)
+    from service.settings import load_settings
+
+    try:
+        s = load_settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            err.print(f"[red]invalid[/red] {'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
+        raise typer.Exit(EXIT_INVALID) from None
+    except Exception as exc:  # e.g. YAML syntax
+        err.print(f"[red]invalid[/red] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    problems = []
+    if not s.auth.tokens and not s.auth.bootstrap_admin_token:
+        problems.append("no auth.tokens and no VIGIL_BOOTSTRAP_ADMIN_TOKEN: nobody can use "
+                        "the admin API")
+    for p in problems:
+        err.print(f"[yellow]warning[/yellow] {p}")
+    out.print(f"ok: store {s.store_url.split('@')[-1]}, log {s.log_dir}, "
+              f"{s.server.workers} workers, {len(s.auth.tokens)} token(s)")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Run the store's migrations up to the newest."""
+    from service.settings import load_settings
+    from store import make_engine, migrate
+
+    s = load_settings()
+    migrate(make_engine(s.store_url))
+    out.print(f"store at the newest schema: {s.store_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(port: Annotated[int, typer.Option()] = 3000) -> None:
+    """Start the gateway (as `make serve` does, without building the environment)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    os.execv(str(bentoml), [str(bentoml), "serve", "service.gateway:Gateway", "--port",
+                            str(port)])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

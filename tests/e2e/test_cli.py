@@ -1,0 +1,108 @@
+"""The ``vigil`` CLI against a real server through a whole lifecycle: register, canary, status,
+promote, rollback, audit; human and ``--json`` output; exit codes a CI job branches on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from load_tests.servers import free_port
+from service.cli import EXIT_AUTH, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNREACHABLE, app
+from tests.conftest import DEMO
+from tests.e2e.conftest import TOKENS, Server, start_server, stop_server
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    proc, srv = start_server(tmp_path_factory.mktemp("vigil-cli"))
+    yield srv
+    stop_server(proc)
+
+
+def vigil(srv: Server, *args: str, role: str = "admin", token: str | None = None,
+          url: str | None = None) -> Any:
+    runner = CliRunner(env={"COLUMNS": "200", "VIGIL_URL": url or srv.url,
+                            "VIGIL_TOKEN": token or TOKENS[role]})
+    return runner.invoke(app, list(args))
+
+
+def as_json(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
+    card = json.loads((DEMO / "breast_cancer" / "v2" / "card.json").read_text())
+    del card["lineage"]["dataset_sha256"], card["lineage"]["code_commit"]
+    card_path = tmp_path / "card.json"
+    card_path.write_text(json.dumps(card))
+    reg = as_json(vigil(server, "models", "register", "breast_cancer", "--version", "v7",
+                        "--onnx", str(DEMO / "breast_cancer" / "v2" / "model.onnx"),
+                        "--card", str(card_path),
+                        "--reference", str(DEMO / "breast_cancer" / "v2" / "reference.csv"),
+                        "--json"))
+    assert reg["created"] and reg["filled"] == ["lineage.dataset_sha256", "lineage.code_commit"]
+    shown = as_json(vigil(server, "models", "show", "breast_cancer", "v7", "--json"))
+    lineage = shown["card"]["lineage"]
+    assert len(lineage["dataset_sha256"]) == 64 and lineage["code_commit"]
+    assert lineage["hyperparameters"] == card["lineage"]["hyperparameters"]
+
+    d = as_json(vigil(server, "deploy", "canary", "breast_cancer", "v7", "--weight", "0.3",
+                      "--json", role="operator"))
+    assert d["canary"] == {"version": "v7", "weight": 0.3}
+    status = as_json(vigil(server, "status", "--json", role="viewer"))
+    row = next(m for m in status["models"] if m["model"] == "breast_cancer")
+    assert row["canary"]["version"] == "v7" and row["champion"] == "v1"
+    human = vigil(server, "status", role="viewer")
+    assert human.exit_code == 0 and "v7 @ 30.0%" in human.stdout and "quiet" in human.stdout
+
+    promoted = vigil(server, "promote", "breast_cancer", role="operator")
+    assert promoted.exit_code == 0 and "champion v7" in promoted.stdout
+    back = as_json(vigil(server, "rollback", "breast_cancer", "--json", role="operator"))
+    assert back["champion"]["version"] == "v1" and back.get("canary") is None
+
+    audit = as_json(vigil(server, "audit", "--limit", "10", "--json", role="viewer"))
+    actions = [i["action"] for i in audit["items"]]
+    assert actions[:4] == ["deployments.rollback", "deployments.promote", "deployments.patch",
+                           "models.register"]
+    assert audit["items"][0]["actor"] == "operator-token"
+    assert TOKENS["operator"] not in json.dumps(audit)
+    table = vigil(server, "audit", "--limit", "3", role="viewer")
+    assert table.exit_code == 0 and "deployments.rollback" in table.stdout
+
+    drift = as_json(vigil(server, "drift", "show", "breast_cancer", "--json", role="viewer"))
+    assert drift["version"] == "v1" and "signals" in drift
+
+
+def test_exit_codes_a_pipeline_can_branch_on(server: Server) -> None:
+    wrong = vigil(server, "models", "list", token="not-a-token")
+    assert wrong.exit_code == EXIT_AUTH and "401" in wrong.stderr
+    assert "not-a-token" not in wrong.output
+    viewer = vigil(server, "promote", "breast_cancer", role="viewer")
+    assert viewer.exit_code == EXIT_AUTH and "403" in viewer.stderr
+    missing = vigil(server, "models", "show", "nope", "v1", role="viewer")
+    assert missing.exit_code == EXIT_NOT_FOUND and "not found" in missing.stderr
+    invalid = vigil(server, "deploy", "canary", "breast_cancer", "v9", role="operator")
+    assert invalid.exit_code in (EXIT_INVALID, EXIT_NOT_FOUND) and invalid.stderr.strip()
+    stopped = vigil(server, "status", url=f"http://127.0.0.1:{free_port()}")
+    assert stopped.exit_code == EXIT_UNREACHABLE and "cannot reach" in stopped.stderr
+    assert "Traceback" not in wrong.output + missing.output + stopped.output
+
+
+def test_config_check_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    good = CliRunner().invoke(app, ["config", "check", "--config", "vigil.yaml"])
+    assert good.exit_code == 0 and good.stdout.startswith("ok:")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("limits:\n  max_rows: -1\nserver:\n  wokers: 2\n")
+    monkeypatch.setenv("VIGIL_CONFIG", str(bad))  # restored after the test
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(bad)])
+    assert result.exit_code == EXIT_INVALID
+    assert "limits.max_rows" in result.stderr and "server.wokers" in result.stderr
