@@ -155,24 +155,24 @@ def status(ctx: typer.Context,
 
         def human() -> None:
             t = Table(title="Vigil status")
-            for col in ("model", "rev", "champion", "canary", "shadows", "requests", "errors",
-                        "p99", "quality", "drift"):
-                t.add_column(col)
+            for col in ("model", "rev", "champion", "canary", "shadows", "req", "err", "p99",
+                        "quality", "drift"):
+                t.add_column(col, no_wrap=True)
             for r in rows:
                 can = r["canary"]
                 q = r["quality_window"]
                 qtxt = (f"acc {pct(q['accuracy'])} ({q['labels']})" if "accuracy" in q else
-                        f"mae {q['mae']:.3g} ({q['labels']})" if "mae" in q else "no labels")
+                        f"mae {q['mae']:.3g} ({q['labels']})" if "mae" in q else "—")
                 p99 = r["champion_latency_p99_seconds"]
                 t.add_row(
                     r["model"], str(r["revision"]), r["champion"],
-                    f"{can['version']} @ {pct(can['weight'])}" if can else "—",
+                    f"{can['version']} {can['weight']:.0%}" if can else "—",
                     ", ".join(s["version"] for s in r["shadows"]) or "—",
-                    ", ".join(f"{k}: {v}" for k, v in r["requests"].items()) or "0",
+                    str(sum(r["requests"].values())),
                     pct(r["champion_error_rate"]),
-                    "—" if p99 is None else f"{p99 * 1000:.1f} ms", qtxt,
+                    "—" if p99 is None else f"{p99 * 1000:.1f}ms", qtxt,
                     ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
-                              for a in r["drift_active_alarms"]) or "[green]quiet[/green]")
+                              for a in r["drift_active_alarms"]) or "[green]ok[/green]")
             out.print(t)
         emit(c, {"models": rows}, human)
     run(body)
@@ -385,8 +385,10 @@ def drift_show(ctx: typer.Context, model: str,
         d = call(c, "GET", f"/admin/drift/{model}", params=_version_q(version)).json()
 
         def human() -> None:
+            ref = d.get("reference") or {}
             out.print(f"[bold]{model}:{d['version']}[/bold]  {d['rows_seen']} rows, "
-                      f"{d['labels_seen']} labels, reference {d.get('reference')}")
+                      f"{d['labels_seen']} labels; reference: {ref.get('source', 'none yet')}"
+                      f", {ref.get('rows', 0)} rows")
             t = Table("signal", "max statistic/threshold", "top features", "alarm")
             for signal, s in d["signals"].items():
                 top = ", ".join(f"{k} {v:.2f}" for k, v in list(s["features"].items())[:3])

@@ -61,7 +61,7 @@ def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
     row = next(m for m in status["models"] if m["model"] == "breast_cancer")
     assert row["canary"]["version"] == "v7" and row["champion"] == "v1"
     human = vigil(server, "status", role="viewer")
-    assert human.exit_code == 0 and "v7 @ 30.0%" in human.stdout and "quiet" in human.stdout
+    assert human.exit_code == 0 and "v7 30%" in human.stdout and "breast_cancer" in human.stdout
 
     promoted = vigil(server, "promote", "breast_cancer", role="operator")
     assert promoted.exit_code == 0 and "champion v7" in promoted.stdout
