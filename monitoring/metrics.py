@@ -136,6 +136,16 @@ class MonitorMetrics:
             "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
             "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
 
+        self.webhook_deliveries = Counter(
+            "vigil_webhook_deliveries_total", "Webhook delivery attempts, by target and outcome "
+            "(delivered, retry, dead, disabled).", ["target", "outcome"], **kw)
+        self.webhook_pending = Gauge(
+            "vigil_webhook_pending", "Webhook deliveries waiting for their next attempt.",
+            ["target"], multiprocess_mode="livemax", **kw)
+        self.webhook_dead = Gauge(
+            "vigil_webhook_dead_letters", "Webhook deliveries that used every attempt "
+            "(redeliver them from the admin API).", ["target"], multiprocess_mode="livemax",
+            **kw)
         self.drift_alarms = Counter(
             "vigil_drift_alarms_total", "Drift alarms raised, by signal.",
             ["model", "version", "signal"], **kw)

@@ -81,7 +81,7 @@ class Monitor:
                  log_max_bytes: int = 2 * 1024**3,
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
-                 drift: Any = None) -> None:
+                 drift: Any = None, triggers: Any = None) -> None:
         self.engine = engine
         self.log = log_
         self.class_labels_of = class_labels_of
@@ -94,6 +94,7 @@ class Monitor:
         self.clock = clock
         self.on_step = on_step
         self.drift = drift  # monitoring.drift_tracker.DriftTracker, or None
+        self.triggers = triggers  # monitoring.triggers.Triggers, or None
         self.checkpoint: Checkpoint = {}
         self.stats: dict[Key, VersionStats] = {}
         self.counters: dict[str, dict[str, int]] = {}  # model -> label outcome -> n; "_" global
@@ -344,6 +345,8 @@ class Monitor:
         self.status.updated_at = now
         with self.engine.begin() as conn:
             self._put_state(conn, "status", self.status.to_dict(), now)
+        if self.triggers is not None:
+            self.triggers.evaluate(self, now)
         if now - self._last_housekeeping >= 60.0:
             self.housekeeping(now)
         return total

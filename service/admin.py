@@ -7,8 +7,10 @@ attempt is written to the audit log (actor = the token's name, never the token).
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, File, Form, Header, Path, Query, Request, UploadFile
@@ -18,6 +20,10 @@ from models.errors import ModelError
 from models.profile import summarize_profile
 from monitoring.drift_tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.monitor import read_stats
+from monitoring.policy import Firing
+from monitoring.policy import event as policy_event
+from monitoring.triggers import iso
+from monitoring.webhooks import Target, enqueue, list_deliveries, redeliver, targets_from_config
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
@@ -409,6 +415,100 @@ async def drift_rebaseline(request: Request, model: ModelName, principal: Annota
                             f"{model}:{version}", "ok", None, {"request": rid, "rows": rows})
     return JSONBody({"model": model, "version": version, "request": rid, "rows": rows,
                      "status": "queued"}, status_code=202)
+
+
+def _targets(ctx: WorkerContext) -> list[Target]:
+    w = ctx.settings.webhooks
+    return targets_from_config(w.targets, w.allow_link_local)
+
+
+@app.post("/models/{model}/retrain", status_code=202,
+          summary="Fire the retraining webhook for a model by hand",
+          description="Writes a `vigil.retrain.requested` event (reason `manual`) with the "
+          "champion's lineage to the outbox; the Monitor delivers it to every matching target.",
+          responses=error_responses(*AUTH_ERRORS, 404))
+async def retrain(request: Request, model: ModelName, principal: Annotated[
+        Principal, Depends(require("operator", "models.retrain"))]) -> JSONBody:
+    ctx = ctx_of(request)
+    try:
+        d = await asyncio.to_thread(ctx.deployments.get, model)
+    except DeploymentNotFound:
+        raise NotFound(f"model '{model}' is not deployed", field="model",
+                       reason="unknown model") from None
+    mv = await asyncio.to_thread(ctx.registry.get, model, d.champion)
+    now = time.time()
+    event_id = f"retrain-{model}-manual-{uuid.uuid4().hex[:16]}"
+    firing = Firing(event_id, "manual", {"requested_by": principal.name})
+    ev = policy_event(firing, model, d.champion, mv.card.lineage,
+                      ctx.settings.server.base_url, iso(now))
+    targets = _targets(ctx)
+
+    def write() -> None:
+        with ctx.engine.begin() as conn:
+            enqueue(conn, ev, event_id, targets, now, model, "manual")
+            _audit_in(conn, ctx, principal, request, "models.retrain", f"models/{model}",
+                      {"event_id": event_id})
+    await asyncio.to_thread(write)
+    return JSONBody({"event_id": event_id, "model": model, "champion_version": d.champion,
+                     "targets": [t.name for t in targets if t.matches(ev["type"], model)]},
+                    status_code=202)
+
+
+@app.get("/webhooks/deliveries", summary="Webhook deliveries and their attempts",
+         responses=error_responses(*AUTH_ERRORS, 422))
+async def deliveries(request: Request,
+                     _: Annotated[Principal, Depends(require("viewer", "webhooks.read"))],
+                     status: Annotated[Literal["pending", "delivered", "failed", "dead"] | None,
+                                       Query()] = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    return {"items": await asyncio.to_thread(list_deliveries, ctx.engine, status, limit)}
+
+
+@app.post("/webhooks/deliveries/{delivery_id}/redeliver",
+          summary="Queue a delivery (a dead letter, say) for a new round of attempts",
+          responses=error_responses(*AUTH_ERRORS, 404))
+async def redeliver_one(request: Request, delivery_id: int, principal: Annotated[
+        Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):
+        raise NotFound(f"delivery {delivery_id} not found", field="delivery_id",
+                       reason="unknown delivery")
+    await asyncio.to_thread(_audit, ctx, principal, request, "webhooks.redeliver",
+                            f"deliveries/{delivery_id}", "ok")
+    return {"id": delivery_id, "status": "pending"}
+
+
+@app.post("/webhooks/{target}/test", status_code=202,
+          summary="Send a signed vigil.test event to one target",
+          responses=error_responses(*AUTH_ERRORS, 404))
+async def test_target(request: Request, target: str, principal: Annotated[
+        Principal, Depends(require("operator", "webhooks.test"))]) -> JSONBody:
+    ctx = ctx_of(request)
+    targets = _targets(ctx)
+    if target not in {t.name for t in targets}:
+        raise NotFound(f"webhook target '{target}' is not configured", field="target",
+                       reason="unknown target")
+    now = time.time()
+    event_id = f"test-{target}-{uuid.uuid4().hex[:16]}"
+    ev = {"type": "vigil.test", "timestamp": iso(now),
+          "data": {"event_id": event_id, "target": target,
+                   "gateway": ctx.settings.server.base_url}}
+
+    def write() -> None:
+        with ctx.engine.begin() as conn:
+            enqueue(conn, ev, event_id, targets, now, None, "test", only=target)
+            _audit_in(conn, ctx, principal, request, "webhooks.test", f"webhooks/{target}",
+                      {"event_id": event_id})
+    await asyncio.to_thread(write)
+    return JSONBody({"event_id": event_id, "target": target}, status_code=202)
+
+
+def _audit_in(conn: Any, ctx: WorkerContext, principal: Principal, request: Request,
+              action: str, target: str, after: Any) -> None:
+    ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
+                                target=target, outcome="ok", after=after,
+                                request_id=request_id_from(request.headers)), conn)
 
 
 @app.get("/audit", summary="The newest audit rows, newest first",

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from models.registry import Registry
+from monitoring.webhooks import targets_from_config
 from service.settings import Settings
 from store import Canary, Deployment, DeploymentStore, Shadow, make_engine, migrate
 
@@ -22,6 +23,9 @@ def register_dir(registry: Registry, directory: Path) -> None:
 
 
 def bootstrap(settings: Settings) -> None:
+    # a bad webhook target (scheme, SSRF address, missing dag_id...) stops the start here,
+    # with its name, instead of failing every delivery later
+    targets_from_config(settings.webhooks.targets, settings.webhooks.allow_link_local)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.store_url)
     migrate(engine)

@@ -503,7 +503,15 @@ def config_check(config: Annotated[Path | None, typer.Option(
     except Exception as exc:  # e.g. YAML syntax
         err.print(f"[red]invalid[/red] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    problems = []
+    from monitoring.webhooks import targets_from_config
+
+    try:
+        targets = targets_from_config(s.webhooks.targets, s.webhooks.allow_link_local)
+    except ValueError as exc:
+        err.print(f"[red]invalid[/red] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    problems = [f"webhooks.targets.{t.name}: no secret (secret_env unset or empty): its "
+                "deliveries will not be signed" for t in targets if not t.secrets]
     if not s.auth.tokens and not s.auth.bootstrap_admin_token:
         problems.append("no auth.tokens and no VIGIL_BOOTSTRAP_ADMIN_TOKEN: nobody can use "
                         "the admin API")

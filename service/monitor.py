@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import bentoml
@@ -21,8 +22,10 @@ from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
 from monitoring.prediction_log import LocalEventLog
+from monitoring.triggers import Triggers, policy_from_settings
+from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
 from service.settings import Settings, load_settings
-from store import make_engine
+from store import DeploymentStore, make_engine
 
 log = logging.getLogger("vigil.monitor")
 SETTINGS = load_settings()
@@ -52,13 +55,49 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> 
                         keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
                         error_delay=dr.error_delay),
             sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
+    triggers = None
+    if settings.policies:
+        deployments = DeploymentStore(engine)
+
+        def champion_of(model: str) -> tuple[str, float, dict[str, Any]]:
+            version = deployments.get(model).champion
+            mv = registry.get(model, version)
+            created = datetime.fromisoformat(str(mv.created_at).replace("Z", "+00:00"))
+            return version, created.timestamp(), mv.card.lineage
+
+        triggers = Triggers(engine, {m: policy_from_settings(m, p)
+                                     for m, p in settings.policies.items()},
+                            targets_of(settings), champion_of, settings.server.base_url)
     return MonitorLoop(
         engine, LocalEventLog(settings.log_dir),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
-        on_step=on_step, drift=drift)
+        on_step=on_step, drift=drift, triggers=triggers)
+
+
+def targets_of(settings: Settings) -> list[Target]:
+    w = settings.webhooks
+    return targets_from_config(w.targets, w.allow_link_local)
+
+
+def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) -> Dispatcher:
+    w = settings.webhooks
+
+    def on_outcome(outcome: Outcome) -> None:
+        if metrics is not None:
+            metrics.webhook_deliveries.labels(outcome.target, outcome.status).inc()
+
+    targets = targets_of(settings)
+    if metrics is not None:
+        for t in targets:  # every series exists from the start, at 0
+            for outcome in ("delivered", "retry", "dead", "disabled"):
+                metrics.webhook_deliveries.labels(t.name, outcome)
+    return Dispatcher(make_engine(settings.store_url), targets,
+                      schedule=tuple(w.schedule_seconds), timeout=w.timeout_seconds,
+                      jitter=w.jitter, allow_link_local=w.allow_link_local,
+                      on_outcome=on_outcome)
 
 
 @bentoml.service(
@@ -74,10 +113,31 @@ class Monitor:
 
     @bentoml.on_startup
     async def start(self) -> None:
+        self.metrics = MonitorMetrics()
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self._dispatch = asyncio.get_running_loop().create_task(self._deliver())
+
+    async def _deliver(self) -> None:
+        """The webhook dispatcher: its own loop, so a slow target never delays a tick."""
+        interval = SETTINGS.webhooks.dispatch_seconds
+        dispatcher = None
+        while True:
+            try:
+                if dispatcher is None:
+                    dispatcher = build_dispatcher(SETTINGS, self.metrics)
+                if dispatcher.targets:
+                    await asyncio.to_thread(dispatcher.run_due)
+                    by = await asyncio.to_thread(counts, dispatcher.engine)
+                    for name in dispatcher.targets:
+                        self.metrics.webhook_pending.labels(name).set(
+                            by.get((name, "pending"), 0))
+                        self.metrics.webhook_dead.labels(name).set(by.get((name, "dead"), 0))
+            except Exception:
+                log.exception("webhook dispatch failed; retrying")
+            await asyncio.sleep(interval)
 
     async def _run(self) -> None:
-        metrics = MonitorMetrics()
+        metrics = self.metrics
         interval = SETTINGS.monitor.tick_seconds
         while self.loop is None:  # the store may still be migrating on first start
             try:
@@ -115,6 +175,8 @@ class Monitor:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if getattr(self, "_dispatch", None) is not None:
+            self._dispatch.cancel()
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:

@@ -107,7 +107,31 @@ class AuthSettings(Section):
 
 
 class WebhookSettings(Section):
+    # - {name, type: generic|airflow2|airflow3|github_dispatch|github_workflow|prefect, url,
+    #    events?, models?, secret_env?, username_env?, password_env?, token_env?, dag_id?,
+    #    repository?, workflow?, ref?, event_type?, deployment_id?}
     targets: list[dict[str, Any]] = []
+    timeout_seconds: float = Field(15.0, gt=0)
+    # delay before each attempt; the default spans about 3 days (Standard Webhooks)
+    schedule_seconds: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    jitter: float = Field(0.1, ge=0, le=0.5)
+    dispatch_seconds: float = Field(1.0, gt=0)  # how often the dispatcher looks for due work
+    allow_link_local: bool = False  # refuse link-local / metadata target addresses (SSRF)
+
+
+class QualityPolicy(Section):
+    metric: str = "accuracy"
+    threshold: float
+    min_labels: int = Field(200, ge=1)
+
+
+class PolicySettings(Section):
+    drift_signals: list[Literal["input_mean", "input_scale", "input_category", "input_unseen",
+                                "prediction", "error"]] = []
+    quality: QualityPolicy | None = None
+    schedule_days: float | None = Field(None, gt=0)
+    hold_seconds: float = Field(0.0, ge=0)
+    cooldown_seconds: float = Field(86_400.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -125,7 +149,7 @@ class Settings(BaseSettings):
     shadows: ShadowSettings = ShadowSettings()
     monitor: MonitorSettings = MonitorSettings()
     drift: DriftSettings = DriftSettings()
-    policies: dict[str, Any] = {}
+    policies: dict[str, PolicySettings] = {}  # per model
     rollouts: dict[str, Any] = {}
     webhooks: WebhookSettings = WebhookSettings()
     auth: AuthSettings = AuthSettings()

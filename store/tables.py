@@ -130,3 +130,53 @@ drift_requests = sa.Table(
     sa.Column("done_at", sa.Float, nullable=True),
     sa.Column("outcome", sa.Text, nullable=True),
 )
+
+# --- Retraining webhooks: the outbox, its deliveries and every attempt
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("event_id", sa.String(160), primary_key=True),  # the webhook-id, stable
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(63), nullable=True),
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(160), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("event_id", "target", name="uq_webhook_delivery"),
+    sa.Index("ix_webhook_deliveries_status", "status", "next_attempt_at"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.Integer, nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("duration_seconds", sa.Float, nullable=False),
+)
+
+webhook_targets = sa.Table(
+    "webhook_targets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("disabled_at", sa.Float, nullable=True),  # a 410 Gone disables a target
+    sa.Column("reason", sa.Text, nullable=True),
+)

@@ -1,0 +1,85 @@
+"""Run the retraining policies in the Monitor: gather each model's facts, let the pure policy
+decide, and write the events to the outbox in the same transaction as the policy state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from monitoring.policy import Observation, Policy, evaluate, event
+from monitoring.webhooks import Target, enqueue
+from store.tables import drift_alarms, monitor_state
+
+log = logging.getLogger("vigil.triggers")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Triggers:
+    def __init__(self, engine: sa.Engine, policies: dict[str, Policy], targets: list[Target],
+                 champion_of: Callable[[str], tuple[str, float, dict[str, Any]] | None],
+                 base_url: str) -> None:
+        """``champion_of(model)`` -> (champion version, its creation time, its lineage)."""
+        self.engine = engine
+        self.policies = policies
+        self.targets = targets
+        self.champion_of = champion_of
+        self.base_url = base_url
+        self.fired: list[str] = []  # event ids written by this process (for tests and logs)
+
+    def _state(self, conn: sa.Connection) -> dict[str, Any]:
+        row = conn.execute(sa.select(monitor_state.c.doc).where(
+            monitor_state.c.name == "policy")).first()
+        return orjson.loads(row.doc) if row else {}
+
+    def evaluate(self, monitor: Any, now: float) -> list[str]:
+        written: list[str] = []
+        for model, policy in self.policies.items():
+            try:
+                champ = self.champion_of(model)
+            except Exception:
+                log.exception("no champion for %s; its policy waits", model)
+                continue
+            if champ is None:
+                continue
+            version, created_at, lineage = champ
+            with self.engine.begin() as conn:
+                state = self._state(conn)
+                alarms = [{"id": r.id, **orjson.loads(r.doc)} for r in conn.execute(
+                    sa.select(drift_alarms).where(
+                        drift_alarms.c.model == model, drift_alarms.c.version == version,
+                        drift_alarms.c.acknowledged_at.is_(None)))]
+                stats = monitor.stats.get((model, version, "champion"))
+                quality = stats.quality.windowed() if stats is not None else {}
+                obs = Observation(model, now, version, created_at, alarms, quality)
+                model_state = state.setdefault(model, {})
+                firings = evaluate(policy, obs, model_state)
+                for f in firings:
+                    ev = event(f, model, version, lineage, self.base_url, iso(now))
+                    if enqueue(conn, ev, f.event_id, self.targets, now, model, f.reason):
+                        written.append(f.event_id)
+                        log.info("retraining trigger %s (%s)", f.event_id, f.reason)
+                text = orjson.dumps(state).decode()
+                if not conn.execute(monitor_state.update().where(
+                        monitor_state.c.name == "policy").values(
+                        doc=text, updated_at=now)).rowcount:
+                    conn.execute(monitor_state.insert().values(name="policy", doc=text,
+                                                               updated_at=now))
+        self.fired += written
+        return written
+
+
+def policy_from_settings(model: str, p: Any) -> Policy:
+    return Policy(model=model, drift_signals=tuple(p.drift_signals),
+                  quality_metric=p.quality.metric if p.quality else None,
+                  quality_threshold=p.quality.threshold if p.quality else None,
+                  min_labels=p.quality.min_labels if p.quality else 200,
+                  schedule_days=p.schedule_days, hold_seconds=p.hold_seconds,
+                  cooldown_seconds=p.cooldown_seconds)
