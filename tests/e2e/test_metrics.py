@@ -27,6 +27,7 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = ROOT / "monitoring" / "alerts"
 DASHBOARD = ROOT / "monitoring" / "dashboards" / "vigil.json"
 BOUNDED_LABELS = {"model", "version", "variant", "outcome", "reason", "signal", "feature",
+                  "target",
                   "metric", "window", "status", "type", "le", "task", "dataset_sha256",
                   "code_commit", "vigil_version", "python", "bentoml", "onnxruntime"}
 ROW = [14.1, 19.3, 92.0, 655.0, 0.096, 0.104, 0.089, 0.049, 0.181, 0.063, 0.405, 1.217, 2.866,
@@ -37,7 +38,9 @@ ROW = [14.1, 19.3, 92.0, 655.0, 0.096, 0.104, 0.089, 0.049, 0.181, 0.063, 0.405,
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Known traffic against a fresh server, then one scrape after the Monitor caught up."""
-    proc, srv = start_server(tmp_path_factory.mktemp("vigil-metrics"))
+    target = [{"name": "airflow", "type": "generic", "url": "http://127.0.0.1:9/hook"}]
+    proc, srv = start_server(tmp_path_factory.mktemp("vigil-metrics"),
+                             {"VIGIL_WEBHOOKS__TARGETS": json.dumps(target)})
     try:
         yield drive(srv)
     finally:
@@ -69,7 +72,8 @@ def drive(srv: Server) -> dict[str, Any]:
                                headers=srv.headers("viewer")).json(), caught_up)
 
         def monitor_published(text: str) -> bool:  # the tick after the joins was exported
-            return 'vigil_model_quality_labels{' in text and "vigil_drift_alarm_active{" in text
+            return all(s in text for s in ("vigil_model_quality_labels{",
+                                           "vigil_drift_alarm_active{", "vigil_webhook_pending{"))
 
         text = wait_for(lambda: c.get("/metrics").text, monitor_published, timeout=30)
     return {"text": text, "answers": answers,
