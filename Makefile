@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: venv serve test test-fast demo build bench bench-monitor drift-bench logs-export lint clean token
+.PHONY: venv serve test test-fast demo demo-train build bench bench-monitor drift-bench logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not e2e"
 
+# drift → a signed retraining webhook, end to end on 127.0.0.1 (about a minute)
 demo: venv
+	$(BIN)/python -m demo.retrain_scenario
+
+demo-train: venv
 	$(BIN)/python -m models.demo.train
 
 build: venv

@@ -153,6 +153,7 @@ class Monitor:
         now = self.clock()
         index_rows: list[dict[str, Any]] = []
         feedback: list[tuple[dict[str, Any], float]] = []
+        for_drift: list[tuple[float, dict[str, Any]]] = []
         changed: set[Key] = set()
         for line in batch.lines:
             try:
@@ -172,7 +173,7 @@ class Monitor:
                 self._stats(model, version, variant).add_prediction(data, ts)
                 changed.add((model, version, variant))
                 if self.drift is not None:
-                    self.drift.observe(data)
+                    for_drift.append((ts, data))
                 if data.get("outputs"):
                     index_rows.append({
                         "request_id": data["request_id"], "model": model, "version": version,
@@ -186,6 +187,11 @@ class Monitor:
                 result.invalid += 1
         if result.invalid:
             self._count("_", "invalid_lines", result.invalid)
+        # streams are read one after another: put the step's rows back in time order, so a
+        # drift detector sees them as they happened across workers
+        for_drift.sort(key=lambda x: x[0])
+        for _, data in for_drift:
+            self.drift.observe(data)
         with self.engine.begin() as conn:
             if index_rows:
                 conn.execute(prediction_index.insert(), index_rows)
