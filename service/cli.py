@@ -29,15 +29,17 @@ STATUS_EXIT = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 400: EXIT_IN
                413: EXIT_INVALID, 422: EXIT_INVALID, 409: EXIT_CONFLICT, 412: EXIT_CONFLICT,
                428: EXIT_CONFLICT}
 
-app = typer.Typer(help="Operate a Vigil gateway: models, deployments, drift, audit.",
+app = typer.Typer(help="Operate a Vigil gateway: models, deployments, drift, webhooks, audit.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Registered models and versions.", no_args_is_help=True)
 deploy_app = typer.Typer(help="Change who serves: canary, shadows.", no_args_is_help=True)
 drift_app = typer.Typer(help="Drift state, acknowledgement, rebaseline.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Retraining webhook deliveries.", no_args_is_help=True)
 logs_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The store.", no_args_is_help=True)
 for sub, name in ((models_app, "models"), (deploy_app, "deploy"), (drift_app, "drift"),
+                  (webhooks_app, "webhooks"),
                   (logs_app, "logs"), (config_app, "config"), (db_app, "db")):
     app.add_typer(sub, name=name)
 
@@ -133,6 +135,8 @@ def status(ctx: typer.Context,
 
     def body() -> None:
         deployments = call(c, "GET", "/admin/deployments").json()["deployments"]
+        pending = call(c, "GET", "/admin/webhooks/deliveries",
+                       params={"status": "pending", "limit": 1000}).json()["items"]
         rows = []
         for d in deployments:
             m = d["model"]
@@ -151,7 +155,8 @@ def status(ctx: typer.Context,
                 "drift_active_alarms": [{"signal": a["signal"], "feature":
                                          a["features"][0].get("feature")}
                                         for a in drift["active_alarms"]],
-                "monitor_lag_seconds": stats["monitor"].get("lag_seconds")})
+                "monitor_lag_seconds": stats["monitor"].get("lag_seconds"),
+                "webhooks_pending": sum(1 for w in pending if w["model"] == m)})
 
         def human() -> None:
             t = Table(title="Vigil status")
@@ -174,6 +179,9 @@ def status(ctx: typer.Context,
                     ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
                               for a in r["drift_active_alarms"]) or "[green]ok[/green]")
             out.print(t)
+            waiting = sum(r["webhooks_pending"] for r in rows)
+            if waiting:
+                out.print(f"[yellow]{waiting} retraining webhook(s) pending[/yellow]")
         emit(c, {"models": rows}, human)
     run(body)
 
@@ -430,6 +438,66 @@ def drift_rebaseline(ctx: typer.Context, model: str,
         d = call(c, "POST", f"/admin/drift/{model}/rebaseline", params=params).json()
         emit(c, d, lambda: out.print(f"rebaseline of {model}:{d['version']} queued "
                                      f"({d['rows']} rows, request {d['request']})"))
+    run(body)
+
+
+# ----------------------------------------------------------------------------- webhooks
+
+
+@webhooks_app.command("list")
+def webhooks_list(ctx: typer.Context,
+                  status: Annotated[str | None, typer.Option(
+                      help="pending | delivered | failed | dead")] = None,
+                  limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+                  json_out: JsonFlag = False) -> None:
+    """Deliveries, newest first, with their attempts."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        d = call(c, "GET", "/admin/webhooks/deliveries", params=params).json()
+
+        def human() -> None:
+            t = Table("id", "event", "target", "status", "attempts", "last")
+            for i in d["items"]:
+                colour = {"delivered": "green", "dead": "red"}.get(i["status"], "yellow")
+                t.add_row(str(i["id"]), i["event_id"], i["target"],
+                          f"[{colour}]{i['status']}[/{colour}]", str(i["attempts"]),
+                          i["last_error"] or str(i["last_status"] or ""))
+            out.print(t)
+        emit(c, d, human)
+    run(body)
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(ctx: typer.Context, delivery_id: int,
+                       json_out: JsonFlag = False) -> None:
+    """Queue a delivery (a dead letter, say) for a new round of attempts."""
+    c = ctx_of(ctx, json_out)
+    run(lambda: emit(c, call(c, "POST", f"/admin/webhooks/deliveries/{delivery_id}/redeliver"
+                             ).json(), lambda: out.print(f"delivery {delivery_id} queued")))
+
+
+@webhooks_app.command("test")
+def webhooks_test(ctx: typer.Context, target: str, json_out: JsonFlag = False) -> None:
+    """Send a signed vigil.test event to one target."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        d = call(c, "POST", f"/admin/webhooks/{target}/test").json()
+        emit(c, d, lambda: out.print(f"test event {d['event_id']} queued for {target}"))
+    run(body)
+
+
+@app.command()
+def retrain(ctx: typer.Context, model: str, json_out: JsonFlag = False) -> None:
+    """Fire the retraining webhook for a model by hand."""
+    c = ctx_of(ctx, json_out)
+
+    def body() -> None:
+        d = call(c, "POST", f"/admin/models/{model}/retrain").json()
+        emit(c, d, lambda: out.print(f"retraining event {d['event_id']} queued for "
+                                     f"{', '.join(d['targets']) or 'no target'}"))
     run(body)
 
 

@@ -160,3 +160,27 @@ def test_a_monitor_killed_after_the_outbox_write_still_delivers(setup: Any) -> N
     assert (body["data"]["reason"], body["data"]["model"]) == ("manual", "diabetes")
     assert wait_for(lambda: workers(proc.pid, "vigil-monitor"),
                     lambda ps: bool(ps) and ps[0].pid != monitor.pid)
+
+
+def test_the_cli_lists_tests_and_redelivers(setup: Any) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import EXIT_NOT_FOUND, app
+    from tests.e2e.conftest import TOKENS
+
+    _, srv, good, _ = setup
+    runner = CliRunner(env={"VIGIL_URL": srv.url, "VIGIL_TOKEN": TOKENS["operator"],
+                            "COLUMNS": "200"})
+    listed = runner.invoke(app, ["webhooks", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    items = json.loads(listed.stdout)["items"]
+    assert {i["target"] for i in items} == {"good", "hang"}
+    tested = runner.invoke(app, ["webhooks", "test", "good", "--json"])
+    assert tested.exit_code == 0
+    event_id = json.loads(tested.stdout)["event_id"]
+    assert wait_for(lambda: [x for x in good.received
+                             if x.headers.get("webhook-id") == event_id], bool)
+    manual = runner.invoke(app, ["retrain", "breast_cancer"])
+    assert manual.exit_code == 0 and "queued for good, hang" in manual.stdout
+    assert runner.invoke(app, ["webhooks", "redeliver", "999999"]).exit_code == EXIT_NOT_FOUND
+    assert runner.invoke(app, ["webhooks", "test", "nope"]).exit_code == EXIT_NOT_FOUND
