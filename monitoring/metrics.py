@@ -136,6 +136,12 @@ class MonitorMetrics:
             "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
             "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
 
+        self.rollout_transitions = Counter(
+            "vigil_rollout_transitions_total", "Rollout decisions applied, by kind (weight, "
+            "promote, abort, pause).", ["model", "kind"], **kw)
+        self.rollout_step = Gauge(
+            "vigil_rollout_step", "The running rollout's step (1-based); 0 when none runs.",
+            ["model"], multiprocess_mode="livemax", **kw)
         self.webhook_deliveries = Counter(
             "vigil_webhook_deliveries_total", "Webhook delivery attempts, by target and outcome "
             "(delivered, retry, dead, disabled).", ["target", "outcome"], **kw)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import Depends, FastAPI, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PydField
 
 from models.errors import ModelError
 from models.profile import summarize_profile
@@ -22,11 +24,17 @@ from monitoring.drift_tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.monitor import read_stats
 from monitoring.policy import Firing
 from monitoring.policy import event as policy_event
+from monitoring.rollout import Spec
+from monitoring.rollouts import Controller
+from monitoring.rollouts import operate as operate_rollout_in_store
+from monitoring.rollouts import read as read_rollout
+from monitoring.rollouts import start as start_rollout_in_store
 from monitoring.triggers import iso
 from monitoring.webhooks import Target, enqueue, list_deliveries, redeliver, targets_from_config
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
+    Conflict,
     IncompatibleVersion,
     InvalidInput,
     NotFound,
@@ -502,6 +510,116 @@ async def test_target(request: Request, target: str, principal: Annotated[
                       {"event_id": event_id})
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "target": target}, status_code=202)
+
+
+class RolloutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = PydField(pattern=NAME, description="the version to roll out")
+    steps: list[float] = PydField([0.05, 0.25, 0.5, 1.0], min_length=1, max_length=20)
+    min_seconds: float = PydField(60.0, ge=0)
+    min_requests: int = PydField(200, ge=1)
+    min_labels: int = PydField(100, ge=1)
+    require_labels: bool = False
+    max_wait_seconds: float = PydField(600.0, ge=0)
+    alpha: float = PydField(0.05, gt=0, lt=0.5)
+    error_margin: float = PydField(0.01, ge=0, le=1)
+    latency_ratio: float = PydField(1.5, gt=1)
+    js_max: float = PydField(0.05, gt=0, le=1)
+    quality_margin: float = PydField(0.02, ge=0, le=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if any(not 0 < w <= 1 for w in v) or v != sorted(v) or v[-1] != 1.0:
+            raise ValueError("weights in (0, 1], increasing, ending at 1.0")
+        return v
+
+
+def _controller(ctx: WorkerContext) -> Controller:
+    return Controller(ctx.engine, _targets(ctx), ctx.settings.server.base_url)
+
+
+@app.post("/rollouts/{model}", status_code=201,
+          summary="Start a rollout: the candidate walks the steps on evidence",
+          description="The candidate becomes the canary at the first step's weight; the "
+          "Monitor analyses each step (error rate, latency p95, prediction divergence, drift, "
+          "quality on labels) and advances, pauses or aborts on its own.",
+          responses=error_responses(*AUTH_ERRORS, 404, 409, 422))
+async def start_rollout(request: Request, model: ModelName, body: RolloutBody,
+                        principal: Annotated[Principal, Depends(
+                            require("operator", "rollout.start"))]) -> JSONBody:
+    ctx = ctx_of(request)
+    spec = Spec.from_dict(body.model_dump())
+
+    def begin() -> dict[str, Any]:
+        try:
+            current = ctx.deployments.get(model)
+        except DeploymentNotFound:
+            raise NotFound(f"no deployment for model '{model}'", field="model",
+                           reason="not deployed") from None
+        new = apply_patch(current, {"canary": {"version": spec.candidate,
+                                               "weight": spec.steps[0]}})
+        try:
+            card = ctx.registry.get(model, spec.candidate).card
+        except ModelError as exc:
+            raise InvalidInput("candidate", exc.reason) from None
+        why = ctx.registry.get(model, current.champion).card.incompatibility(card)
+        if why:
+            raise IncompatibleVersion("candidate", why)
+        try:
+            ctx.live.prepare(new)
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        try:
+            doc = start_rollout_in_store(ctx.engine, model, spec, principal.name,
+                                         principal.role)
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            raise Conflict(str(exc), field=field, reason=reason) from None
+        except StaleRevision:
+            raise PreconditionFailed("the deployment changed meanwhile; try again",
+                                     field="If-Match", reason="stale") from None
+        ctx.live.refresh()
+        return doc
+    return JSONBody(await asyncio.to_thread(begin), status_code=201)
+
+
+@app.get("/rollouts/{model}", summary="A rollout: step, state, each gate's value, threshold, "
+         "sample size and verdict", responses=error_responses(*AUTH_ERRORS, 404))
+async def get_rollout(request: Request, model: ModelName,
+                      _: Annotated[Principal, Depends(require("viewer", "rollout.read"))]
+                      ) -> dict[str, Any]:
+    doc = await asyncio.to_thread(read_rollout, ctx_of(request).engine, model)
+    if doc is None:
+        raise NotFound(f"no rollout for model '{model}'", field="model", reason="no rollout")
+    return doc
+
+
+@app.post("/rollouts/{model}/{command}", summary="Pause, resume, abort or advance a rollout",
+          responses=error_responses(*AUTH_ERRORS, 404, 409, 422))
+async def operate_rollout(request: Request, model: ModelName,
+                          command: Annotated[str, Path(pattern="^(pause|resume|abort|advance)$")],
+                          principal: Annotated[Principal, Depends(
+                              require("operator", "rollout.operate"))]) -> dict[str, Any]:
+    ctx = ctx_of(request)
+
+    def run() -> dict[str, Any]:
+        try:
+            doc = operate_rollout_in_store(_controller(ctx), model, command, principal.name,
+                                           principal.role)
+        except LookupError:
+            raise NotFound(f"no rollout for model '{model}'", field="model",
+                           reason="no rollout") from None
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            raise Conflict(str(exc), field=field, reason=reason) from None
+        except StaleRevision:
+            raise PreconditionFailed("the deployment changed meanwhile; try again",
+                                     field="If-Match", reason="stale") from None
+        ctx.live.refresh()
+        return doc
+    return await asyncio.to_thread(run)
 
 
 def _audit_in(conn: Any, ctx: WorkerContext, principal: Principal, request: Request,

@@ -22,6 +22,7 @@ from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
 from monitoring.prediction_log import LocalEventLog
+from monitoring.rollouts import Controller
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
 from service.settings import Settings, load_settings
@@ -77,6 +78,17 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> 
         on_step=on_step, drift=drift, triggers=triggers)
 
 
+def build_controller(settings: Settings, metrics: MonitorMetrics | None = None) -> Controller:
+    def on_transition(model: str, kind: str, state: Any) -> None:
+        if metrics is not None:
+            metrics.rollout_transitions.labels(model, kind).inc()
+            metrics.rollout_step.labels(model).set(
+                state.step + 1 if state.status == "running" else 0)
+
+    return Controller(make_engine(settings.store_url), targets_of(settings),
+                      settings.server.base_url, on_transition)
+
+
 def targets_of(settings: Settings) -> list[Target]:
     w = settings.webhooks
     return targets_from_config(w.targets, w.allow_link_local)
@@ -109,6 +121,7 @@ def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) 
 class Monitor:
     def __init__(self) -> None:
         self.loop: MonitorLoop | None = None
+        self.controller: Controller | None = None
         self._task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
@@ -143,6 +156,7 @@ class Monitor:
             try:
                 loop = build_monitor(SETTINGS, metrics)
                 await asyncio.to_thread(loop.load)
+                self.controller = build_controller(SETTINGS, metrics)
                 self.loop = loop
             except Exception:
                 log.exception("Monitor could not load its state; retrying")
@@ -152,6 +166,8 @@ class Monitor:
             started = time.monotonic()
             try:
                 await asyncio.to_thread(self.loop.tick)
+                if self.controller is not None:
+                    await asyncio.to_thread(self.controller.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
                 metrics.observe_quality(self.loop.stats)
                 if self.loop.drift is not None:

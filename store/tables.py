@@ -180,3 +180,13 @@ webhook_targets = sa.Table(
     sa.Column("disabled_at", sa.Float, nullable=True),  # a 410 Gone disables a target
     sa.Column("reason", sa.Text, nullable=True),
 )
+
+# --- Progressive delivery: one rollout per model (state machine + baselines), by the Monitor
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),  # spec, state, baselines, last analysis
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

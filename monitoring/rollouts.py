@@ -1,0 +1,285 @@
+"""The rollout controller: runs in the Monitor, reads each running rollout from the store,
+measures the step's window from the Monitor's stats, lets ``monitoring.rollout`` decide, and
+applies the decision — deployment change (compare-and-set on its revision), audit row
+(``system:rollout``), webhook event and the new rollout state — in one transaction. An
+operator's concurrent change wins: the controller's write fails on the revision and it looks
+again next tick."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from monitoring.rollout import Action, Analysis, Spec, State, Window, analyse, decide
+from monitoring.stats import ClassifierQuality, Sketch, VersionStats
+from monitoring.webhooks import Target, enqueue
+from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
+from store.deployments import apply_patch, promoted
+from store.tables import drift_alarms, rollouts
+
+log = logging.getLogger("vigil.rollout")
+ACTOR = "system:rollout"
+
+
+def counters(st: VersionStats | None) -> dict[str, Any]:
+    """What a window is measured from: cumulative counts a later snapshot subtracts."""
+    if st is None:
+        return {"requests": 0, "errors": 0, "latency": Sketch().to_dict(), "dist": {},
+                "values": Sketch().to_dict(), "labelled": 0, "good": 0.0, "good_sq": 0.0}
+    q = st.quality
+    if isinstance(q, ClassifierQuality):
+        labelled, good = int(q.confusion.sum()), float(np.trace(q.confusion))
+        good_sq = good
+    else:
+        labelled, good, good_sq = q.n, -q.abs_sum, q.sq_sum
+    return {"requests": st.requests, "errors": st.errors, "latency": st.latency.to_dict(),
+            "dist": dict(st.label_counts), "values": st.values.to_dict(),
+            "labelled": labelled, "good": good, "good_sq": good_sq,
+            "classifier": isinstance(q, ClassifierQuality)}
+
+
+def _sketch_diff(now: dict[str, Any], base: dict[str, Any]) -> Sketch:
+    s = Sketch.from_dict(now)
+    b = Sketch.from_dict(base)
+    for store, other in ((s.pos, b.pos), (s.neg, b.neg)):
+        for k, v in other.items():
+            store[k] = store.get(k, 0) - v
+            if store[k] <= 0:
+                store.pop(k)
+    s.zero -= b.zero
+    s.n -= b.n
+    return s
+
+
+def window(now: dict[str, Any], base: dict[str, Any]) -> Window:
+    w = Window(requests=now["requests"] - base["requests"],
+               errors=now["errors"] - base["errors"])
+    latency = _sketch_diff(now["latency"], base["latency"])
+    w.p95 = latency.quantile(0.95) if latency.n > 0 else None
+    if now.get("classifier", True) and now["dist"]:
+        w.distribution = {k: float(v - base["dist"].get(k, 0)) for k, v in now["dist"].items()}
+    else:  # a regressor: its values' sketch buckets, coarsened to ~40% wide bins
+        values = _sketch_diff(now["values"], base["values"])
+        for sign, store in (("+", values.pos), ("-", values.neg)):
+            for k, v in store.items():
+                key = f"{sign}{k // 20}"
+                w.distribution[key] = w.distribution.get(key, 0.0) + v
+    n = now["labelled"] - base["labelled"]
+    w.labelled = n
+    if n > 0:
+        good = now["good"] - base["good"]
+        if now.get("classifier", True):
+            p = good / n
+            w.score, w.score_var = p, p * (1 - p)
+        else:  # -MAE; variance of the absolute errors from their sum of squares
+            mae = -good / n
+            w.score = -mae
+            w.score_var = max((now["good_sq"] - base["good_sq"]) / n - mae * mae, 0.0)
+    return w
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Controller:
+    def __init__(self, engine: sa.Engine, targets: list[Target], base_url: str = "",
+                 on_transition: Callable[[str, str, State], None] | None = None) -> None:
+        self.engine = engine
+        self.deployments = DeploymentStore(engine)
+        self.audit = AuditLog(engine)
+        self.targets = targets
+        self.base_url = base_url
+        self.on_transition = on_transition
+
+    def running(self) -> list[tuple[str, dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(rollouts)).all()
+        return [(r.model, orjson.loads(r.doc)) for r in rows]
+
+    def tick(self, stats: dict[Any, VersionStats], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for model, doc in self.running():
+            if State.from_dict(doc["state"]).status != "running":
+                continue
+            try:
+                self._step(model, doc, stats, now)
+            except StaleRevision:
+                log.info("rollout of %s: the deployment moved under us; next tick", model)
+            except Exception:
+                log.exception("rollout of %s failed this tick", model)
+
+    def _alarms(self, model: str, version: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return {r.signal for r in conn.execute(sa.select(drift_alarms.c.signal).where(
+                drift_alarms.c.model == model, drift_alarms.c.version == version,
+                drift_alarms.c.acknowledged_at.is_(None)))}
+
+    def _step(self, model: str, doc: dict[str, Any], stats: dict[Any, VersionStats],
+              now: float) -> None:
+        spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
+        d = self.deployments.get(model)
+        canary_key = (model, spec.candidate, "canary")
+        champion_key = (model, d.champion, "champion")
+        if d.canary is None or d.canary.version != spec.candidate:
+            state.status, state.reason = "paused", "the canary was changed outside the rollout"
+            self._commit(model, doc, spec, state, Action("pause", None, "vigil.rollout.paused"),
+                         d, now)
+            return
+        if "baseline" not in doc:
+            doc["baseline"] = {"canary": counters(stats.get(canary_key)),
+                               "champion": counters(stats.get(champion_key))}
+            self._save(model, doc, now)
+            return
+        canary = window(counters(stats.get(canary_key)), doc["baseline"]["canary"])
+        champion = window(counters(stats.get(champion_key)), doc["baseline"]["champion"])
+        analysis: Analysis = analyse(spec, canary, champion,
+                                     self._alarms(model, spec.candidate),
+                                     self._alarms(model, d.champion),
+                                     now - state.step_started_at)
+        doc["analysis"] = {**analysis.to_dict(), "at": now, "step": state.step,
+                           "canary": canary.__dict__, "champion": champion.__dict__}
+        action = decide(spec, state, analysis, now)
+        if action.kind == "none":
+            self._save(model, doc, now)
+            return
+        if action.kind == "weight":
+            doc["baseline"] = {"canary": counters(stats.get(canary_key)),
+                               "champion": counters(stats.get(champion_key))}
+        self._commit(model, doc, spec, state, action, d, now)
+
+    def _save(self, model: str, doc: dict[str, Any], now: float,
+              conn: sa.Connection | None = None) -> None:
+        text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+        def write(c: sa.Connection) -> None:
+            if not c.execute(rollouts.update().where(rollouts.c.model == model).values(
+                    doc=text, updated_at=now)).rowcount:
+                c.execute(rollouts.insert().values(model=model, doc=text, updated_at=now))
+        if conn is not None:
+            write(conn)
+        else:
+            with self.engine.begin() as c:
+                write(c)
+
+    def _commit(self, model: str, doc: dict[str, Any], spec: Spec, state: State,
+                action: Action, current: Any, now: float, actor: str = ACTOR,
+                role: str | None = None) -> None:
+        """Deployment change + audit + webhook event + rollout state, all or nothing."""
+        doc["state"] = state.to_dict()
+        with self.engine.begin() as conn:
+            before = current.to_public()
+            new = None
+            if action.kind == "weight":
+                new = apply_patch(current, {"canary": {"version": spec.candidate,
+                                                       "weight": action.weight}})
+            elif action.kind == "promote":
+                if current.canary is None or current.canary.version != spec.candidate:
+                    current = apply_patch(current, {"canary": {"version": spec.candidate,
+                                                               "weight": 1.0}})
+                new = promoted(current)
+            elif action.kind == "abort" and current.canary is not None and \
+                    current.canary.version == spec.candidate:
+                new = apply_patch(current, {"canary": None})
+            if new is not None:
+                new = self.deployments.replace(new, current.revision, conn=conn)
+            self.audit.write(AuditRecord(
+                actor=actor, role=role, action=f"rollout.{action.kind}",
+                target=f"deployments/{model}", outcome="ok", before=before,
+                after=new.to_public() if new is not None else None,
+                detail=state.reason or f"step {state.step + 1}"), conn)
+            if action.event is not None:
+                event_id = f"{action.event}-{model}-{spec.candidate}-{int(now * 1000)}"
+                ev = {"type": action.event, "timestamp": iso(now), "data": {
+                    "event_id": event_id, "model": model, "candidate": spec.candidate,
+                    "status": state.status, "step": state.step + 1,
+                    "weight": spec.steps[state.step], "reason": state.reason,
+                    "analysis": doc.get("analysis"), "gateway": self.base_url}}
+                enqueue(conn, ev, event_id, self.targets, now, model, action.kind)
+            self._save(model, doc, now, conn)
+        if self.on_transition is not None:
+            self.on_transition(model, action.kind, state)
+
+
+def start(engine: sa.Engine, model: str, spec: Spec, actor: str, role: str,
+          now: float | None = None) -> dict[str, Any]:
+    """Begin a rollout: the candidate becomes the canary at the first step's weight (a
+    compare-and-set on the deployment), all in one transaction with the audit row."""
+    now = time.time() if now is None else now
+    store = DeploymentStore(engine)
+    current = store.get(model)
+    if spec.candidate == current.champion:
+        raise ValueError("candidate: is already the champion")
+    with engine.begin() as conn:
+        existing = conn.execute(sa.select(rollouts.c.doc).where(
+            rollouts.c.model == model)).first()
+        if existing and State.from_dict(orjson.loads(existing.doc)["state"]).status in (
+                "running", "paused"):
+            raise ValueError("model: a rollout is already running or paused; abort it first")
+        new = apply_patch(current, {"canary": {"version": spec.candidate,
+                                               "weight": spec.steps[0]}})
+        new = store.replace(new, current.revision, conn=conn)
+        state = State(status="running", step=0, step_started_at=now)
+        doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
+               "started_by": actor}
+        text = orjson.dumps(doc).decode()
+        conn.execute(rollouts.delete().where(rollouts.c.model == model))
+        conn.execute(rollouts.insert().values(model=model, doc=text, updated_at=now))
+        AuditLog(engine).write(AuditRecord(
+            actor=actor, role=role, action="rollout.start", target=f"deployments/{model}",
+            outcome="ok", before=current.to_public(), after=new.to_public(),
+            detail=f"{spec.candidate} at {spec.steps[0]:.0%}"), conn)
+    return doc
+
+
+def read(engine: sa.Engine, model: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(rollouts.c.doc).where(rollouts.c.model == model)).first()
+    return orjson.loads(row.doc) if row else None
+
+
+def operate(controller: Controller, model: str, command: str, actor: str, role: str,
+            now: float | None = None) -> dict[str, Any]:
+    """pause | resume | abort | advance, by an operator."""
+    now = time.time() if now is None else now
+    doc = read(controller.engine, model)
+    if doc is None:
+        raise LookupError(model)
+    spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
+    current = controller.deployments.get(model)
+    if command == "pause":
+        if state.status != "running":
+            raise ValueError(f"status: the rollout is {state.status}, not running")
+        state.status, state.reason = "paused", f"paused by {actor}"
+        action = Action("pause", None, "vigil.rollout.paused")
+    elif command == "resume":
+        if state.status != "paused":
+            raise ValueError(f"status: the rollout is {state.status}, not paused")
+        state.status, state.reason, state.step_started_at = "running", "", now
+        doc.pop("baseline", None)  # a fresh window from now
+        action = Action("weight", spec.steps[state.step], None)
+    elif command == "abort":
+        if state.status not in ("running", "paused"):
+            raise ValueError(f"status: the rollout is {state.status}")
+        state.status, state.reason = "aborted", f"aborted by {actor}"
+        action = Action("abort", 0.0, "vigil.rollout.aborted")
+    elif command == "advance":
+        if state.status not in ("running", "paused"):
+            raise ValueError(f"status: the rollout is {state.status}")
+        from monitoring.rollout import advance
+
+        state.status = "running"
+        action = advance(spec, state, now)
+        doc.pop("baseline", None)
+        state.reason = state.reason or f"advanced by {actor}"
+    else:
+        raise ValueError(f"command: unknown {command!r}")
+    controller._commit(model, doc, spec, state, action, current, now, actor, role)  # noqa: SLF001
+    return read(controller.engine, model) or doc
