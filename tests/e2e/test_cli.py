@@ -106,3 +106,21 @@ def test_config_check_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.Mo
     result = CliRunner().invoke(app, ["config", "check", "--config", str(bad)])
     assert result.exit_code == EXIT_INVALID
     assert "limits.max_rows" in result.stderr and "server.wokers" in result.stderr
+
+
+def test_rollout_commands(server: Server) -> None:
+    started = as_json(vigil(server, "rollout", "start", "breast_cancer", "v2", "--steps",
+                            "0.1,0.5,1", "--min-seconds", "600", "--json", role="operator"))
+    assert started["state"]["status"] == "running" and started["spec"]["steps"] == [0.1, 0.5, 1]
+    paused = vigil(server, "rollout", "pause", "breast_cancer", role="operator")
+    assert paused.exit_code == 0 and "paused" in paused.stdout
+    assert vigil(server, "rollout", "pause", "breast_cancer",
+                 role="operator").exit_code == 6  # already paused: a conflict
+    status = as_json(vigil(server, "rollout", "status", "breast_cancer", "--json",
+                           role="viewer"))
+    assert status["state"]["status"] == "paused"
+    aborted = as_json(vigil(server, "rollout", "abort", "breast_cancer", "--json",
+                            role="operator"))
+    assert aborted["state"]["status"] == "aborted"
+    assert vigil(server, "rollout", "status", "diabetes", role="viewer").exit_code == \
+        EXIT_NOT_FOUND
