@@ -49,8 +49,10 @@ demo-train: venv
 build: venv
 	$(BIN)/bentoml build
 
+# about 8 minutes: writes load_tests/bench_results.md (the README's table); needs `hey`
 bench: venv
-	$(BIN)/python -m load_tests.bench
+	command -v hey >/dev/null || (apt-get install -y -q hey || sudo apt-get install -y -q hey)
+	$(BIN)/python -m load_tests.bench --suite
 
 bench-monitor: venv
 	$(BIN)/python -m load_tests.monitor_bench --drift

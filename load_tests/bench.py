@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -36,8 +37,11 @@ ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/referen
        .read_text().splitlines()[1].split(",")]
 
 
-KINDS = {"vigil": {}, "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
+KINDS = {"vigil": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUNING": "false"},
+         "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
          "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
+TOKEN = "bench-admin-token"
+BATCH = [ROW] * 1000
 # kind -> (server kind, path, body)
 ROUTES: dict[str, tuple[str, str, dict]] = {
     **{k: (k, "/predict", {"model": "breast_cancer", "instances": [ROW]}) for k in KINDS},
@@ -52,7 +56,8 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
     env = {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     if kind in KINDS:
         env.update(VIGIL_DATA_DIR=str(home), VIGIL_SERVER__WORKERS=str(workers),
-                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"), **KINDS[kind])
+                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"), VIGIL_BOOTSTRAP_ADMIN_TOKEN=TOKEN,
+                   **KINDS[kind])
         target = "service.gateway:Gateway"
     else:
         env.update(BARE_WORKERS=str(workers),
@@ -80,6 +85,91 @@ def hey(url: str, body: dict, seconds: float, connections: int) -> dict[str, flo
             "non_200": float(sum(s != "200" for s in statuses))}
 
 
+def monitor_health(url: str) -> tuple[float | None, float]:
+    """The Monitor's lag (events) and the log's drops, read from the running Vigil."""
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    import httpx
+
+    stats = httpx.get(f"{url}/admin/models/breast_cancer/stats", headers=h, timeout=30).json()
+    drops = sum(float(line.rsplit(" ", 1)[1]) for line in
+                httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+                if line.startswith("vigil_prediction_log_dropped_total{"))
+    return stats["monitor"].get("lag_events"), drops
+
+
+def suite(rounds: int, seconds: float, out: Path) -> None:
+    """The full matrix of the performance issue, A/B alternating per round, one table."""
+    bare_batch = {"instances": BATCH}
+    vigil_batch = {"model": "breast_cancer", "instances": BATCH}
+    rows: list[str] = []
+    health: list[str] = []
+    for workers in (1, 2):
+        cells = [("/predict", 16, "bare", "/predict", ROUTES["bare"][2], "vigil", "/predict",
+                  ROUTES["vigil"][2]),
+                 ("/v2/models/{m}/infer vs bare /predict", 16, "bare", "/predict",
+                  ROUTES["bare"][2], "vigil", "/v2/models/breast_cancer/infer",
+                  ROUTES["vigil-oip"][2])]
+        if workers == 2:
+            cells += [("/predict", 1, "bare", "/predict", ROUTES["bare"][2], "vigil",
+                       "/predict", ROUTES["vigil"][2]),
+                      ("/predict", 64, "bare", "/predict", ROUTES["bare"][2], "vigil",
+                       "/predict", ROUTES["vigil"][2]),
+                      ("/predict, 1,000-row batch", 4, "bare", "/predict", bare_batch, "vigil",
+                       "/predict", vigil_batch)]
+        with tempfile.TemporaryDirectory() as tmp:
+            servers = {k: start(k, workers, Path(tmp) / k) for k in ("bare", "vigil")}
+            try:
+                for _, conns, a, pa, ba, b, pb, bb in cells:  # warm up
+                    hey(servers[a][1] + pa, ba, 2, conns)
+                    hey(servers[b][1] + pb, bb, 2, conns)
+                for name, conns, a, pa, ba, b, pb, bb in cells:
+                    runs: dict[str, list[dict[str, float]]] = {a: [], b: []}
+                    for _ in range(rounds):
+                        runs[a].append(hey(servers[a][1] + pa, ba, seconds, conns))
+                        runs[b].append(hey(servers[b][1] + pb, bb, seconds, conns))
+                    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
+                           for k, v in runs.items()}
+                    x, y = med[a], med[b]
+                    per = 1000 if "batch" in name else 1
+                    unit = "rows/s" if per > 1 else "req/s"
+                    rows.append(
+                        f"| {workers} | {name} | {conns} | {x['rps'] * per:,.0f} {unit} | "
+                        f"{x['p50']:.1f} / {x['p99']:.1f} / {x['p99.9']:.1f} | "
+                        f"{y['rps'] * per:,.0f} {unit} | "
+                        f"{y['p50']:.1f} / {y['p99']:.1f} / {y['p99.9']:.1f} | "
+                        f"**{y['rps'] / x['rps']:.2f}** | {y['p99'] / x['p99']:.2f} | "
+                        f"{x['non_200']:.0f} / {y['non_200']:.0f} |")
+                    print(rows[-1], flush=True)
+                time.sleep(3)  # let the Monitor read the last records
+                lag, drops = monitor_health(servers["vigil"][1])
+                health.append(f"{workers} worker(s): Monitor lag {lag} events after the run, "
+                              f"{drops:.0f} log records dropped")
+            finally:
+                for proc, _ in servers.values():
+                    stop(proc)
+    text = "\n".join([
+        "# Benchmark: Vigil against bare BentoML", "",
+        f"`make bench` on {platform_line()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"`hey` from a separate process; median of {rounds} rounds of {seconds:g} s per cell, "
+        "A/B alternating; one 30-feature row a request unless said. Vigil serves the demo "
+        "deployment with everything on: champion, 10% canary, a shadow on every request, the "
+        "prediction log, the Monitor, drift and metrics. Bare is a BentoML `@bentoml.api` on "
+        "the same ONNX file (access log off). Latencies in ms: p50 / p99 / p99.9.", "",
+        "| workers | route | connections | bare | bare latency | Vigil | Vigil latency "
+        "| throughput ratio | p99 ratio | non-200 (bare / Vigil) |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows, "", *[f"- {h}" for h in health],
+        ""])
+    out.write_text(text)
+    print(text)
+
+
+def platform_line() -> str:
+    import platform
+
+    return (f"{os.cpu_count()} cores, {platform.machine()}, Python "
+            f"{platform.python_version()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,7 +178,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--kinds", nargs="+", default=["bare", "vigil"],
                         choices=list(ROUTES))
+    parser.add_argument("--suite", action="store_true",
+                        help="the full matrix of the performance issue, as a Markdown table")
+    parser.add_argument("--out", type=Path, default=ROOT / "load_tests" / "bench_results.md")
     args = parser.parse_args()
+    if args.suite:
+        if not shutil.which("hey"):
+            sys.exit("needs `hey` (apt-get install hey)")
+        suite(args.rounds, args.seconds, args.out)
+        return
     kinds = args.kinds
     if not shutil.which("hey"):
         sys.exit("needs `hey` (apt-get install hey)")

@@ -35,6 +35,9 @@ class ServerSettings(Section):
     demo: bool = True  # register the demo models into an empty store at start
     request_timeout_seconds: float = Field(30.0, gt=0)
     latency_objective_seconds: float = Field(0.1, gt=0)  # a histogram bucket sits here
+    # freeze start-up objects out of the garbage collector and collect less often: fewer
+    # long pauses in the slowest requests (measured in load_tests/bench.py)
+    gc_tuning: bool = True
     base_url: str = "http://127.0.0.1:3000"
 
 
