@@ -69,10 +69,13 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
 def hey(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:
     """Run hey for ``seconds``; percentiles come from its per-request CSV, not its summary
     (which stops at p99)."""
-    out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST", "-o", "csv",
-         "-T", "application/json", "-d", json.dumps(body), url],
-        capture_output=True, text=True, timeout=seconds + 60).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:  # a batch is too long for argv
+        json.dump(body, f)
+        f.flush()
+        out = subprocess.run(
+            ["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST", "-o", "csv",
+             "-T", "application/json", "-D", f.name, url],
+            capture_output=True, text=True, timeout=seconds + 60).stdout
     rows = [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
     latencies = sorted(float(r[0]) * 1000 for r in rows)
     statuses = [r[6] for r in rows]
