@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -536,6 +537,23 @@ class RolloutBody(BaseModel):
         return v
 
 
+@contextmanager
+def rollout_errors(model: str) -> Iterator[None]:
+    """The controller's exceptions as HTTP errors: no rollout 404, a wrong state 409 naming
+    the field, a deployment that moved meanwhile 412."""
+    try:
+        yield
+    except LookupError:
+        raise NotFound(f"no rollout for model '{model}'", field="model",
+                       reason="no rollout") from None
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise Conflict(str(exc), field=field, reason=reason) from None
+    except StaleRevision:
+        raise PreconditionFailed("the deployment changed meanwhile; try again",
+                                 field="If-Match", reason="stale") from None
+
+
 def _controller(ctx: WorkerContext) -> Controller:
     return Controller(ctx.engine, _targets(ctx), ctx.settings.server.base_url)
 
@@ -571,15 +589,9 @@ async def start_rollout(request: Request, model: ModelName, body: RolloutBody,
             ctx.live.prepare(new)
         except ModelError as exc:
             raise from_model_error(exc) from None
-        try:
+        with rollout_errors(model):
             doc = start_rollout_in_store(ctx.engine, model, spec, principal.name,
                                          principal.role)
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise Conflict(str(exc), field=field, reason=reason) from None
-        except StaleRevision:
-            raise PreconditionFailed("the deployment changed meanwhile; try again",
-                                     field="If-Match", reason="stale") from None
         ctx.live.refresh()
         return doc
     return JSONBody(await asyncio.to_thread(begin), status_code=201)
@@ -605,18 +617,9 @@ async def operate_rollout(request: Request, model: ModelName,
     ctx = ctx_of(request)
 
     def run() -> dict[str, Any]:
-        try:
+        with rollout_errors(model):
             doc = operate_rollout_in_store(_controller(ctx), model, command, principal.name,
                                            principal.role)
-        except LookupError:
-            raise NotFound(f"no rollout for model '{model}'", field="model",
-                           reason="no rollout") from None
-        except ValueError as exc:
-            field, _, reason = str(exc).partition(": ")
-            raise Conflict(str(exc), field=field, reason=reason) from None
-        except StaleRevision:
-            raise PreconditionFailed("the deployment changed meanwhile; try again",
-                                     field="If-Match", reason="stale") from None
         ctx.live.refresh()
         return doc
     return await asyncio.to_thread(run)
