@@ -653,8 +653,9 @@ def config_check(config: Annotated[Path | None, typer.Option(
     problems = [f"webhooks.targets.{t.name}: no secret (secret_env unset or empty): its "
                 "deliveries will not be signed" for t in targets if not t.secrets]
     if not s.auth.tokens and not s.auth.bootstrap_admin_token:
-        problems.append("no auth.tokens and no VIGIL_BOOTSTRAP_ADMIN_TOKEN: nobody can use "
-                        "the admin API")
+        problems.append("no auth.tokens in the config and VIGIL_BOOTSTRAP_ADMIN_TOKEN is not "
+                        "set here (`make serve` sets it from $VIGIL_DATA_DIR/admin-token); "
+                        "without either, nobody can use the admin API")
     for p in problems:
         err.print(f"[yellow]warning[/yellow] {p}")
     out.print(f"ok: store {s.store_url.split('@')[-1]}, log {s.log_dir}, "
