@@ -28,6 +28,7 @@ from service.errors import InvalidInput, VigilError
 from service.feedback import accept_feedback
 from service.httperrors import install
 from service.inference import parse_json, read_body
+from service.limits import AdmissionMiddleware
 from service.monitor import Monitor
 from service.settings import load_settings
 
@@ -234,3 +235,16 @@ class Gateway:
             return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
         ctx.response.status_code = 202
         return _json(202, body, {})  # type: ignore[return-value]
+
+
+def _refused(status: int) -> None:
+    """Admission refusals, counted by the worker that answered them."""
+    metrics = root_app.state.ctx.metrics if hasattr(root_app.state, "ctx") else None
+    if metrics is not None:
+        metrics.request_errors.labels(str(status)).inc()
+
+
+Gateway.add_asgi_middleware(AdmissionMiddleware,
+                            max_concurrency=SETTINGS.limits.max_concurrency,
+                            max_header_bytes=SETTINGS.limits.max_header_bytes,
+                            on_refuse=_refused)

@@ -44,6 +44,8 @@ class ServerSettings(Section):
 class LimitsSettings(Section):
     max_rows: int = Field(1000, ge=1)
     max_feedback_items: int = Field(1000, ge=1)
+    max_concurrency: int = Field(256, ge=1)  # inference requests in flight per worker → 503
+    max_header_bytes: int = Field(16384, ge=1024)  # → 431
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 

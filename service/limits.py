@@ -1,0 +1,80 @@
+"""Admission control in front of every route, as a plain ASGI middleware.
+
+* Headers over ``limits.max_header_bytes`` answer **431** (any route).
+* More than ``limits.max_concurrency`` inference requests in flight in this worker answer
+  **503 with ``Retry-After``** at once, instead of queueing until a timeout: overload is
+  answered, never hung. (BentoML's own ``max_concurrency`` answers 429 without
+  ``Retry-After``, from outside any middleware we could add — so it stays unset.) Health,
+  metrics and admin routes are not limited, so probes and operators get through an overload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+Scope = dict[str, Any]
+ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                Awaitable[None]]
+INFERENCE_PREFIXES = ("/predict", "/feedback", "/v2/models/", "/v1/models/")
+
+
+def is_inference(path: str) -> bool:
+    return path.startswith(INFERENCE_PREFIXES) and (
+        not path.startswith(("/v2/models/", "/v1/models/"))
+        or path.endswith(("/infer", ":predict")))
+
+
+async def _answer(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any],
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class AdmissionMiddleware:
+    def __init__(self, app: ASGI, max_concurrency: int = 256, max_header_bytes: int = 16384,
+                 on_refuse: Callable[[int], None] | None = None) -> None:
+        self.app = app
+        self.max_concurrency = max_concurrency
+        self.max_header_bytes = max_header_bytes
+        self.on_refuse = on_refuse
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
+        if size > self.max_header_bytes:
+            self._refused(431)
+            await _answer(send, 431, {"error": f"request headers are {size} bytes; the limit "
+                                               f"is {self.max_header_bytes}",
+                                      "field": "headers", "reason": "too large"})
+            return
+        if not is_inference(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_concurrency:
+            self._refused(503)
+            await _answer(send, 503, {"error": f"overloaded: {self.in_flight} requests in "
+                                               "flight in this worker; retry shortly",
+                                      "reason": "overloaded"}, [(b"retry-after", b"1")])
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _refused(self, status: int) -> None:
+        if self.on_refuse is not None:
+            try:
+                self.on_refuse(status)
+            except Exception:  # metrics must never break admission
+                pass
