@@ -43,7 +43,10 @@ def _encode(value: Any, feature: Feature, where: str) -> float:
         raise InputInvalid(where, f"expected a number, got {type(value).__name__}")
     if kind == "int" and isinstance(value, float) and not value.is_integer():
         raise InputInvalid(where, "expected an integer")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a double's range
+        raise InputInvalid(where, "is out of range for a number") from None
     if not math.isfinite(number):
         raise InputInvalid(where, "must be a finite number")
     return number

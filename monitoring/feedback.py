@@ -35,8 +35,9 @@ def normalize_item(card: ModelCard, item: Any, where: str,
         return None
     prefix = f"{where}." if where else ""
     start = len(problems)
-    for name in sorted(set(item) - ITEM_FIELDS):
-        problems.append((f"{prefix}{name}", f"unknown field (allowed: {sorted(ITEM_FIELDS)})"))
+    for name in sorted(set(item) - ITEM_FIELDS, key=str):
+        problems.append((f"{prefix}{name or repr(name)}",
+                         f"unknown field (allowed: {sorted(ITEM_FIELDS)})"))
     rid = item.get("request_id")
     if not isinstance(rid, str) or not REQUEST_ID_RE.match(rid):
         problems.append((f"{prefix}request_id",

@@ -118,7 +118,8 @@ class Predictor:
             raise InvalidInput("body", "must be a JSON object")
         unknown = sorted(set(body) - PREDICT_FIELDS)
         if unknown:
-            raise InvalidInput(unknown[0], f"unknown field (allowed: {sorted(PREDICT_FIELDS)})")
+            raise InvalidInput(unknown[0] or repr(unknown[0]),
+                               f"unknown field (allowed: {sorted(PREDICT_FIELDS)})")
         served = self.served(body.get("model"))
         key = body.get("routing_key")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):

@@ -286,8 +286,8 @@ def parse_infer(card: ModelCard, body: Any, binary: bytes, max_rows: int) -> Inf
         raise InvalidInput("body", "must be a JSON object with 'inputs'")
     unknown = sorted(set(body) - {"id", "parameters", "inputs", "outputs"})
     if unknown:
-        raise InvalidInput(unknown[0], "unknown field (allowed: id, parameters, inputs, "
-                           "outputs)")
+        raise InvalidInput(unknown[0] or repr(unknown[0]), "unknown field (allowed: id, "
+                           "parameters, inputs, outputs)")
     rid = body.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InvalidInput("id", "must be a string")
