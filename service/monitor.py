@@ -85,8 +85,13 @@ def build_controller(settings: Settings, metrics: MonitorMetrics | None = None) 
             metrics.rollout_step.labels(model).set(
                 state.step + 1 if state.status == "running" else 0)
 
-    return Controller(make_engine(settings.store_url), targets_of(settings),
-                      settings.server.base_url, on_transition)
+    engine = make_engine(settings.store_url)
+    if metrics is not None:  # every model's series exist from the start, at 0
+        for d in DeploymentStore(engine).all():
+            metrics.rollout_step.labels(d.model).set(0)
+            for kind in ("weight", "promote", "abort", "pause"):
+                metrics.rollout_transitions.labels(d.model, kind)
+    return Controller(engine, targets_of(settings), settings.server.base_url, on_transition)
 
 
 def targets_of(settings: Settings) -> list[Target]:
