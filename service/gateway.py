@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import bentoml
@@ -189,30 +190,41 @@ class Gateway:
     def __is_ready__(self) -> bool:
         return bool(self.ctx.live.models())
 
-    @bentoml.api(route="/predict", input_spec=PredictBody)
-    async def predict(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
-                      inputs: Any = None, instances: Any = None,
-                      routing_key: Any = None) -> dict[str, Any]:
-        # Returns a Starlette Response (BentoML passes it through untouched, skipping its
-        # per-response schema rebuild); the annotation only feeds BentoML's output spec.
-        headers = ctx.request.headers
+    async def _answer(self, ctx: bentoml.Context, raw: Any, role: str | None,
+                      handle: Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]
+                      ) -> Response:
+        """The shared shape of Vigil's BentoML APIs: the role check (when the config asks
+        for it), the body's own parse error, then ``handle``; every VigilError becomes its
+        status and envelope, counted. BentoML passes a Starlette Response through untouched,
+        skipping its per-response schema rebuild, but overwrites its status with
+        ``ctx.response.status_code`` — so both are set."""
         try:
-            if SETTINGS.auth.inference == "required":
-                self.ctx.auth.require(headers.get("authorization"), "client")
+            if role is not None:
+                self.ctx.auth.require(ctx.request.headers.get("authorization"), role)
             if isinstance(raw, VigilError):
                 raise raw
             if raw is None:
                 raise InvalidInput("body", "is required")
-            result = await self.ctx.predictor.predict(raw, headers)
+            status, body, headers = await handle(raw)
         except VigilError as exc:
             self._count_error(exc)
-            ctx.response.status_code = exc.status
-            return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
-        ctx.response.status_code = 200
-        return _json(  # type: ignore[return-value]
-            200, result.body, {"X-Request-ID": result.request_id,
-                                        "X-Vigil-Revision": str(result.revision),
-                                        "X-Vigil-Variant": result.route.variant})
+            status, body, headers = exc.status, exc.to_body(), exc.headers
+        ctx.response.status_code = status
+        return _json(status, body, headers)
+
+    @bentoml.api(route="/predict", input_spec=PredictBody)
+    async def predict(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
+                      inputs: Any = None, instances: Any = None,
+                      routing_key: Any = None) -> dict[str, Any]:
+        # the annotation only feeds BentoML's output spec; a Response goes out (see _answer)
+        async def handle(body: Any) -> tuple[int, Any, dict[str, str]]:
+            result = await self.ctx.predictor.predict(body, ctx.request.headers)
+            return 200, result.body, {"X-Request-ID": result.request_id,
+                                      "X-Vigil-Revision": str(result.revision),
+                                      "X-Vigil-Variant": result.route.variant}
+
+        role = "client" if SETTINGS.auth.inference == "required" else None
+        return await self._answer(ctx, raw, role, handle)  # type: ignore[return-value]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackBody)
     async def feedback(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
@@ -220,22 +232,11 @@ class Gateway:
                        row: Any = None, items: Any = None) -> dict[str, Any]:
         """Ground-truth labels for earlier predictions, joined by request_id in the Monitor.
         202 with the count accepted; 422 listing every bad item (none is taken then)."""
-        headers = ctx.request.headers
-        try:
-            if SETTINGS.auth.feedback == "required":
-                self.ctx.auth.require(headers.get("authorization"), "feedback")
-            if isinstance(raw, VigilError):
-                raise raw
-            if raw is None:
-                raise InvalidInput("body", "is required")
-            body = accept_feedback(self.ctx, raw)
-        except VigilError as exc:
-            self._count_error(exc)
-            ctx.response.status_code = exc.status
-            return _json(exc.status, exc.to_body(), exc.headers)  # type: ignore[return-value]
-        ctx.response.status_code = 202
-        return _json(202, body, {})  # type: ignore[return-value]
+        async def handle(body: Any) -> tuple[int, Any, dict[str, str]]:
+            return 202, accept_feedback(self.ctx, body), {}
 
+        role = "feedback" if SETTINGS.auth.feedback == "required" else None
+        return await self._answer(ctx, raw, role, handle)  # type: ignore[return-value]
 
 def _refused(status: int) -> None:
     """Admission refusals, counted by the worker that answered them."""
