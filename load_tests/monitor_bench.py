@@ -23,9 +23,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.card import Feature  # noqa: E402
+from monitoring.event_log import LocalEventLog  # noqa: E402
 from monitoring.events import PredictionEvent  # noqa: E402
 from monitoring.monitor import Monitor  # noqa: E402
-from monitoring.prediction_log import LocalEventLog, LogSink, SegmentWriter, render  # noqa: E402
+from monitoring.prediction_log import LogSink, SegmentWriter, render  # noqa: E402
 from store import make_engine, migrate  # noqa: E402
 
 LABELS = ["malignant", "benign"]

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from monitoring.prediction_log import PREDICTION, list_segments, parse_time
+from monitoring.event_log import list_segments
+from monitoring.prediction_log import PREDICTION, parse_time
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -23,15 +23,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from monitoring.prediction_log import (
-    FEEDBACK,
-    PREDICTION,
-    Checkpoint,
-    LocalEventLog,
-    Position,
-    list_segments,
-    parse_time,
-)
+from monitoring.event_log import Checkpoint, LocalEventLog, Position, list_segments
+from monitoring.prediction_log import FEEDBACK, PREDICTION, parse_time
 from monitoring.stats import VersionStats
 from store.tables import (
     feedback_pending,

@@ -18,10 +18,10 @@ import bentoml
 from models.registry import Registry
 from monitoring.drift import DriftConfig, Reference
 from monitoring.drift_tracker import DriftTracker, reference_from_version
+from monitoring.event_log import LocalEventLog
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
-from monitoring.prediction_log import LocalEventLog
 from monitoring.rollouts import Controller
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config

@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from models.card import Feature
+from monitoring.event_log import LocalEventLog
 from monitoring.events import PredictionEvent
 from monitoring.monitor import Monitor, read_stats
-from monitoring.prediction_log import LocalEventLog, LogSink, SegmentWriter, render
+from monitoring.prediction_log import LogSink, SegmentWriter, render
 
 FEATURES = (Feature("x", "float"),)
 LABELS = ["a", "b"]

@@ -13,15 +13,13 @@ import numpy as np
 import orjson
 
 from models.card import Feature
+from monitoring.event_log import LocalEventLog, Position, list_segments
 from monitoring.events import PredictionEvent
 from monitoring.prediction_log import (
     FEEDBACK,
     PREDICTION,
-    LocalEventLog,
     LogSink,
-    Position,
     SegmentWriter,
-    list_segments,
     named_inputs,
     prediction_record,
     render,

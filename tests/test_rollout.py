@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
 from models.registry import Registry
+from monitoring.event_log import LocalEventLog
 from monitoring.events import PredictionEvent
 from monitoring.monitor import Monitor
-from monitoring.prediction_log import LocalEventLog, LogSink, SegmentWriter, render
+from monitoring.prediction_log import LogSink, SegmentWriter, render
 from monitoring.rollout import FAIL, PASS, Spec, State, Window, analyse, error_gate, quality_gate
 from monitoring.rollouts import Controller, operate, read, start
 from service.routing import route

@@ -16,7 +16,7 @@ import orjson
 import psutil
 import pytest
 
-from monitoring.prediction_log import SEGMENT_RE, pid_alive
+from monitoring.event_log import SEGMENT_RE, pid_alive
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_monitoring import wait_for
 

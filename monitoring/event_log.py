@@ -1,0 +1,283 @@
+"""Reading the prediction log: the segment files of every writer stream, from checkpointed
+positions. Only complete lines are read: a torn last line (a writer killed mid-write) is never
+consumed, and a segment renamed (rotated) or deleted while it is read is followed or skipped.
+
+``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka — DESIGN §8);
+``LocalEventLog`` implements it over the segment files ``monitoring.prediction_log`` writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from monitoring.prediction_log import SegmentWriter, parse_time
+
+log = logging.getLogger("vigil.log")
+
+SEGMENT_RE = re.compile(
+    r"^(?P<stream>[A-Za-z0-9_]+-\d+-\d+)\.(?P<seq>\d{6})\.(?P<state>open|jsonl)$")
+
+
+@dataclass(frozen=True)
+class Segment:
+    stream: str
+    seq: int
+    path: Path
+    closed: bool
+    size: int
+    mtime: float
+
+    @property
+    def pid(self) -> int:
+        return int(self.stream.split("-")[-2])
+
+
+def list_segments(directory: Path) -> dict[str, list[Segment]]:
+    """Every stream's segments in order. A segment renamed while listing shows up once."""
+    streams: dict[str, dict[int, Segment]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        m = SEGMENT_RE.match(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:  # rotated or deleted between scandir and stat
+            continue
+        seg = Segment(m["stream"], int(m["seq"]), Path(entry.path), m["state"] == "jsonl",
+                      st.st_size, st.st_mtime)
+        known = streams.setdefault(seg.stream, {}).get(seg.seq)
+        if known is None or seg.closed:
+            streams[seg.stream][seg.seq] = seg
+    return {s: [segs[k] for k in sorted(segs)] for s, segs in streams.items()}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a stream's reader stands: the segment number and the byte offset within it."""
+
+    seq: int
+    offset: int
+
+
+Checkpoint = dict[str, Position]
+
+
+@dataclass
+class Batch:
+    lines: list[bytes]  # complete lines, in order within each stream, streams one after another
+    checkpoint: Checkpoint  # the position after the last of ``lines``
+
+
+@dataclass
+class Backlog:
+    events: int  # complete lines not yet read
+    bytes: int
+    oldest_time: float | None  # the time of the oldest unread record
+    torn_tails: int  # dead writers' segments ending in a partial line (never read)
+
+
+class EventLog(Protocol):
+    def append(self, lines: Iterable[bytes]) -> None: ...
+    def read(self, checkpoint: Checkpoint, max_events: int) -> Batch: ...
+    def backlog(self, checkpoint: Checkpoint) -> Backlog: ...
+
+
+class LocalEventLog:
+    """``EventLog`` over the segment directory. Reads complete lines only, tolerates a torn
+    last line and a segment renamed (rotated) or deleted while it is being read."""
+
+    READ_CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, directory: Path, stream: str | None = None) -> None:
+        self.directory = Path(directory)
+        self._stream = stream
+        self._writer: SegmentWriter | None = None
+
+    def writer(self, stream: str, render: Callable[[Any], bytes] = bytes,
+               **kw: Any) -> SegmentWriter:
+        return SegmentWriter(self.directory, stream, render, **kw)
+
+    def append(self, lines: Iterable[bytes]) -> None:
+        """Synchronous append (tests and tools): one stream for this object, fsynced."""
+        if self._writer is None:
+            self._writer = self.writer(self._stream or f"tool-{os.getpid()}-{time.time_ns()}")
+        for line in lines:
+            while not self._writer.submit(line):
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
+        out: list[bytes] = []
+        new = dict(checkpoint)
+        streams = sorted(list_segments(self.directory).items())
+        share = max(1, max_events // max(1, len(streams)))  # no stream starves the others
+        for stream, segments in streams:
+            if len(out) >= max_events:
+                break
+            limit = min(max_events, len(out) + share)
+            pos = new.get(stream, Position(segments[0].seq, 0))
+            for i, seg in enumerate(segments):
+                if seg.seq < pos.seq:
+                    continue
+                if seg.seq > pos.seq:
+                    pos = Position(seg.seq, 0)
+                lines, consumed = self._read_segment(seg, pos.offset, limit - len(out))
+                out.extend(lines)
+                pos = Position(seg.seq, pos.offset + consumed)
+                if len(out) >= limit:
+                    break
+                done = seg.closed and pos.offset >= self._size(seg)
+                if done and i + 1 < len(segments):
+                    pos = Position(segments[i + 1].seq, 0)
+                    continue
+                break
+            new[stream] = pos
+        return Batch(out, new)
+
+    def _size(self, seg: Segment) -> int:
+        try:
+            return seg.path.stat().st_size
+        except FileNotFoundError:
+            return seg.size
+
+    def _open(self, seg: Segment) -> Any:
+        try:
+            return open(seg.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            if seg.closed:
+                raise
+            return open(seg.path.with_suffix(".jsonl"), "rb")  # rotated since listing  # noqa: SIM115
+
+    def _read_segment(self, seg: Segment, offset: int, budget: int) -> tuple[list[bytes], int]:
+        try:
+            f = self._open(seg)
+        except FileNotFoundError:
+            log.warning("segment %s vanished before it was read", seg.path)
+            return [], 0
+        lines: list[bytes] = []
+        consumed = 0
+        with f:
+            f.seek(offset)
+            tail = b""
+            while len(lines) < budget:
+                chunk = f.read(self.READ_CHUNK)
+                if not chunk:
+                    break
+                data = tail + chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    tail = data
+                    continue
+                parts = data[:end].split(b"\n")
+                tail = data[end + 1:]
+                if len(lines) + len(parts) > budget:
+                    parts = parts[:budget - len(lines)]
+                    consumed += sum(len(p) + 1 for p in parts)
+                    lines.extend(parts)
+                    return lines, consumed
+                lines.extend(parts)
+                consumed += end + 1
+        return lines, consumed
+
+    def backlog(self, checkpoint: Checkpoint) -> Backlog:
+        events = nbytes = torn = 0
+        oldest: float | None = None
+        for stream, segments in list_segments(self.directory).items():
+            pos = checkpoint.get(stream, Position(segments[0].seq, 0))
+            first = True
+            for seg in segments:
+                if seg.seq < pos.seq:
+                    continue
+                offset = pos.offset if seg.seq == pos.seq else 0
+                try:
+                    with self._open(seg) as f:
+                        f.seek(offset)
+                        data = f.read()
+                except FileNotFoundError:
+                    continue
+                end = data.rfind(b"\n") + 1
+                n = data.count(b"\n", 0, end)
+                events += n
+                nbytes += end
+                if n and first:
+                    first = False
+                    try:
+                        t = parse_time(orjson.loads(data[:data.index(b"\n")])["time"])
+                        oldest = t if oldest is None else min(oldest, t)
+                    except (ValueError, KeyError, TypeError):
+                        pass
+                if end < len(data) and not seg.closed and not pid_alive(seg.pid):
+                    torn += 1
+        return Backlog(events, nbytes, oldest, torn)
+
+    def delete_consumed(self, checkpoint: Checkpoint, *, older_than: float,
+                        max_total_bytes: int) -> list[Path]:
+        """Retention: delete segments the reader has wholly consumed when they are older than
+        ``older_than`` (a Unix time), or oldest first while the directory is over
+        ``max_total_bytes``. A live writer's open segment is never deleted; a dead writer's
+        is, once consumed up to its torn tail."""
+        candidates: list[Segment] = []
+        total = 0
+        for stream, segments in list_segments(self.directory).items():
+            pos = checkpoint.get(stream)
+            for seg in segments:
+                total += seg.size
+                if pos is None:
+                    continue
+                consumed = seg.seq < pos.seq or (seg.seq == pos.seq and pos.offset >= seg.size)
+                if not seg.closed:
+                    if pid_alive(seg.pid):
+                        continue
+                    consumed = seg.seq < pos.seq or (seg.seq == pos.seq and self._only_tail(
+                        seg, pos.offset))
+                if consumed:
+                    candidates.append(seg)
+        candidates.sort(key=lambda s: s.mtime)
+        deleted = []
+        for seg in candidates:
+            if seg.mtime < older_than or total > max_total_bytes:
+                try:
+                    seg.path.unlink()
+                except FileNotFoundError:
+                    continue
+                total -= seg.size
+                deleted.append(seg.path)
+        return deleted
+
+    def _only_tail(self, seg: Segment, offset: int) -> bool:
+        try:
+            with open(seg.path, "rb") as f:
+                f.seek(offset)
+                return b"\n" not in f.read()
+        except FileNotFoundError:
+            return True
