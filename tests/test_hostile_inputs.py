@@ -16,7 +16,7 @@ from models.registry import Registry
 from monitoring.feedback import FeedbackInvalid, validate_feedback
 from service.errors import VigilError
 from service.inference import parse_json
-from service.protocol import parse_infer
+from service.tensors import parse_infer
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),

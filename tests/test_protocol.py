@@ -10,7 +10,7 @@ import pytest
 
 from models.registry import Registry
 from service.errors import InvalidInput
-from service.protocol import output_tensors, parse_infer, split_body
+from service.tensors import output_tensors, parse_infer, split_body
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_binary_sizes_must_add_up(card: Any) -> None:
 
 
 def test_bytes_elements_decode(registry: Registry) -> None:
-    from service.protocol import _bytes_elements
+    from service.tensors import _bytes_elements
 
     raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"red", b"", b"blue"))
     assert _bytes_elements(raw, "x") == ["red", "", "blue"]
