@@ -27,7 +27,10 @@ from models.inputs import decode_records
 from models.profile import compute_profile
 from models.runtime import ModelRuntime
 
-NAME_RE = re.compile(r"^[a-z0-9._-]{1,63}$")
+# BentoML's tag rule: lowercase alphanumerics, '.', '_' and '-', starting and ending with an
+# alphanumeric (".v1" would pass a looser pattern and then fail inside BentoML as a 500).
+NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$"
+NAME_RE = re.compile(NAME_PATTERN)
 SMOKE_ROWS = 64
 MIN_REFERENCE_ROWS = 2
 
@@ -35,7 +38,8 @@ MIN_REFERENCE_ROWS = 2
 def check_name(field: str, value: str) -> None:
     """Refuse what BentoML would silently lowercase or truncate."""
     if not isinstance(value, str) or not NAME_RE.match(value):
-        raise CardInvalid(field, f"{value!r} must match [a-z0-9._-] and be 1–63 characters")
+        raise CardInvalid(field, f"{value!r} must be 1–63 of [a-z0-9._-], starting and "
+                                  "ending with a letter or digit")
 
 
 def read_reference(data: bytes, filename: str = "") -> pd.DataFrame:

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.errors import ModelError
 from models.profile import summarize_profile
+from models.registry import NAME_PATTERN
 from monitoring.monitor import read_stats
 from service.auth import Principal
 from service.context import WorkerContext
@@ -35,10 +36,12 @@ from store.deployments import apply_patch, promoted, rolled_back
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
                     "< viewer < operator < admin.")
-NAME = r"^[a-z0-9._-]{1,63}$"
+NAME = NAME_PATTERN
 ModelName = Annotated[str, Path(pattern=NAME, description="model name")]
 VersionName = Annotated[str, Path(pattern=NAME, description="version")]
 AUTH_ERRORS = (401, 403)
+IfMatch = Annotated[str | None, Header(pattern=r'^\s*(W/)?"?[0-9]{1,18}"?\s*$',
+                                       description="the deployment's revision (its ETag)")]
 
 app = FastAPI(title="Vigil admin API", version="0.1.0", docs_url=None, redoc_url=None,
               openapi_url=None, default_response_class=JSONBody)
@@ -146,7 +149,7 @@ async def register_version(
         request: Request, model: ModelName,
         principal: Annotated[Principal, Depends(require("admin", "models.register"))],
         model_file: Annotated[UploadFile, File(alias="model", description="model.onnx")],
-        card: Annotated[str, Form(description="the model card, JSON")],
+        card: Annotated[str, Form(min_length=1, description="the model card, JSON")],
         reference: Annotated[UploadFile, File(description="reference rows, CSV or Parquet")],
 ) -> JSONBody:
     ctx = ctx_of(request)
@@ -228,10 +231,10 @@ def _change(ctx: WorkerContext, model: str, change: Callable[[Deployment], Deplo
     except DeploymentNotFound:
         raise NotFound(f"no deployment for model '{model}'", field="model",
                        reason="not deployed") from None
+    new = change(current)  # a body that is wrong for any revision is a 422, checked first
     if expected is not None and expected != current.revision:
         raise PreconditionFailed(f"revision {expected} is stale; the deployment is at "
                                  f"{current.revision}", field="If-Match", reason="stale")
-    new = change(current)
     champion_card = ctx.registry.get(model, new.champion).card
     for version in sorted(new.versions() - current.versions()):
         try:
@@ -297,7 +300,7 @@ PATCH_BODY = {"requestBody": {"required": True, "content": {
 async def patch_deployment(
         request: Request, model: ModelName,
         principal: Annotated[Principal, Depends(require("operator", "deployments.patch"))],
-        if_match: Annotated[str | None, Header()] = None) -> JSONBody:
+        if_match: IfMatch = None) -> JSONBody:
     raw = await request.body()
     if len(raw) > 64 * 1024:
         raise PayloadTooLarge("body", "a deployment patch is at most 64 KiB")
@@ -314,7 +317,7 @@ async def patch_deployment(
           responses=error_responses(*AUTH_ERRORS, 404, 412, 422))
 async def promote(request: Request, model: ModelName, principal: Annotated[
         Principal, Depends(require("operator", "deployments.promote"))],
-                  if_match: Annotated[str | None, Header()] = None) -> JSONBody:
+                  if_match: IfMatch = None) -> JSONBody:
     return await _mutate(request, principal, model, "deployments.promote", promoted,
                          _expected_revision(if_match, required=False))
 
@@ -324,7 +327,7 @@ async def promote(request: Request, model: ModelName, principal: Annotated[
           responses=error_responses(*AUTH_ERRORS, 404, 412, 422))
 async def rollback(request: Request, model: ModelName, principal: Annotated[
         Principal, Depends(require("operator", "deployments.rollback"))],
-                   if_match: Annotated[str | None, Header()] = None) -> JSONBody:
+                   if_match: IfMatch = None) -> JSONBody:
     return await _mutate(request, principal, model, "deployments.rollback", rolled_back,
                          _expected_revision(if_match, required=False))
 

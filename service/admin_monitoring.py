@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -44,8 +44,9 @@ from store.deployments import apply_patch
 router = APIRouter()
 
 
-SIGNAL_NAMES = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
-                "error")
+SignalName = Literal["input_mean", "input_scale", "input_category", "input_unseen",
+                     "prediction", "error"]
+SIGNAL_NAMES: tuple[str, ...] = get_args(SignalName)
 
 
 async def _drift_version(ctx: WorkerContext, model: str, version: str | None) -> str:
@@ -87,12 +88,10 @@ async def drift_state(request: Request, model: ModelName,
           responses=error_responses(*AUTH_ERRORS, 404, 422))
 async def drift_ack(request: Request, model: ModelName, principal: Annotated[
         Principal, Depends(require("operator", "drift.ack"))], version: VersionQuery = None,
-                    signal: Annotated[str | None, Query(
-                        description=f"one of {', '.join(SIGNAL_NAMES)}")] = None
+                    signal: Annotated[SignalName | None, Query(
+                        description="only this signal's alarms")] = None
                     ) -> dict[str, Any]:
     ctx = ctx_of(request)
-    if signal is not None and signal not in SIGNAL_NAMES:
-        raise InvalidInput("signal", f"unknown signal (one of {list(SIGNAL_NAMES)})")
     version = await _drift_version(ctx, model, version)
     ids = await asyncio.to_thread(acknowledge, ctx.engine, model, version, principal.name,
                                   signal)
@@ -176,7 +175,8 @@ async def deliveries(request: Request,
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver",
           summary="Queue a delivery (a dead letter, say) for a new round of attempts",
           responses=error_responses(*AUTH_ERRORS, 404))
-async def redeliver_one(request: Request, delivery_id: int, principal: Annotated[
+async def redeliver_one(request: Request, delivery_id: Annotated[
+        int, Path(ge=1, le=2**63 - 1, description="the delivery's id")], principal: Annotated[
         Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
     ctx = ctx_of(request)
     if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):

@@ -8,7 +8,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from models.errors import (
     ArtifactInvalid,
@@ -22,10 +23,9 @@ from service.errors import Conflict, InvalidInput, NotFound, VigilError
 from store import DeploymentInvalid
 
 
-class JSONBody(Response):
-    """A JSON response encoded with orjson."""
-
-    media_type = "application/json"
+class JSONBody(JSONResponse):
+    """A JSON response encoded with orjson (a JSONResponse, so the OpenAPI document says
+    ``application/json`` with any JSON body rather than a string)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -83,7 +83,27 @@ def install(app: FastAPI) -> None:
         return render(InvalidInput(field, str(first.get("msg", "invalid"))))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body (JSON or form)
+            return render(InvalidInput("body", "could not be parsed: malformed JSON or "
+                                               "form data"))
         message = exc.detail if isinstance(exc.detail, str) else "error"
-        return ORJSONResponse({"error": message}, status_code=exc.status_code,
-                              headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+            message = f"method {request.method} not allowed; allowed: {headers['Allow']}"
+        return ORJSONResponse({"error": message, "field": "method", "reason": "not allowed"}
+                              if exc.status_code == 405 else {"error": message},
+                              status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first
+    route whose path matched, so a GET and a PATCH on one path would advertise just GET."""
+    methods: set[str] = set()
+    probe = {**request.scope, "method": "\x00"}  # matches no route's methods: PARTIAL only
+    for route in app.router.routes:
+        match, _ = route.matches(probe)
+        if match is Match.PARTIAL:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

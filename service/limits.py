@@ -36,6 +36,28 @@ async def _answer(send: Callable[[Any], Awaitable[None]], status: int, body: dic
     await send({"type": "http.response.body", "body": payload})
 
 
+def _json_not_found(scope: Scope, send: Callable[[Any], Awaitable[None]]
+                    ) -> Callable[[Any], Awaitable[None]]:
+    """Wrap ``send`` so the router's text/plain 404 becomes the JSON envelope."""
+    replaced = False
+
+    async def wrapped(message: Any) -> None:
+        nonlocal replaced
+        if message["type"] == "http.response.start" and message["status"] == 404 and any(
+                k == b"content-type" and v.startswith(b"text/plain")
+                for k, v in message.get("headers", ())):
+            replaced = True
+            path = scope.get("path", "")[:200]
+            await _answer(send, 404, {"error": f"no route serves {path!r}", "field": "path",
+                                      "reason": "not found"})
+            return
+        if replaced:  # the router's own body (and any more of it) is dropped
+            return
+        await send(message)
+
+    return wrapped
+
+
 class AdmissionMiddleware:
     def __init__(self, app: ASGI, max_concurrency: int = 256, max_header_bytes: int = 16384,
                  on_refuse: Callable[[int], None] | None = None) -> None:
@@ -57,6 +79,7 @@ class AdmissionMiddleware:
                                                f"is {self.max_header_bytes}",
                                       "field": "headers", "reason": "too large"})
             return
+        send = _json_not_found(scope, send)
         if not is_inference(scope.get("path", "")):
             await self.app(scope, receive, send)
             return

@@ -14,7 +14,9 @@ import attrs
 from _bentoml_sdk.service.factory import Service
 from bentoml._internal.service.openapi.specification import OpenAPISpecification, PathItem
 
+from models.registry import NAME_PATTERN
 from service.httperrors import ERROR_SCHEMA
+from service.settings import load_settings
 
 PREDICTION_SCHEMA: dict[str, Any] = {
     "oneOf": [
@@ -43,7 +45,8 @@ PREDICT_REQUEST: dict[str, Any] = {
     "required": ["model"],
     "additionalProperties": False,
     "properties": {
-        "model": {"type": "string", "description": "the model to ask, e.g. breast_cancer"},
+        "model": {"type": "string", "pattern": NAME_PATTERN,
+                  "description": "the model to ask, e.g. breast_cancer"},
         "inputs": {"type": "array", "minItems": 1, "items": {"type": "object"},
                    "description": "named records, one per row (or give instances)"},
         "instances": {"type": "array", "minItems": 1, "items": {"type": "array"},
@@ -98,10 +101,10 @@ FEEDBACK_ITEM: dict[str, Any] = {
 
 FEEDBACK_REQUEST: dict[str, Any] = {
     "oneOf": [
-        {"allOf": [FEEDBACK_ITEM, {"required": ["model"], "properties": {
-            "model": {"type": "string"}}}]},
+        {**FEEDBACK_ITEM, "required": ["model", "request_id"], "properties": {
+            **FEEDBACK_ITEM["properties"], "model": {"type": "string", "pattern": NAME_PATTERN}}},
         {"type": "object", "required": ["model", "items"], "additionalProperties": False,
-         "properties": {"model": {"type": "string"},
+         "properties": {"model": {"type": "string", "pattern": NAME_PATTERN},
                         "items": {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM}}},
     ]
 }
@@ -140,13 +143,49 @@ def feedback_operation() -> dict[str, Any]:
     }
 
 
+def _set_query_maximum(spec: OpenAPISpecification, path: str, name: str,
+                       maximum: int) -> None:
+    """A bound that comes from the configuration, not the route's signature."""
+    for parameter in spec.paths[path].post["parameters"]:
+        if parameter["name"] == name:
+            for branch in parameter["schema"].get("anyOf", [parameter["schema"]]):
+                if branch.get("type") == "integer":
+                    branch["maximum"] = maximum
+
+
+def _tidy_headers(spec: OpenAPISpecification) -> None:
+    """A header is a string or absent, never JSON null: drop FastAPI's ``anyOf [.., null]``.
+    PATCH of a deployment answers 428 without If-Match, so the document marks it required."""
+    for path, item in spec.paths.items():
+        for method in ("get", "post", "patch", "put", "delete"):
+            operation = getattr(item, method, None)
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", ()):
+                if parameter.get("in") != "header":
+                    continue
+                branches = [b for b in parameter["schema"].get("anyOf", ())
+                            if b.get("type") != "null"]
+                if len(branches) == 1:
+                    rest = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+                    parameter["schema"] = {**branches[0], **rest}
+                if (path, method, parameter["name"]) == (
+                        "/admin/deployments/{model}", "patch", "if-match"):
+                    parameter["required"] = True
+
+
 class VigilService(Service):  # type: ignore[type-arg]
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec
         spec.paths["/predict"] = PathItem(post=predict_operation())
         spec.paths["/feedback"] = PathItem(post=feedback_operation())
+        _set_query_maximum(spec, "/admin/drift/{model}/rebaseline", "rows",
+                           load_settings().drift.rebaseline_rows)
+        _tidy_headers(spec)
         info = attrs.evolve(spec.info, title="Vigil", description=(
             "Model-serving gateway with built-in monitoring: BentoML-native /predict and "
             "/feedback, and the operator API under /admin."))
-        return attrs.evolve(spec, info=info)
+        # FastAPI writes JSON Schema 2020-12 (``type: null``, numeric exclusiveMinimum):
+        # that is OpenAPI 3.1, whatever version BentoML stamps on the document.
+        return attrs.evolve(spec, openapi="3.1.0", info=info)

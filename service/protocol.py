@@ -19,10 +19,12 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
+from models.registry import NAME_PATTERN
 from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
 from service.httperrors import ERROR_SCHEMA, error_responses
 from service.inference import REQUEST_ID_RE, Prediction, parse_json, read_body
@@ -37,7 +39,7 @@ from service.tensors import (
     tensor_meta,
 )
 
-NAME = r"^[a-z0-9._-]{1,63}$"
+NAME = NAME_PATTERN
 ModelName = Annotated[str, Path(pattern=NAME, description="model name")]
 VersionName = Annotated[str, Path(pattern=NAME, description="version")]
 HEADER_LENGTH = "inference-header-content-length"
@@ -130,7 +132,7 @@ def authorize(ctx: Any, request: Request) -> None:
 # ----------------------------------------------------------------------------- routes
 
 INFER_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["inputs"],
+    "type": "object", "required": ["inputs"], "additionalProperties": False,
     "properties": {
         "id": {"type": "string"},
         "parameters": {"type": "object", "properties": {
@@ -139,7 +141,8 @@ INFER_REQUEST_SCHEMA: dict[str, Any] = {
         "inputs": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["name", "shape", "datatype"],
             "properties": {"name": {"type": "string"},
-                           "shape": {"type": "array", "items": {"type": "integer"}},
+                           "shape": {"type": "array", "minItems": 1,
+                                     "items": {"type": "integer", "minimum": 0}},
                            "datatype": {"type": "string", "enum": DATATYPES},
                            "parameters": {"type": "object"},
                            "data": {"type": "array"}}}},
@@ -265,7 +268,17 @@ V1_REQUEST_SCHEMA: dict[str, Any] = {
         "description": "rows in the card's feature order, or named records"}}}
 
 
-@router.get("/v1/models/{model}", summary="KServe V1 model status",
+class _V1Name(StringConvertor):
+    """A V1 model segment stops at ':' so ``GET /v1/models/m:predict`` is not read as model
+    ``m:predict`` (it answers 405, Allow: POST)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("v1name", _V1Name())
+
+
+@router.get("/v1/models/{model:v1name}", summary="KServe V1 model status",
             tags=["KServe V1"], responses=error_responses(404))
 async def v1_model(request: Request, model: ModelName) -> dict[str, Any]:
     served_or_404(ctx_of(request), model)

@@ -106,7 +106,8 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
         # circus respawned both
         assert wait_for(lambda: {p.pid for p in workers(proc.pid, "vigil-monitor")},
                         lambda pids: bool(pids) and old_monitor not in pids, timeout=30)
-        assert len(workers(proc.pid, "vigil")) == 2
+        assert wait_for(lambda: len(workers(proc.pid, "vigil")), lambda n: n == 2,
+                        timeout=30) == 2
 
         # every line parses, except a torn last line in a dead writer's open segment
         logged: list[dict[str, Any]] = []
