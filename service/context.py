@@ -35,6 +35,7 @@ class WorkerContext:
     predictor: Predictor
     shadows: ShadowPool | None = None
     log: LogSink | None = None
+    draining: bool = False  # SIGTERM arrived: readiness answers 503 (service.drain)
     _published: dict[str, set[Any]] = field(default_factory=dict)
 
     def start_shadows(self) -> None:

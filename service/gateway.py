@@ -25,6 +25,7 @@ from monitoring.metrics import GatewayMetrics, exposition
 from service import admin, openapi, protocol
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
+from service.drain import delay_sigterm
 from service.errors import InvalidInput, VigilError
 from service.feedback import accept_feedback
 from service.httperrors import install
@@ -161,6 +162,10 @@ class Gateway:
         if self.ctx.metrics is not None:
             self.ctx.metrics.build_info.labels(*build_versions()).set(1)
         self._poll = asyncio.get_running_loop().create_task(self._watch())
+        delay_sigterm(SETTINGS.server.drain_seconds, self._drain)
+
+    def _drain(self) -> None:
+        self.ctx.draining = True
 
     async def _watch(self) -> None:
         interval = SETTINGS.store.deployment_poll_seconds
@@ -188,7 +193,7 @@ class Gateway:
             self.ctx.metrics.request_errors.labels(str(exc.status)).inc()
 
     def __is_ready__(self) -> bool:
-        return bool(self.ctx.live.models())
+        return not self.ctx.draining and bool(self.ctx.live.models())
 
     async def _answer(self, ctx: bentoml.Context, raw: Any, role: str | None,
                       handle: Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]

@@ -25,6 +25,7 @@ from monitoring.monitor import StepResult
 from monitoring.rollouts import Controller
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from service.drain import delay_sigterm
 from service.settings import Settings, load_settings
 from store import DeploymentStore, make_engine
 
@@ -132,8 +133,12 @@ class Monitor:
     @bentoml.on_startup
     async def start(self) -> None:
         self.metrics = MonitorMetrics()
+        self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._dispatch = asyncio.get_running_loop().create_task(self._deliver())
+        # outlive the Gateway workers' drain, so the last tick reads their last records
+        if SETTINGS.server.drain_seconds > 0:
+            delay_sigterm(SETTINGS.server.drain_seconds + 1.0, lambda: None)
 
     async def _deliver(self) -> None:
         """The webhook dispatcher: its own loop, so a slow target never delays a tick."""
@@ -158,6 +163,8 @@ class Monitor:
         metrics = self.metrics
         interval = SETTINGS.monitor.tick_seconds
         while self.loop is None:  # the store may still be migrating on first start
+            if self._stopping.is_set():
+                return
             try:
                 loop = build_monitor(SETTINGS, metrics)
                 await asyncio.to_thread(loop.load)
@@ -167,7 +174,7 @@ class Monitor:
                 log.exception("Monitor could not load its state; retrying")
                 await asyncio.sleep(interval)
         log.info("Monitor started at %d checkpointed streams", len(self.loop.checkpoint))
-        while True:
+        while not self._stopping.is_set():
             started = time.monotonic()
             try:
                 await asyncio.to_thread(self.loop.tick)
@@ -182,7 +189,16 @@ class Monitor:
                 metrics.tick_failures.inc()
                 log.exception("Monitor tick failed; the batch will be read again")
                 await asyncio.to_thread(self._reload)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            try:
+                await asyncio.wait_for(self._stopping.wait(),
+                                       max(0.0, interval - (time.monotonic() - started)))
+            except TimeoutError:
+                pass
+        try:  # the last tick: whatever the workers flushed while stopping, checkpointed
+            await asyncio.to_thread(self.loop.tick)
+            log.info("Monitor stopped at lag %d events", self.loop.status.lag_events)
+        except Exception:
+            log.exception("the Monitor's last tick failed; its records are read on restart")
 
     def _reload(self) -> None:
         """After a failed commit, memory may hold half a batch: go back to the store's state."""
@@ -194,8 +210,13 @@ class Monitor:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
+        """Finish the tick in progress and run one more (never cancel a commit midway)."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(self._task, 30)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("the Monitor's last tick did not finish in 30 s")
         if getattr(self, "_dispatch", None) is not None:
             self._dispatch.cancel()
 

@@ -208,7 +208,11 @@ async def live() -> Response:
             tags=["Open Inference Protocol"], response_class=Response,
             responses={200: {"description": "ready"}, **error_responses(503)})
 async def ready(request: Request) -> Response:
-    if not ctx_of(request).live.models():
+    ctx = ctx_of(request)
+    if ctx.draining:
+        return error_response(Unavailable("draining: this worker is shutting down",
+                                          retry_after=1))
+    if not ctx.live.models():
         return error_response(Unavailable("no model is loaded yet", retry_after=1))
     return Response(status_code=200)
 

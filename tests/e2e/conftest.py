@@ -42,6 +42,8 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tup
            "VIGIL_STORE__DEPLOYMENT_POLL_SECONDS": str(POLL_SECONDS),
            "VIGIL_SERVER__WORKERS": "2", "VIGIL_CONFIG": str(ROOT / "vigil.yaml"),
            "VIGIL_MONITOR__TICK_SECONDS": "0.25",
+           # stop at once (tests/e2e/test_drain.py covers the drain)
+           "VIGIL_SERVER__DRAIN_SECONDS": "0",
            **(extra_env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc, url = serve("service.gateway:Gateway", env, data_dir / "server.log")

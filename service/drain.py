@@ -1,0 +1,52 @@
+"""Graceful drain on SIGTERM, in the order a load balancer needs.
+
+uvicorn stops accepting connections as soon as SIGTERM arrives, so a balancer that still
+routes here would see refused connections. Each worker instead:
+
+1. marks itself draining: ``/readyz`` and ``/v2/health/ready`` answer 503 (``/livez`` stays
+   200) while it keeps serving every request for ``server.drain_seconds``;
+2. hands SIGTERM on to uvicorn, which closes the listening socket and lets the requests in
+   flight finish;
+3. runs its shutdown hook: the log queue is drained, flushed, fsynced and the segment renamed.
+
+The Monitor waits ``drain_seconds + 1`` before it stops, so its last tick reads the workers'
+last records and commits their checkpoint. SIGINT (Ctrl-C) stops at once, as before. A second
+SIGTERM during the drain changes nothing (a process-group kill and circus both send one); the
+drain is bounded by ``drain_seconds`` (at most 300 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("vigil.drain")
+
+
+def delay_sigterm(seconds: float, on_term: Callable[[], None]) -> None:
+    """From a startup hook on the worker's event loop (uvicorn has installed its handlers):
+    on SIGTERM call ``on_term`` now and pass the signal on to uvicorn after ``seconds``."""
+    if seconds <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    forward: Callable[[int, FrameType | None], Any] = previous
+    fired = False
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:  # killpg and then circus both send one: the drain is bounded anyway
+            log.info("SIGTERM again while draining; still stopping on schedule")
+            return
+        fired = True
+        log.info("SIGTERM: not ready; serving %.1f s more before stopping", seconds)
+        on_term()
+        loop.call_soon_threadsafe(loop.call_later, seconds, forward, sig, None)
+
+    signal.signal(signal.SIGTERM, handler)
