@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: venv serve test test-fast demo demo-train build bench bench-monitor drift-bench logs-export lint clean token
+.PHONY: venv serve test test-fast demo demo-train build bench bench-monitor drift-bench soak logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-monitor: venv
 # seeded, offline, a few minutes: writes load_tests/drift_results.md (the README's table)
 drift-bench: venv
 	$(BIN)/python -m load_tests.drift_bench --runs 20 --out load_tests/drift_results.md
+
+# mixed load for SOAK_MINUTES (default 10) on 127.0.0.1: errors, drops, Monitor lag and memory
+# of every process at minute 2 and at the end; writes load_tests/soak_results.md
+soak: venv
+	$(BIN)/python -m load_tests.soak --minutes $(or $(SOAK_MINUTES),10)
 
 # make logs-export MODEL=breast_cancer SINCE=24h OUT=preds.parquet
 logs-export: venv

@@ -195,7 +195,8 @@ class Soak:
                     r: httpx.Response | None = c.get(path, headers=viewer)
                 except httpx.TransportError:
                     r = None
-                self._count("admin read", r, (200,))
+                rollout_read = path.startswith("/admin/rollouts/")
+                self._count("admin read", r, (200,) if started or not rollout_read else (404,))
                 if not started and self.elapsed() >= 0.3 * self.minutes:
                     started = True
                     span = max(5.0, self.minutes * 60 * 0.08)
@@ -266,7 +267,8 @@ class Soak:
             rollout = c.get(f"/admin/rollouts/{MODEL}", headers=viewer)
             if rollout.status_code == 200:
                 body = rollout.json()
-                r.rollout = str(body.get("state") or body.get("status") or body)[:80]
+                r.rollout = (f"{body.get('status')} at step {body.get('step')}"
+                             + (f" ({body['reason']})" if body.get("reason") else ""))
         r.webhooks_received = len(self.receiver.received)
 
 

@@ -37,8 +37,8 @@ def test_schemathesis_finds_nothing(server: Server, role: str | None, examples: 
                                     phases: str, tmp_path: Path) -> None:
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run",
                f"{server.url}/docs.json", "--url", server.url, "--checks", "all",
-               "--max-examples", str(examples), "--phases", phases, "--seed", "20261128", "--no-color",
-               "--report", "har", "--report-dir", str(tmp_path)]
+               "--max-examples", str(examples), "--phases", phases, "--seed", "20261128",
+               "--no-color",               "--report", "har", "--report-dir", str(tmp_path)]
     if role is not None:
         command += ["-H", f"Authorization: Bearer {TOKENS[role]}"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
