@@ -62,9 +62,11 @@ drift-bench: venv
 	$(BIN)/python -m load_tests.drift_bench --runs 20 --out load_tests/drift_results.md
 
 # mixed load for SOAK_MINUTES (default 10) on 127.0.0.1: errors, drops, Monitor lag and memory
-# of every process at minute 2 and at the end; writes load_tests/soak_results.md
+# of every process at minute 2 and at the end; writes load_tests/soak_results.md. Then the
+# whole-server SIGKILL + restart test over five seeds (make test runs one).
 soak: venv
 	$(BIN)/python -m load_tests.soak --minutes $(or $(SOAK_MINUTES),10)
+	VIGIL_FAULT_SEEDS=1,2,3,4,5 $(BIN)/python -m pytest -q tests/e2e/test_crash_restart.py
 
 # make logs-export MODEL=breast_cancer SINCE=24h OUT=preds.parquet
 logs-export: venv

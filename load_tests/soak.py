@@ -266,9 +266,9 @@ class Soak:
             r.drift_alarms = len(drift.get("alarms", drift.get("active_alarms", [])))
             rollout = c.get(f"/admin/rollouts/{MODEL}", headers=viewer)
             if rollout.status_code == 200:
-                body = rollout.json()
-                r.rollout = (f"{body.get('status')} at step {body.get('step')}"
-                             + (f" ({body['reason']})" if body.get("reason") else ""))
+                state = rollout.json()["state"]
+                r.rollout = (f"{state['status']} at step {state['step'] + 1}"
+                             + (f" ({state['reason']})" if state.get("reason") else ""))
         r.webhooks_received = len(self.receiver.received)
 
 

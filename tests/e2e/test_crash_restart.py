@@ -1,0 +1,120 @@
+"""SIGKILL of the whole server (arbiter, both Gateway workers and the Monitor at once) at a
+seeded random point under load, then a restart on the same data directory: no acknowledged
+prediction missing beyond the loss window, no record written or counted twice, a retraining
+webhook that was pending at the kill is delivered after the restart with its webhook-id, and
+the rollout in progress is where it was.
+
+`make test` runs one seed; `make soak` runs more (``VIGIL_FAULT_SEEDS=1,2,3,4,5``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from monitoring.event_log import pid_alive
+from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, Load, segment_files
+from tests.e2e.test_monitoring import wait_for
+from tests.receivers import receiver
+
+pytestmark = pytest.mark.e2e
+SEEDS = [int(s) for s in os.environ.get("VIGIL_FAULT_SEEDS", "1").split(",")]
+SECRET = "whsec_Y3Jhc2gtcmVzdGFydC1zZWNyZXQtYnl0ZXM="
+
+
+def read_log(srv: Server) -> list[dict[str, Any]]:
+    """Every complete line; a torn last line only in a dead writer's open segment."""
+    records = []
+    for path in segment_files(srv.data_dir):
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        records += [orjson.loads(line) for line in data[:end].splitlines()]
+        if end < len(data):
+            assert path.suffix == ".open" and not pid_alive(int(path.name.split("-")[1]))
+    return records
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
+        tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
+    rng = random.Random(seed)
+    data_dir = tmp_path_factory.mktemp(f"vigil-crash-{seed}")
+    with receiver([(503, {})]) as rx:
+        env = {"VIGIL_CRASH_WH_SECRET": SECRET,
+               "VIGIL_WEBHOOKS__TARGETS": json.dumps([{
+                   "name": "retrain", "type": "generic", "url": rx.url + "/hook",
+                   "secret_env": "VIGIL_CRASH_WH_SECRET"}]),
+               "VIGIL_WEBHOOKS__DISPATCH_SECONDS": "0.25",
+               "VIGIL_WEBHOOKS__SCHEDULE_SECONDS": "[0, 0.5, 1, 1, 1, 1, 1, 1, 1, 1]",
+               "VIGIL_WEBHOOKS__JITTER": "0"}
+        proc, srv = start_server(data_dir, env)
+        try:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                r = c.post("/admin/rollouts/breast_cancer", headers=srv.headers("operator"),
+                           json={"candidate": "v2", "steps": [0.25, 1.0],
+                                 "min_seconds": 3600, "max_wait_seconds": 7200})
+                assert r.status_code == 201, r.text
+                r = c.post("/admin/webhooks/retrain/test", headers=srv.headers("operator"))
+                assert r.status_code == 202, r.text
+                event_id = r.json()["event_id"]
+                assert wait_for(lambda: len(rx.received), lambda n: n >= 1, timeout=30)
+                load = Load(srv.url, threads=4)
+                time.sleep(rng.uniform(1.0, 3.0))
+                rollout = c.get("/admin/rollouts/breast_cancer",
+                                headers=srv.headers("viewer")).json()
+                killed_at = time.monotonic()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                load.stop()
+        except BaseException:
+            stop_server(proc)
+            raise
+        assert len(load.acked) > 100
+
+        rx.script = [(200, {})]  # the target recovers while the server is down
+        proc, srv = start_server(data_dir, env)
+        try:
+            records = read_log(srv)
+            ids = [r["data"]["request_id"] for r in records]
+            assert len(ids) == len(set(ids)), "a record was written twice"
+            before = {rid for t, rid in load.acked if t < killed_at - LOSS_WINDOW_SECONDS}
+            missing = before - set(ids)
+            assert not missing, f"{len(missing)} acknowledged records lost"
+
+            diabetes = Counter((r["data"]["version"], r["data"]["variant"]) for r in records
+                               if r["data"]["model"] == "diabetes")
+
+            def counted() -> dict[tuple[str, str], int]:
+                r = httpx.get(f"{srv.url}/admin/models/diabetes/stats",
+                              headers=srv.headers("viewer"), timeout=10)
+                return {(v, var): x["requests"] for v, d in r.json()["versions"].items()
+                        for var, x in d.items()}
+
+            assert wait_for(counted, lambda got: got == diabetes, timeout=60) == diabetes
+
+            def delivered() -> list[Any]:
+                return [x for x in rx.received if x.headers.get("webhook-id") == event_id]
+
+            got = wait_for(delivered, lambda xs: len(xs) >= 2, timeout=60)
+            assert len(got) >= 2 and {x.headers["webhook-id"] for x in rx.received} == {
+                event_id}
+            items = httpx.get(f"{srv.url}/admin/webhooks/deliveries",
+                              headers=srv.headers("viewer"), timeout=10).json()["items"]
+            assert [d["status"] for d in items if d["event_id"] == event_id] == ["delivered"]
+
+            after = httpx.get(f"{srv.url}/admin/rollouts/breast_cancer",
+                              headers=srv.headers("viewer"), timeout=10).json()
+            assert after["spec"] == rollout["spec"]
+            assert (after["state"]["status"], after["state"]["step"]) == (
+                rollout["state"]["status"], rollout["state"]["step"]) == ("running", 0)
+        finally:
+            stop_server(proc)
