@@ -50,6 +50,13 @@ class GatewayMetrics:
             ["status"], **kw)
         for status in ERROR_STATUSES:
             self.request_errors.labels(status)
+        self.store_errors = Counter(
+            "vigil_store_errors_total", "Store operations that failed in a Gateway worker "
+            "(locked past store.busy_timeout_seconds or unreachable): api = an admin or "
+            "protocol call answered 503, deployment_refresh = a poll that kept the last "
+            "deployment.", ["operation"], **kw)
+        for operation in ("api", "deployment_refresh"):
+            self.store_errors.labels(operation)
         self.shadow_breaker_open = Gauge(
             "vigil_shadow_breaker_open", "1 while a shadow's circuit breaker is open or "
             "half-open in some worker.", ["model", "version"], multiprocess_mode="livemax", **kw)

@@ -27,7 +27,7 @@ def bootstrap(settings: Settings) -> None:
     # with its name, instead of failing every delivery later
     targets_from_config(settings.webhooks.targets, settings.webhooks.allow_link_local)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.store_url)
+    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     migrate(engine)
     store = DeploymentStore(engine)
     if not settings.server.demo or store.revisions():

@@ -117,7 +117,7 @@ def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -
 def build_context(settings: Settings, metrics: GatewayMetrics | None = None,
                   worker: str | None = None) -> WorkerContext:
     """``worker`` names this process's log stream; None keeps events in memory only."""
-    engine = make_engine(settings.store_url)
+    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     registry = Registry()
     deployments = DeploymentStore(engine)
     live = LiveDeployments(deployments, registry)

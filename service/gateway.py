@@ -176,7 +176,9 @@ class Gateway:
                     self.ctx.publish_gauges()
                 self.ctx.publish_runtime()
             except Exception:
-                log.exception("deployment refresh failed")
+                log.exception("deployment refresh failed; serving the last deployment")
+                if self.ctx.metrics is not None:
+                    self.ctx.metrics.store_errors.labels("deployment_refresh").inc()
             await asyncio.sleep(interval)
 
     @bentoml.on_shutdown

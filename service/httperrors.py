@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Match
@@ -19,7 +21,7 @@ from models.errors import (
     UnknownModel,
     VersionConflict,
 )
-from service.errors import Conflict, InvalidInput, NotFound, VigilError
+from service.errors import Conflict, InvalidInput, NotFound, Unavailable, VigilError
 from store import DeploymentInvalid
 
 
@@ -61,6 +63,9 @@ def render(exc: VigilError) -> ORJSONResponse:
     return ORJSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
 
+log = logging.getLogger("vigil.http")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(VigilError)
     async def _vigil(_: Request, exc: VigilError) -> ORJSONResponse:
@@ -73,6 +78,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DeploymentInvalid)
     async def _deployment(_: Request, exc: DeploymentInvalid) -> ORJSONResponse:
         return render(InvalidInput(exc.field, exc.reason))
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _store(request: Request, exc: Exception) -> ORJSONResponse:
+        """A store that is locked past ``store.busy_timeout_seconds`` or unreachable: the
+        caller may retry; predictions never wait on the store, so they keep being answered."""
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        ctx = getattr(request.app.state, "ctx", None)
+        if ctx is not None and ctx.metrics is not None:
+            ctx.metrics.store_errors.labels("api").inc()
+        return render(Unavailable("the store is unavailable (locked or unreachable); retry "
+                                  "shortly"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:

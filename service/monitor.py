@@ -35,7 +35,7 @@ SETTINGS = load_settings()
 
 def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> MonitorLoop:
     registry = Registry()
-    engine = make_engine(settings.store_url)
+    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
 
     def class_labels_of(model: str, version: str) -> list[str] | None:
         card = registry.get(model, version).card
@@ -86,7 +86,7 @@ def build_controller(settings: Settings, metrics: MonitorMetrics | None = None) 
             metrics.rollout_step.labels(model).set(
                 state.step + 1 if state.status == "running" else 0)
 
-    engine = make_engine(settings.store_url)
+    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     if metrics is not None:  # every model's series exist from the start, at 0
         for d in DeploymentStore(engine).all():
             metrics.rollout_step.labels(d.model).set(0)
@@ -112,10 +112,10 @@ def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) 
         for t in targets:  # every series exists from the start, at 0
             for outcome in ("delivered", "retry", "dead", "disabled"):
                 metrics.webhook_deliveries.labels(t.name, outcome)
-    return Dispatcher(make_engine(settings.store_url), targets,
-                      schedule=tuple(w.schedule_seconds), timeout=w.timeout_seconds,
-                      jitter=w.jitter, allow_link_local=w.allow_link_local,
-                      on_outcome=on_outcome)
+    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
+    return Dispatcher(engine, targets, schedule=tuple(w.schedule_seconds),
+                      timeout=w.timeout_seconds, jitter=w.jitter,
+                      allow_link_local=w.allow_link_local, on_outcome=on_outcome)
 
 
 @bentoml.service(

@@ -55,6 +55,9 @@ class LimitsSettings(Section):
 class StoreSettings(Section):
     url: str | None = None  # default: sqlite:///{data_dir}/vigil.db
     deployment_poll_seconds: float = Field(0.5, gt=0)
+    # how long a statement waits for a locked SQLite store (or a pooled connection) before
+    # the admin API answers 503 with Retry-After and the Monitor retries its tick
+    busy_timeout_seconds: float = Field(30.0, gt=0)
 
 
 class LogSettings(Section):

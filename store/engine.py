@@ -11,24 +11,27 @@ from alembic.config import Config
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite gets WAL mode and a busy timeout so workers can share it."""
+def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL mode and a busy timeout so workers can share it
+    (a statement waits up to ``busy_timeout`` seconds for a lock, then fails)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout,
+                                                "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            pool_timeout=busy_timeout)
 
 
 def migrate(engine: sa.Engine) -> None:
