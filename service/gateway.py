@@ -255,4 +255,6 @@ def _refused(status: int) -> None:
 Gateway.add_asgi_middleware(AdmissionMiddleware,
                             max_concurrency=SETTINGS.limits.max_concurrency,
                             max_header_bytes=SETTINGS.limits.max_header_bytes,
+                            max_body_bytes=SETTINGS.limits.max_body_bytes,
+                            max_inflight_body_bytes=SETTINGS.limits.max_inflight_body_bytes,
                             on_refuse=_refused)

@@ -6,6 +6,13 @@
   answered, never hung. (BentoML's own ``max_concurrency`` answers 429 without
   ``Retry-After``, from outside any middleware we could add — so it stays unset.) Health,
   metrics and admin routes are not limited, so probes and operators get through an overload.
+* Request bodies in flight in this worker are held under ``limits.max_inflight_body_bytes``
+  (by Content-Length; a body without one is charged ``limits.max_body_bytes``): past it,
+  **503 with ``Retry-After``**, so a flood of large requests cannot grow memory without
+  bound. A declared length over ``limits.max_body_bytes`` answers **413** before the body is
+  read.
+* A path no route serves answers **404 in Vigil's JSON envelope**: BentoML's router answers
+  ``Not Found`` as text/plain, which no client can parse as the documented error.
 """
 
 from __future__ import annotations
@@ -58,14 +65,28 @@ def _json_not_found(scope: Scope, send: Callable[[Any], Awaitable[None]]
     return wrapped
 
 
+def _declared_length(scope: Scope) -> int | None:
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
 class AdmissionMiddleware:
     def __init__(self, app: ASGI, max_concurrency: int = 256, max_header_bytes: int = 16384,
+                 max_body_bytes: int = 4 * 2**20, max_inflight_body_bytes: int = 64 * 2**20,
                  on_refuse: Callable[[int], None] | None = None) -> None:
         self.app = app
         self.max_concurrency = max_concurrency
         self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+        self.max_inflight_body_bytes = max_inflight_body_bytes
         self.on_refuse = on_refuse
         self.in_flight = 0
+        self.inflight_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
@@ -89,11 +110,29 @@ class AdmissionMiddleware:
                                                "flight in this worker; retry shortly",
                                       "reason": "overloaded"}, [(b"retry-after", b"1")])
             return
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            self._refused(413)  # refused before a byte of the body is read
+            await _answer(send, 413, {"error": f"invalid body: {declared} bytes; the limit is "
+                                               f"{self.max_body_bytes}", "field": "body",
+                                      "reason": "too large"})
+            return
+        # a body of unknown length may grow to the limit: it is charged the limit
+        charge = declared if declared is not None else self.max_body_bytes
+        if self.in_flight and self.inflight_bytes + charge > self.max_inflight_body_bytes:
+            self._refused(503)
+            await _answer(send, 503, {"error": f"overloaded: {self.inflight_bytes} bytes of "
+                                               "request bodies in flight in this worker; "
+                                               "retry shortly", "reason": "overloaded"},
+                          [(b"retry-after", b"1")])
+            return
         self.in_flight += 1
+        self.inflight_bytes += charge
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self.inflight_bytes -= charge
 
     def _refused(self, status: int) -> None:
         if self.on_refuse is not None:

@@ -49,6 +49,9 @@ class LimitsSettings(Section):
     max_concurrency: int = Field(256, ge=1)  # inference requests in flight per worker → 503
     max_header_bytes: int = Field(16384, ge=1024)  # → 431
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # request bodies in flight per worker (by Content-Length) before inference answers 503;
+    # parsing a JSON body takes several times its size, so this bounds a flood's memory
+    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
 

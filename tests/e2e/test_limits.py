@@ -8,9 +8,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 
 from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.test_log_faults import workers
 
 pytestmark = pytest.mark.e2e
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]
@@ -72,3 +74,72 @@ def test_headers_bodies_and_rows_over_their_limits(server: Server) -> None:
         r = c.post("/v2/models/diabetes/infer", json={"inputs": [
             {"name": "X", "shape": [501, 10], "datatype": "FP32", "data": [ROW] * 501}]})
         assert r.status_code == 422 and "limit" in r.json()["error"]
+
+
+def _gateway_rss(server_pid: int) -> dict[int, int]:
+    out = {}
+    for p in workers(server_pid, "vigil"):
+        try:
+            out[p.pid] = p.memory_info().rss
+        except psutil.Error:
+            pass
+    return out
+
+
+def flood_of_large_bodies(url: str, server_pid: int) -> tuple[Counter[int], int, list[str]]:
+    """32 connections each posting ~3.5 MiB bodies (under the 4 MiB limit) for a few rounds,
+    while the workers' resident memory is sampled; returns the statuses, the largest growth
+    of one worker's RSS over its value before the flood, and the Retry-After headers."""
+    digits = "0." + "3" * 330  # a long number: ~3.5 MiB for 1,000 rows of 10 features
+    body = ('{"model": "diabetes", "instances": [' + ",".join(
+        ["[" + ",".join([digits] * 10) + "]"] * 1000) + "]}").encode()
+    assert 3 * 2**20 < len(body) < 4 * 2**20
+    before = _gateway_rss(server_pid)
+    peak = dict(before)
+    statuses: Counter[int] = Counter()
+    retry_after: list[str] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            for pid, rss in _gateway_rss(server_pid).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+
+    def post() -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            for _ in range(2):
+                r = c.post("/predict", content=body, headers={"Content-Type": "application/json"})
+                with lock:
+                    statuses[r.status_code] += 1
+                    if r.status_code == 503:
+                        retry_after.append(r.headers.get("retry-after", ""))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    threads = [threading.Thread(target=post) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    sampler.join()
+    growth = max(peak[pid] - rss for pid, rss in before.items())
+    return statuses, growth, retry_after
+
+
+def test_a_flood_of_large_bodies_is_refused_with_503_and_memory_stays_bounded(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    proc, srv = start_server(tmp_path_factory.mktemp("vigil-flood"), {
+        "VIGIL_LIMITS__MAX_INFLIGHT_BODY_BYTES": str(8 * 2**20)})
+    try:
+        statuses, growth, retry_after = flood_of_large_bodies(srv.url, proc.pid)
+    finally:
+        stop_server(proc)
+    print(f"statuses {dict(statuses)}, largest worker RSS growth {growth / 2**20:.0f} MiB")
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[503] > 0 and statuses[200] > 0, statuses
+    assert set(retry_after) == {"1"}
+    # at most two 3.5 MiB bodies in flight per worker (measured: +21 MiB at the peak; with
+    # the budget lifted every request is admitted and a worker grew 59 MiB)
+    assert growth < 64 * 2**20, f"{growth / 2**20:.0f} MiB"
