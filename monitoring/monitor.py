@@ -348,17 +348,26 @@ class Monitor:
             self.triggers.evaluate(self, now)
         if now - self._last_housekeeping >= 60.0:
             self.housekeeping(now)
+        elif total.lines:
+            self.retention(now)
         return total
 
     def housekeeping(self, now: float) -> None:
-        """Retention: the prediction index by age, consumed log segments by age and size."""
+        """The prediction index by age (every minute), then the log's retention."""
         self._last_housekeeping = now
         with self.engine.begin() as conn:
             conn.execute(prediction_index.delete().where(
                 prediction_index.c.ts < now - self.index_retention_seconds))
+        self.retention(now)
+
+    def retention(self, now: float) -> None:
+        """Consumed log segments: by age, and oldest first once the directory is over half of
+        ``log_max_bytes`` (writers drop only at the whole of it). Runs after every tick that
+        read something, so a fast log (1,000-row batches write ~50 MB/s) never reaches the
+        writers' cap while the Monitor keeps up."""
         deleted = self.log.delete_consumed(self.checkpoint,
                                            older_than=now - self.log_retention_seconds,
-                                           max_total_bytes=self.log_max_bytes)
+                                           max_total_bytes=self.log_max_bytes // 2)
         if deleted:
             log.info("retention deleted %d consumed log segments", len(deleted))
         # A stream with no segment left needs no checkpoint: should its writer still write,

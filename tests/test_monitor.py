@@ -121,6 +121,27 @@ def test_invalid_lines_are_counted_not_fatal(engine: sa.Engine, tmp_path: Path) 
     assert m.counters["_"]["invalid_lines"] == 2
 
 
+def test_a_fast_log_is_trimmed_to_half_its_cap_after_every_tick(engine: sa.Engine,
+                                                                  tmp_path: Path) -> None:
+    """Retention by size runs after each tick that read records, not once a minute: the
+    writers' cap (where they drop) is never reached while the Monitor keeps up."""
+    tmp_path = tmp_path / "log"
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=4096)
+    sink = LogSink(writer)
+    for i in range(200):
+        emit(sink, i)
+    writer.close()
+    total = sum(p.stat().st_size for p in tmp_path.iterdir())
+    cap = total  # the directory is at the writers' cap
+    m = monitor(engine, tmp_path, log_max_bytes=cap)
+    m._last_housekeeping = time.time()  # not the minute's housekeeping: the tick's own
+    result = m.tick()
+    assert result.predictions == 200
+    left = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert 0 < left <= cap // 2, (left, cap)
+    assert variant_counts(engine) == {("v1", "champion"): 200}  # nothing deleted unread
+
+
 def test_housekeeping_expires_the_index_and_consumed_segments(engine: sa.Engine,
                                                               tmp_path: Path) -> None:
     tmp_path = tmp_path / "log"  # the store's files sit in tmp_path itself
