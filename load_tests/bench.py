@@ -37,7 +37,7 @@ ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/referen
        .read_text().splitlines()[1].split(",")]
 
 
-KINDS = {"vigil": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUNING": "false"},
+KINDS = {"vigil": {}, "vigil-noshadow": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUNING": "false"},
          "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
          "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
 TOKEN = "bench-admin-token"
@@ -63,7 +63,18 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
         env.update(BARE_WORKERS=str(workers),
                    BARE_ONNX=str(ROOT / "models/demo/artifacts/breast_cancer/v1/model.onnx"))
         target = "load_tests.bare_service:Bare"
-    return serve(target, env, home / f"{kind}.log")
+    proc, url = serve(target, env, home / f"{kind}.log")
+    if kind == "vigil-noshadow":  # the demo deployment without its shadow
+        import httpx
+
+        h = {"Authorization": f"Bearer {TOKEN}"}
+        rev = httpx.get(f"{url}/admin/deployments/breast_cancer", headers=h).json()["revision"]
+        httpx.patch(f"{url}/admin/deployments/breast_cancer", json={"shadows": []},
+                    headers={**h, "If-Match": str(rev),
+                             "Content-Type": "application/merge-patch+json"}
+                    ).raise_for_status()
+        time.sleep(2)  # every worker polls the new revision
+    return proc, url
 
 
 def hey(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:
@@ -101,10 +112,12 @@ def monitor_health(url: str) -> tuple[float | None, float]:
 
 
 def suite(rounds: int, seconds: float, out: Path) -> None:
-    """The full matrix of the performance issue, A/B alternating per round, one table."""
+    """The full matrix of the performance issue, A/B alternating per round: Vigil against
+    bare BentoML, then the cost of the shadow and of logging + Monitor + drift."""
     bare_batch = {"instances": BATCH}
     vigil_batch = {"model": "breast_cancer", "instances": BATCH}
     rows: list[str] = []
+    parts: list[str] = []
     health: list[str] = []
     for workers in (1, 2):
         cells = [("/predict", 16, "bare", "/predict", ROUTES["bare"][2], "vigil", "/predict",
@@ -118,9 +131,14 @@ def suite(rounds: int, seconds: float, out: Path) -> None:
                       ("/predict", 64, "bare", "/predict", ROUTES["bare"][2], "vigil",
                        "/predict", ROUTES["vigil"][2]),
                       ("/predict, 1,000-row batch", 4, "bare", "/predict", bare_batch, "vigil",
-                       "/predict", vigil_batch)]
+                       "/predict", vigil_batch),
+                      ("a shadow on every request", 16, "vigil-noshadow", "/predict",
+                       ROUTES["vigil"][2], "vigil", "/predict", ROUTES["vigil"][2]),
+                      ("prediction log + Monitor + drift", 16, "vigil-nolog", "/predict",
+                       ROUTES["vigil"][2], "vigil", "/predict", ROUTES["vigil"][2])]
+        kinds = sorted({c[2] for c in cells} | {c[5] for c in cells})
         with tempfile.TemporaryDirectory() as tmp:
-            servers = {k: start(k, workers, Path(tmp) / k) for k in ("bare", "vigil")}
+            servers = {k: start(k, workers, Path(tmp) / k) for k in kinds}
             try:
                 for _, conns, a, pa, ba, b, pb, bb in cells:  # warm up
                     hey(servers[a][1] + pa, ba, 2, conns)
@@ -135,6 +153,14 @@ def suite(rounds: int, seconds: float, out: Path) -> None:
                     x, y = med[a], med[b]
                     per = 1000 if "batch" in name else 1
                     unit = "rows/s" if per > 1 else "req/s"
+                    if a != "bare":  # the cost of one part: Vigil without it against with it
+                        parts.append(
+                            f"| {workers} | {name} | {conns} | {x['rps']:,.0f} req/s | "
+                            f"{x['p50']:.2f} / {x['p99']:.1f} | {y['rps']:,.0f} req/s | "
+                            f"{y['p50']:.2f} / {y['p99']:.1f} | **{y['rps'] / x['rps']:.2f}** "
+                            f"| **{y['p50'] / x['p50']:.2f}** |")
+                        print(parts[-1], flush=True)
+                        continue
                     rows.append(
                         f"| {workers} | {name} | {conns} | {x['rps'] * per:,.0f} {unit} | "
                         f"{x['p50']:.1f} / {x['p99']:.1f} / {x['p99.9']:.1f} | "
@@ -161,7 +187,10 @@ def suite(rounds: int, seconds: float, out: Path) -> None:
         "| workers | route | connections | bare | bare latency | Vigil | Vigil latency "
         "| throughput ratio | p99 ratio | non-200 (bare / Vigil) |",
         "|---|---|---|---|---|---|---|---|---|---|", *rows, "", *[f"- {h}" for h in health],
-        ""])
+        "", "The cost of each part: the same Vigil deployment without it (off) and with it (on), "
+        "A/B alternating. Latencies in ms: p50 / p99.", "",
+        "| workers | part | connections | off | off latency | on | on latency | req/s ratio "
+        "| p50 ratio |", "|---|---|---|---|---|---|---|---|---|", *parts, ""])
     out.write_text(text)
     print(text)
 

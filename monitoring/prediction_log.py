@@ -61,6 +61,8 @@ def named_inputs(features: Sequence[Feature], matrix: np.ndarray) -> list[dict[s
     names = [f.name for f in features]
     rows = matrix.tolist()
     special = [(i, f) for i, f in enumerate(features) if f.dtype in ("category", "bool")]
+    if not special and not np.isnan(matrix).any():  # the common case: numbers only
+        return [dict(zip(names, row, strict=True)) for row in rows]
     out = []
     for row in rows:
         for i, value in enumerate(row):
