@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -50,3 +51,18 @@ def delay_sigterm(seconds: float, on_term: Callable[[], None]) -> None:
         loop.call_soon_threadsafe(loop.call_later, seconds, forward, sig, None)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+async def exit_with_parent(interval: float = 1.0) -> None:
+    """Stop this worker when the server process (circus's arbiter) is gone.
+
+    circus starts every worker in a session of its own, so a SIGKILL of the arbiter alone
+    (the OOM killer's usual pick: it is the largest) would leave the workers serving the old
+    socket and the Monitor ticking beside the next server's. Checked every ``interval``: on a
+    new parent, SIGINT to ourselves — uvicorn's immediate, graceful stop (requests in flight
+    finish, shutdown hooks flush the log and run the Monitor's last tick)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(interval)
+    log.error("the server process %d is gone; this worker stops", parent)
+    signal.raise_signal(signal.SIGINT)

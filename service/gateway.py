@@ -25,7 +25,7 @@ from monitoring.metrics import GatewayMetrics, exposition
 from service import admin, openapi, protocol
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
-from service.drain import delay_sigterm
+from service.drain import delay_sigterm, exit_with_parent
 from service.errors import InvalidInput, VigilError
 from service.feedback import accept_feedback
 from service.httperrors import install
@@ -163,6 +163,7 @@ class Gateway:
             self.ctx.metrics.build_info.labels(*build_versions()).set(1)
         self._poll = asyncio.get_running_loop().create_task(self._watch())
         delay_sigterm(SETTINGS.server.drain_seconds, self._drain)
+        self._orphan = asyncio.get_running_loop().create_task(exit_with_parent())
 
     def _drain(self) -> None:
         self.ctx.draining = True

@@ -25,7 +25,7 @@ from monitoring.monitor import StepResult
 from monitoring.rollouts import Controller
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
-from service.drain import delay_sigterm
+from service.drain import delay_sigterm, exit_with_parent
 from service.settings import Settings, load_settings
 from store import DeploymentStore, make_engine
 
@@ -139,6 +139,7 @@ class Monitor:
         # outlive the Gateway workers' drain, so the last tick reads their last records
         if SETTINGS.server.drain_seconds > 0:
             delay_sigterm(SETTINGS.server.drain_seconds + 1.0, lambda: None)
+        self._orphan = asyncio.get_running_loop().create_task(exit_with_parent())
 
     async def _deliver(self) -> None:
         """The webhook dispatcher: its own loop, so a slow target never delays a tick."""

@@ -18,11 +18,13 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 
+from load_tests.servers import descendants
 from monitoring.event_log import pid_alive
 from tests.e2e.conftest import Server, start_server, stop_server
-from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, Load, segment_files
+from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, ROW, Load, segment_files
 from tests.e2e.test_monitoring import wait_for
 from tests.receivers import receiver
 
@@ -71,9 +73,13 @@ def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
                 time.sleep(rng.uniform(1.0, 3.0))
                 rollout = c.get("/admin/rollouts/breast_cancer",
                                 headers=srv.headers("viewer")).json()
+                everything = [psutil.Process(proc.pid), *descendants(proc.pid)]
+                assert len(everything) == 4  # arbiter, 2 Gateway workers, the Monitor
                 killed_at = time.monotonic()
-                os.killpg(proc.pid, signal.SIGKILL)
+                for p in everything:  # the whole server at once, as a container kill does
+                    p.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
+                psutil.wait_procs(everything, timeout=30)
                 load.stop()
         except BaseException:
             stop_server(proc)
@@ -118,3 +124,25 @@ def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
                 rollout["state"]["status"], rollout["state"]["step"]) == ("running", 0)
         finally:
             stop_server(proc)
+
+
+def test_workers_and_the_monitor_stop_by_themselves_when_the_server_process_is_killed(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL of the arbiter alone (the OOM killer's pick): circus gives each worker its own
+    session, so nothing else gets the signal — each notices its parent is gone and stops
+    gracefully, closing its log segment, instead of serving on as an orphan."""
+    proc, srv = start_server(tmp_path_factory.mktemp("vigil-orphans"))
+    children = descendants(proc.pid)
+    try:
+        assert len(children) == 3
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            for _ in range(20):
+                assert c.post("/predict", json={"model": "diabetes", **ROW}).status_code == 200
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        stop_server(proc)
+    files = segment_files(srv.data_dir)
+    assert files and all(p.suffix == ".jsonl" for p in files), [p.name for p in files]
