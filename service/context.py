@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from models.registry import Registry
 from monitoring.events import EventSink, InMemoryStatsSink
 from monitoring.metrics import GatewayMetrics
-from monitoring.prediction_log import LogSink, SegmentWriter, render
+from monitoring.prediction_log import LogSink, Renderer, SegmentWriter
 from service.auth import Authenticator
 from service.inference import Predictor
 from service.live import LiveDeployments
@@ -107,7 +107,7 @@ def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -
             metrics.log_records.inc(n)
 
     writer = SegmentWriter(
-        settings.log_dir, f"{worker}-{os.getpid()}-{time.time_ns()}", render,
+        settings.log_dir, f"{worker}-{os.getpid()}-{time.time_ns()}", Renderer(),
         queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
         segment_max_bytes=lg.segment_max_bytes, segment_max_seconds=lg.segment_max_seconds,
         max_total_bytes=lg.retention_max_bytes, on_drop=on_drop, on_write=on_write)

@@ -221,3 +221,34 @@ def test_retention_deletes_only_consumed_segments(tmp_path: Path) -> None:
     rest = log.read(batch.checkpoint, 1000)  # the unread part is still all there
     assert len(batch.lines) + len(rest.lines) == 60
     assert log.read(rest.checkpoint, 1000).lines == []
+
+
+def test_the_renderer_reuses_a_request_s_inputs_for_its_shadow_and_writes_the_same_bytes(
+) -> None:
+    from monitoring.events import PredictionEvent
+    from monitoring.prediction_log import Renderer, render
+
+    features = (Feature(name="a", dtype="float", nullable=True),
+                Feature(name="b", dtype="float"))
+    shadow_features = tuple(Feature(name=f.name, dtype=f.dtype, nullable=f.nullable)
+                            for f in features)  # another card's, equal
+    matrix = np.array([[1.0, 2.5], [np.nan, 4.0]])
+
+    def event(variant: str, feats: tuple[Feature, ...], inputs: np.ndarray) -> PredictionEvent:
+        return PredictionEvent(request_id="r1", model="m", version="v1", variant=variant,
+                               time=1_700_000_000.0, rows=2, latency_seconds=0.01,
+                               status="ok", inputs=inputs, features=feats,
+                               outputs=[{"value": 1.0}, {"value": 2.0}])
+
+    r = Renderer(entries=2)
+    champion, shadow = event("champion", features, matrix), event("shadow", shadow_features,
+                                                                 matrix)
+    for e in (champion, shadow):
+        got, want = orjson.loads(r(("p", e, 1.0))), orjson.loads(render(("p", e, 1.0)))
+        assert {**got, "id": 0}["data"] == {**want, "id": 0}["data"]
+        assert got["data"]["inputs"] == [{"a": 1.0, "b": 2.5}, {"a": None, "b": 4.0}]
+    assert r.hits == 1
+    # another matrix with equal values is rendered afresh; the cache stays bounded
+    for _ in range(5):
+        r(("p", event("champion", features, matrix.copy()), 1.0))
+    assert r.hits == 1 and len(r._cache) == 2
