@@ -53,6 +53,14 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tup
 stop_server = stop
 
 
+def monitor_counts(srv: Server, model: str) -> dict[tuple[str, str], int]:
+    """What the Monitor has counted for ``model``: requests per (version, variant)."""
+    r = httpx.get(f"{srv.url}/admin/models/{model}/stats", headers=srv.headers("viewer"),
+                  timeout=10)
+    return {(v, var): x["requests"] for v, d in r.json()["versions"].items()
+            for var, x in d.items()}
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     proc, srv = start_server(tmp_path_factory.mktemp("vigil-e2e"))

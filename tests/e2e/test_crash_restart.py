@@ -23,7 +23,7 @@ import pytest
 
 from load_tests.servers import descendants
 from monitoring.event_log import pid_alive
-from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.conftest import Server, monitor_counts, start_server, stop_server
 from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, ROW, Load, segment_files
 from tests.e2e.test_monitoring import wait_for
 from tests.receivers import receiver
@@ -99,13 +99,8 @@ def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
             diabetes = Counter((r["data"]["version"], r["data"]["variant"]) for r in records
                                if r["data"]["model"] == "diabetes")
 
-            def counted() -> dict[tuple[str, str], int]:
-                r = httpx.get(f"{srv.url}/admin/models/diabetes/stats",
-                              headers=srv.headers("viewer"), timeout=10)
-                return {(v, var): x["requests"] for v, d in r.json()["versions"].items()
-                        for var, x in d.items()}
-
-            assert wait_for(counted, lambda got: got == diabetes, timeout=60) == diabetes
+            assert wait_for(lambda: monitor_counts(srv, "diabetes"),
+                            lambda got: got == diabetes, timeout=60) == diabetes
 
             def delivered() -> list[Any]:
                 return [x for x in rx.received if x.headers.get("webhook-id") == event_id]

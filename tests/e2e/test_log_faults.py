@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from monitoring.event_log import SEGMENT_RE, pid_alive
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import monitor_counts, start_server, stop_server
 from tests.e2e.test_monitoring import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -132,13 +132,8 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
         # after catch-up, the Monitor's counts equal the records in the log exactly
         expected = Counter((r["data"]["version"], r["data"]["variant"]) for r in logged)
 
-        def counted() -> dict[tuple[str, str], int]:
-            r = httpx.get(f"{srv.url}/admin/models/diabetes/stats",
-                          headers=srv.headers("viewer"), timeout=10)
-            return {(v, var): x["requests"] for v, d in r.json()["versions"].items()
-                    for var, x in d.items()}
-
-        assert wait_for(counted, lambda c: c == expected, timeout=60) == expected
+        assert wait_for(lambda: monitor_counts(srv, "diabetes"),
+                        lambda c: c == expected, timeout=60) == expected
         status = httpx.get(f"{srv.url}/admin/models/diabetes/stats",
                            headers=srv.headers("viewer"), timeout=10).json()["monitor"]
         assert status["lag_events"] == 0

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import monitor_counts, start_server, stop_server
 from tests.e2e.test_log_faults import ROW, segment_files
 from tests.e2e.test_monitoring import wait_for
 
@@ -60,11 +60,7 @@ def test_a_locked_store_costs_predictions_nothing_and_admin_writes_get_503(
             expected = Counter((x["data"]["version"], x["data"]["variant"]) for x in records)
             assert sum(expected.values()) == 120
 
-            def counted() -> dict[tuple[str, str], int]:
-                body = c.get("/admin/models/diabetes/stats", headers=srv.headers("viewer")).json()
-                return {(v, var): x["requests"] for v, d in body["versions"].items()
-                        for var, x in d.items()}
-
-            assert wait_for(counted, lambda got: got == expected, timeout=60) == expected
+            assert wait_for(lambda: monitor_counts(srv, "diabetes"),
+                            lambda got: got == expected, timeout=60) == expected
     finally:
         stop_server(proc)
