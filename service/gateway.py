@@ -132,6 +132,8 @@ async def metrics() -> Response:
     logging={"access": {"enabled": False}},
     metrics={"enabled": False},
     runner_probe={"enabled": False},
+    # every URL excluded: the OpenTelemetry middleware passes requests straight through
+    **({} if SETTINGS.server.tracing else {"tracing": {"excluded_urls": [".*"]}}),
     service_class=openapi.VigilService,
 )
 class Gateway:

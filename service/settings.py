@@ -38,6 +38,10 @@ class ServerSettings(Section):
     # freeze start-up objects out of the garbage collector and collect less often: fewer
     # long pauses in the slowest requests (measured in load_tests/bench.py)
     gc_tuning: bool = True
+    # BentoML's OpenTelemetry middleware opens a span per request even with no exporter: a
+    # quarter of a /v2 worker's CPU (py-spy). Off unless an operator wants the spans (and
+    # configures BentoML's tracing exporter); Prometheus metrics are unaffected.
+    tracing: bool = False
     # on SIGTERM, answer readiness 503 but keep serving this long before stopping (service.drain)
     drain_seconds: float = Field(3.0, ge=0, le=300)
     base_url: str = "http://127.0.0.1:3000"
