@@ -6,7 +6,6 @@ a record and the mutation succeeds on retry."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections import Counter
 
 import httpx
@@ -39,11 +38,10 @@ def test_a_locked_store_costs_predictions_nothing_and_admin_writes_get_503(
                 statuses = Counter(c.post("/predict", json={"model": "diabetes", **ROW})
                                    .status_code for _ in range(100))
                 assert statuses == {200: 100}
-                started = time.monotonic()
+                # answered (the client's 30 s timeout would raise on a hang), not a 500
                 r = c.post("/admin/models/diabetes/retrain", headers=srv.headers("operator"))
                 assert r.status_code == 503, r.text
                 assert r.headers["retry-after"] == "1" and "store" in r.json()["error"]
-                assert time.monotonic() - started < 20  # answered, not hung
                 text = wait_for(lambda: c.get("/metrics").text,
                                 lambda t: metric(t, "vigil_monitor_tick_failures_total") >= 1,
                                 timeout=30)
