@@ -21,11 +21,15 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger("vigil.drain")
+# the server process that started this one, read at import (early in the worker's life): read
+# later, it could already be init's pid if the server died while the worker started up
+PARENT = os.getppid()
 
 
 def delay_sigterm(seconds: float, on_term: Callable[[], None]) -> None:
@@ -53,16 +57,20 @@ def delay_sigterm(seconds: float, on_term: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-async def exit_with_parent(interval: float = 1.0) -> None:
+async def exit_with_parent(interval: float = 1.0, grace: float = 15.0) -> None:
     """Stop this worker when the server process (circus's arbiter) is gone.
 
     circus starts every worker in a session of its own, so a SIGKILL of the arbiter alone
     (the OOM killer's usual pick: it is the largest) would leave the workers serving the old
     socket and the Monitor ticking beside the next server's. Checked every ``interval``: on a
     new parent, SIGINT to ourselves — uvicorn's immediate, graceful stop (requests in flight
-    finish, shutdown hooks flush the log and run the Monitor's last tick)."""
-    parent = os.getppid()
+    finish, shutdown hooks flush the log and run the Monitor's last tick). An orphan that has
+    not stopped ``grace`` seconds later exits at once: nothing may outlive its server."""
+    parent = PARENT
     while os.getppid() == parent:
         await asyncio.sleep(interval)
     log.error("the server process %d is gone; this worker stops", parent)
+    hard = threading.Timer(grace, os._exit, args=(1,))
+    hard.daemon = True
+    hard.start()
     signal.raise_signal(signal.SIGINT)
