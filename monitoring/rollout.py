@@ -5,7 +5,10 @@ Each step of a rollout puts the canary at a weight, waits at least ``min_seconds
 
 * ``error_rate`` — canary not worse than the champion by more than ``error_margin``: fails only
   when a one-sided two-proportion z-test says so at ``alpha`` (Agresti–Caffo smoothing);
-* ``latency_p95`` — the canary's p95 over the champion's, at most ``latency_ratio``;
+* ``latency_p95`` — fails when the canary's p95 is both more than ``latency_ratio`` times the
+  champion's and more than ``latency_slack_ms`` above it: a ratio alone turns scheduler noise on
+  sub-millisecond latencies into aborts (Flagger's request-duration check is absolute for the
+  same reason);
 * ``prediction_divergence`` — Jensen–Shannon divergence (base 2) of the predicted class
   distributions (or of value histograms), at most ``js_max``;
 * ``drift`` — no open drift alarm on the canary that the champion does not share;
@@ -40,6 +43,7 @@ class Spec:
     alpha: float = 0.05
     error_margin: float = 0.01
     latency_ratio: float = 1.5
+    latency_slack_ms: float = 5.0
     js_max: float = 0.05
     quality_margin: float = 0.02
 
@@ -107,8 +111,12 @@ def latency_gate(spec: Spec, canary: Window, champion: Window) -> Gate:
     if canary.requests < spec.min_requests or not canary.p95 or not champion.p95:
         return Gate("latency_p95", INSUFFICIENT, None, spec.latency_ratio, canary.requests)
     ratio = canary.p95 / champion.p95
-    return Gate("latency_p95", FAIL if ratio > spec.latency_ratio else PASS, round(ratio, 4),
-                spec.latency_ratio, canary.requests)
+    extra_ms = (canary.p95 - champion.p95) * 1000
+    slower = ratio > spec.latency_ratio and extra_ms > spec.latency_slack_ms
+    return Gate("latency_p95", FAIL if slower else PASS, round(ratio, 4), spec.latency_ratio,
+                canary.requests, f"canary p95 {canary.p95 * 1000:.2f} ms, champion "
+                f"{champion.p95 * 1000:.2f} ms ({extra_ms:+.2f} ms; slack "
+                f"{spec.latency_slack_ms:g} ms)")
 
 
 def js_divergence(p: dict[str, float], q: dict[str, float]) -> float:

@@ -225,6 +225,9 @@ class RolloutBody(BaseModel):
     alpha: float = PydField(0.05, gt=0, lt=0.5)
     error_margin: float = PydField(0.01, ge=0, le=1)
     latency_ratio: float = PydField(1.5, gt=1)
+    latency_slack_ms: float = PydField(
+        5.0, ge=0, le=60_000, description="the latency gate fails only when the canary's p95 "
+        "is also this many milliseconds above the champion's")
     js_max: float = PydField(0.05, gt=0, le=1)
     quality_margin: float = PydField(0.02, ge=0, le=1)
 

@@ -18,7 +18,17 @@ from monitoring.event_log import LocalEventLog
 from monitoring.events import PredictionEvent
 from monitoring.monitor import Monitor
 from monitoring.prediction_log import LogSink, SegmentWriter, render
-from monitoring.rollout import FAIL, PASS, Spec, State, Window, analyse, error_gate, quality_gate
+from monitoring.rollout import (
+    FAIL,
+    PASS,
+    Spec,
+    State,
+    Window,
+    analyse,
+    error_gate,
+    latency_gate,
+    quality_gate,
+)
 from monitoring.rollouts import Controller, operate, read, start
 from service.routing import route
 from store import AuditLog, Deployment, DeploymentStore
@@ -125,7 +135,7 @@ def test_a_canary_as_good_as_the_champion_is_promoted_through_every_step(sim: Si
 
 @pytest.mark.parametrize(("traffic", "gate"), [
     ({"errors": 0.08}, "error_rate"),
-    ({"slow": 3.0}, "latency_p95"),
+    ({"slow": 5.0}, "latency_p95"),  # 15 ms against 3 ms
     ({"skew": 0.5, "labels": False}, "prediction_divergence"),  # before any label arrives
     ({"shuffle": True}, "quality"),
 ])
@@ -173,3 +183,20 @@ def test_gates_use_significance_not_point_estimates() -> None:
     assert quality_gate(spec, a, b).verdict == FAIL
     result = analyse(spec, Window(requests=10), Window(requests=10), set(), set(), 999)
     assert result.verdict == "Inconclusive"
+
+
+def test_the_latency_gate_needs_both_the_ratio_and_the_slack() -> None:
+    """Sub-millisecond p95s that triple under CPU contention are noise, not a slower model: the
+    gate fails only when the canary is also latency_slack_ms slower (a CI run aborted a
+    same-speed rollout on 3x of ~1 ms before the slack existed)."""
+    spec = Spec(candidate="v2", min_requests=100, latency_ratio=1.5, latency_slack_ms=5.0)
+    champion = Window(requests=1000, p95=0.0008)
+    noisy = latency_gate(spec, Window(requests=500, p95=0.0032), champion)  # 4x, +2.4 ms
+    assert noisy.verdict == PASS and noisy.value == 4.0 and "+2.40 ms" in noisy.detail
+    slow = latency_gate(spec, Window(requests=500, p95=0.0090), champion)  # 11x, +8.2 ms
+    assert slow.verdict == FAIL
+    assert latency_gate(Spec(candidate="v2", min_requests=100, latency_slack_ms=0), Window(
+        requests=500, p95=0.0032), champion).verdict == FAIL  # no slack: the ratio alone
+    big = Window(requests=1000, p95=0.200)
+    assert latency_gate(spec, Window(requests=500, p95=0.290), big).verdict == PASS  # 1.45x
+    assert latency_gate(spec, Window(requests=500, p95=0.310), big).verdict == FAIL  # 1.55x
