@@ -27,6 +27,7 @@ from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
 from service.drain import delay_sigterm, exit_with_parent
 from service.errors import InvalidInput, VigilError
+from service.fastpath import FastRoutes
 from service.feedback import accept_feedback
 from service.httperrors import install
 from service.inference import parse_json, read_body
@@ -261,3 +262,6 @@ Gateway.add_asgi_middleware(AdmissionMiddleware,
                             max_body_bytes=SETTINGS.limits.max_body_bytes,
                             max_inflight_body_bytes=SETTINGS.limits.max_inflight_body_bytes,
                             on_refuse=_refused)
+# inside admission control (BentoML builds the user middlewares first-added outermost)
+Gateway.add_asgi_middleware(FastRoutes, routes=protocol.FAST_ROUTES,
+                            context=lambda: getattr(root_app.state, "ctx", None))

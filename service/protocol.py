@@ -10,9 +10,10 @@ supported both ways, since it is what ``tritonclient`` sends by default.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ VersionName = Annotated[str, Path(pattern=NAME, description="version")]
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
 router = APIRouter()
+Handler = Callable[..., Awaitable[Response]]  # (ctx, request, **path names) -> Response
 
 
 def ctx_of(request: Request) -> Any:
@@ -165,9 +167,9 @@ INFER_DOC = {
 }
 
 
-async def _infer(request: Request, model: str, version: str | None) -> Response:
+async def _infer(ctx: Any, request: Request, model: str, version: str | None = None
+                 ) -> Response:
     start = time.perf_counter()
-    ctx = ctx_of(request)
     try:
         authorize(ctx, request)
         served = served_or_404(ctx, model, version)
@@ -188,14 +190,14 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
 @router.post("/v2/models/{model}/infer", summary="OIP infer through the champion/canary split",
              tags=["Open Inference Protocol"], **INFER_DOC)  # type: ignore[arg-type]
 async def infer(request: Request, model: ModelName) -> Response:
-    return await _infer(request, model, None)
+    return await _infer(ctx_of(request), request, model)
 
 
 @router.post("/v2/models/{model}/versions/{version}/infer",
              summary="OIP infer by one version the deployment holds (variant 'explicit')",
              tags=["Open Inference Protocol"], **INFER_DOC)  # type: ignore[arg-type]
 async def infer_version(request: Request, model: ModelName, version: VersionName) -> Response:
-    return await _infer(request, model, version)
+    return await _infer(ctx_of(request), request, model, version)
 
 
 @router.get("/v2/health/live", summary="Server liveness", tags=["Open Inference Protocol"],
@@ -299,8 +301,11 @@ async def v1_model(request: Request, model: ModelName) -> dict[str, Any]:
                                                      "type": "array"}}}}}},
                         **error_responses(401, 403, 404, 413, 422, 503)})
 async def v1_predict(request: Request, model: ModelName) -> Response:
+    return await _v1_predict(ctx_of(request), request, model)
+
+
+async def _v1_predict(ctx: Any, request: Request, model: str) -> Response:
     start = time.perf_counter()
-    ctx = ctx_of(request)
     try:
         authorize(ctx, request)
         served = served_or_404(ctx, model)
@@ -328,4 +333,18 @@ async def v1_predict(request: Request, model: ModelName) -> Response:
         return error_response(exc, ctx)
 
 
-__all__ = ["ERROR_SCHEMA", "router"]
+# ----------------------------------------------------------------------------- fast path
+
+_SEGMENT = NAME.strip("^$")
+FAST_ROUTES: list[tuple[re.Pattern[str], Handler]] = [
+    (re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/infer"), _infer),
+    (re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/versions/(?P<version>{_SEGMENT})/infer"),
+     _infer),
+    (re.compile(rf"/v1/models/(?P<model>{_SEGMENT}):predict"), _v1_predict),
+]
+"""The POST routes ``service.fastpath`` dispatches ahead of the routers: the same handlers
+as the routes above, for paths whose names already satisfy the routes' patterns (any other
+path goes through the routers and gets their answer, a 422 or a 404)."""
+
+
+__all__ = ["ERROR_SCHEMA", "FAST_ROUTES", "router"]
