@@ -1,14 +1,15 @@
-"""The inference routes of the Open Inference Protocol and KServe V1, dispatched ahead of the
-routers.
+"""The inference routes — ``POST /predict``, the Open Inference Protocol's and KServe V1's —
+dispatched ahead of the routers.
 
 A ``POST /v2/models/{m}/infer`` used to walk BentoML's router (every API route, then the
 ``/admin`` and ``/`` mounts), FastAPI's own middleware stack and its dependency solver before
 reaching a handler that reads its body itself and returns a ready ``Response``. Profiled
 with py-spy under ``hey -c 16`` on 2 workers, that walk was about a third of a worker's CPU.
 This middleware sits inside Vigil's admission control (limits, concurrency, in-flight body
-bytes still apply) and calls the very same handlers (``service.protocol.FAST_ROUTES``) for
-a POST whose path matches one exactly, with names that already satisfy the routes'
-patterns. Everything else — other methods, malformed names, every other path — goes on to
+bytes still apply) and calls the very same handlers (``service.protocol.FAST_ROUTES``, and
+``service.gateway.fast_predict``, which shares every step with the BentoML API) for a POST
+whose path matches one exactly, with names that already satisfy the routes' patterns.
+``/predict`` through BentoML's API route and input descriptor cost about a third too. Everything else — other methods, malformed names, every other path — goes on to
 the routers unchanged, so the answers (405 with ``Allow``, 422 naming the field, 404) and
 the OpenAPI document stay the routers'.
 """

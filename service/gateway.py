@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import bentoml
@@ -75,11 +76,7 @@ class RawBody(IODescriptor):
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Any:
-        limit = SETTINGS.limits.max_body_bytes
-        try:
-            return cls._wrap(parse_json(await read_body(request, limit), limit))
-        except VigilError as exc:
-            return cls._wrap(exc)
+        return cls._wrap(await read_raw(request))
 
 
 class PredictBody(RawBody):
@@ -109,6 +106,56 @@ class FeedbackBody(RawBody):
 def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers,
                     media_type="application/json")
+
+
+Handler = Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]
+INFERENCE_ROLE = "client" if SETTINGS.auth.inference == "required" else None
+
+
+async def answer(wctx: WorkerContext, headers: Mapping[str, str], raw: Any, role: str | None,
+                 handle: Handler) -> Response:
+    """The shared shape of Vigil's BentoML APIs: the role check (when the config asks for
+    it), the body's own parse error, then ``handle``; every VigilError becomes its status and
+    envelope, counted."""
+    try:
+        if role is not None:
+            wctx.auth.require(headers.get("authorization"), role)
+        if isinstance(raw, VigilError):
+            raise raw
+        if raw is None:
+            raise InvalidInput("body", "is required")
+        status, body, out = await handle(raw)
+    except VigilError as exc:
+        if wctx.metrics is not None:
+            wctx.metrics.request_errors.labels(str(exc.status)).inc()
+        status, body, out = exc.status, exc.to_body(), exc.headers
+    return _json(status, body, out)
+
+
+def predict_handler(wctx: WorkerContext, headers: Mapping[str, str]) -> Handler:
+    async def handle(body: Any) -> tuple[int, Any, dict[str, str]]:
+        result = await wctx.predictor.predict(body, headers)
+        return 200, result.body, {"X-Request-ID": result.request_id,
+                                  "X-Vigil-Revision": str(result.revision),
+                                  "X-Vigil-Variant": result.route.variant}
+    return handle
+
+
+async def read_raw(request: Request) -> Any:
+    """The body as parsed JSON, or the VigilError saying why it is not (answered after the
+    role check, as BentoML's input descriptor would)."""
+    limit = SETTINGS.limits.max_body_bytes
+    try:
+        return parse_json(await read_body(request, limit), limit)
+    except VigilError as exc:
+        return exc
+
+
+async def fast_predict(wctx: WorkerContext, request: Request) -> Response:
+    """``POST /predict`` on the fast path (``service.fastpath``): the same steps as the
+    BentoML API below, without BentoML's route and input descriptor machinery."""
+    return await answer(wctx, request.headers, await read_raw(request), INFERENCE_ROLE,
+                        predict_handler(wctx, request.headers))
 
 
 root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -194,48 +241,25 @@ class Gateway:
         if self.ctx.log is not None:  # drain, fsync and close this worker's segment
             await asyncio.to_thread(self.ctx.log.close)
 
-    def _count_error(self, exc: VigilError) -> None:
-        if self.ctx.metrics is not None:
-            self.ctx.metrics.request_errors.labels(str(exc.status)).inc()
-
     def __is_ready__(self) -> bool:
         return not self.ctx.draining and bool(self.ctx.live.models())
 
     async def _answer(self, ctx: bentoml.Context, raw: Any, role: str | None,
-                      handle: Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]
-                      ) -> Response:
-        """The shared shape of Vigil's BentoML APIs: the role check (when the config asks
-        for it), the body's own parse error, then ``handle``; every VigilError becomes its
-        status and envelope, counted. BentoML passes a Starlette Response through untouched,
-        skipping its per-response schema rebuild, but overwrites its status with
-        ``ctx.response.status_code`` — so both are set."""
-        try:
-            if role is not None:
-                self.ctx.auth.require(ctx.request.headers.get("authorization"), role)
-            if isinstance(raw, VigilError):
-                raise raw
-            if raw is None:
-                raise InvalidInput("body", "is required")
-            status, body, headers = await handle(raw)
-        except VigilError as exc:
-            self._count_error(exc)
-            status, body, headers = exc.status, exc.to_body(), exc.headers
-        ctx.response.status_code = status
-        return _json(status, body, headers)
+                      handle: Handler) -> Response:
+        """BentoML passes a Starlette Response through untouched, skipping its per-response
+        schema rebuild, but overwrites its status with ``ctx.response.status_code`` — so both
+        are set."""
+        response = await answer(self.ctx, ctx.request.headers, raw, role, handle)
+        ctx.response.status_code = response.status_code
+        return response
 
     @bentoml.api(route="/predict", input_spec=PredictBody)
     async def predict(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
                       inputs: Any = None, instances: Any = None,
                       routing_key: Any = None) -> dict[str, Any]:
         # the annotation only feeds BentoML's output spec; a Response goes out (see _answer)
-        async def handle(body: Any) -> tuple[int, Any, dict[str, str]]:
-            result = await self.ctx.predictor.predict(body, ctx.request.headers)
-            return 200, result.body, {"X-Request-ID": result.request_id,
-                                      "X-Vigil-Revision": str(result.revision),
-                                      "X-Vigil-Variant": result.route.variant}
-
-        role = "client" if SETTINGS.auth.inference == "required" else None
-        return await self._answer(ctx, raw, role, handle)  # type: ignore[return-value]
+        return await self._answer(ctx, raw, INFERENCE_ROLE,  # type: ignore[return-value]
+                                  predict_handler(self.ctx, ctx.request.headers))
 
     @bentoml.api(route="/feedback", input_spec=FeedbackBody)
     async def feedback(self, ctx: bentoml.Context, raw: Any = None, model: Any = None,
@@ -248,6 +272,7 @@ class Gateway:
 
         role = "feedback" if SETTINGS.auth.feedback == "required" else None
         return await self._answer(ctx, raw, role, handle)  # type: ignore[return-value]
+
 
 def _refused(status: int) -> None:
     """Admission refusals, counted by the worker that answered them."""
@@ -263,5 +288,7 @@ Gateway.add_asgi_middleware(AdmissionMiddleware,
                             max_inflight_body_bytes=SETTINGS.limits.max_inflight_body_bytes,
                             on_refuse=_refused)
 # inside admission control (BentoML builds the user middlewares first-added outermost)
-Gateway.add_asgi_middleware(FastRoutes, routes=protocol.FAST_ROUTES,
-                            context=lambda: getattr(root_app.state, "ctx", None))
+Gateway.add_asgi_middleware(FastRoutes,
+                            routes=[*protocol.FAST_ROUTES, (re.compile("/predict"), fast_predict)],
+                            context=lambda: getattr(root_app.state, "ctx", None),
+                            prefixes=("/v2/models/", "/v1/models/", "/predict"))
