@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ import orjson
 
 from models.card import Feature
 from monitoring.events import PredictionEvent
+from monitoring.ids import new_id
 
 log = logging.getLogger("vigil.log")
 
@@ -93,14 +93,14 @@ def prediction_record(event: PredictionEvent, sample_rate: float = 1.0,
         data["agreement"] = event.agreement
     if sample_rate != 1.0:
         data["sample_rate"] = sample_rate
-    return {"specversion": "1.0", "id": uuid.uuid4().hex,
+    return {"specversion": "1.0", "id": new_id(),
             "source": f"/vigil/{event.model}/{event.variant}", "type": PREDICTION,
             "time": iso_time(event.time), "datacontenttype": "application/json", "data": data}
 
 
 def feedback_record(model: str, item: dict[str, Any], ts: float) -> dict[str, Any]:
     """The record of one ground-truth label: ``item`` holds request_id, label or value, row."""
-    return {"specversion": "1.0", "id": uuid.uuid4().hex, "source": f"/vigil/{model}/feedback",
+    return {"specversion": "1.0", "id": new_id(), "source": f"/vigil/{model}/feedback",
             "type": FEEDBACK, "time": iso_time(ts), "datacontenttype": "application/json",
             "data": {"model": model, **item}}
 

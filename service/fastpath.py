@@ -9,9 +9,10 @@ This middleware sits inside Vigil's admission control (limits, concurrency, in-f
 bytes still apply) and calls the very same handlers (``service.protocol.FAST_ROUTES``, and
 ``service.gateway.fast_predict``, which shares every step with the BentoML API) for a POST
 whose path matches one exactly, with names that already satisfy the routes' patterns.
-``/predict`` through BentoML's API route and input descriptor cost about a third too. Everything else — other methods, malformed names, every other path — goes on to
-the routers unchanged, so the answers (405 with ``Allow``, 422 naming the field, 404) and
-the OpenAPI document stay the routers'.
+(``/predict`` through BentoML's API route and input descriptor cost about as much.)
+Everything else — other methods, malformed names, every other path — goes on to the
+routers unchanged, so the answers (405 with ``Allow``, 422 naming the field, 404) and the
+OpenAPI document stay the routers'.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import logging
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import orjson
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
 from monitoring.events import EventSink, PredictionEvent
+from monitoring.ids import new_id
 from monitoring.metrics import GatewayMetrics
 from service.errors import (
     InvalidInput,
@@ -46,7 +46,7 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     given = headers.get("x-request-id")
     if given and REQUEST_ID_RE.match(given):
         return given
-    return uuid.uuid4().hex
+    return new_id()
 
 
 async def read_body(request: Any, limit: int) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from starlette.responses import Response
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
+from monitoring.ids import new_id
 from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
 from service.httperrors import ERROR_SCHEMA, error_responses
 from service.inference import REQUEST_ID_RE, Prediction, parse_json, read_body
@@ -123,7 +123,7 @@ def request_id_for(headers: Mapping[str, str], given: str | None) -> str:
     for candidate in (headers.get("x-request-id"), given):
         if candidate and REQUEST_ID_RE.match(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def authorize(ctx: Any, request: Request) -> None:

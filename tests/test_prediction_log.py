@@ -252,3 +252,15 @@ def test_the_renderer_reuses_a_request_s_inputs_for_its_shadow_and_writes_the_sa
     for _ in range(5):
         r(("p", event("champion", features, matrix.copy()), 1.0))
     assert r.hits == 1 and len(r._cache) == 2
+
+
+def test_new_ids_are_distinct_uuid4_hex() -> None:
+    import uuid
+
+    from monitoring.ids import new_id
+
+    ids = [new_id() for _ in range(20_000)]  # five refills of the random buffer
+    assert len(set(ids)) == len(ids)
+    for i in ids[::997]:
+        u = uuid.UUID(hex=i)
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and u.hex == i

@@ -14,7 +14,7 @@ from monitoring.events import InMemoryStatsSink, PredictionEvent
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
 from service.settings import load_settings
-from service.shadows import CircuitBreaker, ShadowPool
+from service.shadows import CircuitBreaker, ShadowJob, ShadowPool
 from store import Deployment, Shadow
 
 
@@ -143,8 +143,70 @@ def test_a_full_shadow_queue_drops_instead_of_waiting(registry: Registry) -> Non
             r = await predictor.predict(body, {})
             assert r.body["variant"] == "champion"
         lane = pool.lane("breast_cancer", "v3")
-        assert lane._queue.qsize() == 4  # bounded: the rest were dropped, not queued
+        assert lane.queued() == 4  # bounded: the rest were dropped, not queued
         slow.release.set()
         pool.close()
+
+    asyncio.run(scenario())
+
+
+class PickyRuntime:
+    """A shadow that answers like v3 but fails on any matrix holding a negative value."""
+
+    def __init__(self, inner: Any) -> None:
+        self.card, self.inner = inner.card, inner
+        self.calls: list[int] = []
+
+    def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        self.calls.append(len(matrix))
+        if (matrix < 0).any():
+            raise ValueError("negative input")
+        return self.inner.predict(matrix)
+
+
+def test_a_busy_loop_gets_every_shadow_answered_in_batches_each_with_its_own_rows(
+        registry: Registry) -> None:
+    """The lane's thread batches what queued while the loop was busy, and splits the answers
+    back per request: each shadow event carries the outputs of its own rows. A request whose
+    rows make the batch fail fails alone."""
+    async def scenario() -> None:
+        events: list[PredictionEvent] = []
+        done = threading.Event()
+
+        class ListSink:
+            def emit(self, e: PredictionEvent) -> None:
+                events.append(e)
+                if len(events) == 120:
+                    done.set()
+
+        v3 = registry.get("breast_cancer", "v3").load()
+        picky = PickyRuntime(v3)
+        pool = ShadowPool(queue_size=256, timeout=5, breaker_failures=100,
+                          breaker_reset_seconds=60, sink=ListSink())  # type: ignore[arg-type]
+        rng = np.random.default_rng(7)
+        base = registry.get("breast_cancer", "v1").smoke_rows()
+        v1 = registry.get("breast_cancer", "v1").load()
+        jobs = []
+        for i in range(120):
+            n = int(rng.integers(1, 6))
+            matrix = base[rng.integers(0, len(base), n)].copy()
+            if i == 57:
+                matrix[0, 0] = -1.0  # this request's rows break a batch
+            jobs.append(ShadowJob(f"r{i}", "breast_cancer", "v3", picky, matrix, "v1",
+                                  v1.predict(matrix)))
+        for job in jobs:  # offered back to back: the loop never yields in between
+            assert pool.submit(job) is None
+        await asyncio.to_thread(done.wait, 30)
+        pool.close()
+        assert len(events) == 120
+        by_id = {e.request_id: e for e in events}
+        for job in jobs:
+            e = by_id[job.request_id]
+            if job.request_id == "r57":
+                assert e.status == "error" and "negative input" in (e.error or "")
+                continue
+            assert e.status == "ok" and e.variant == "shadow" and e.rows == len(job.matrix)
+            assert e.outputs == v3.predict(job.matrix)
+        assert max(picky.calls) > 5  # batched: more rows than any one request has
 
     asyncio.run(scenario())
