@@ -44,7 +44,8 @@ class WorkerContext:
         self.shadows = ShadowPool(queue_size=s.queue_size, timeout=s.timeout_seconds,
                                   breaker_failures=s.breaker_failures,
                                   breaker_reset_seconds=s.breaker_reset_seconds,
-                                  sink=self.sink, metrics=self.metrics)
+                                  sink=self.sink, metrics=self.metrics,
+                                  max_batch_rows=s.max_batch_rows)
         self.predictor.shadows = self.shadows
 
     def publish_gauges(self) -> None:

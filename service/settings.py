@@ -89,6 +89,7 @@ class ShadowSettings(Section):
     timeout_seconds: float = Field(1.0, gt=0)
     breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the breaker
     breaker_reset_seconds: float = Field(30.0, gt=0)
+    max_batch_rows: int = Field(4096, ge=1)  # rows a shadow lane runs in one call at most
 
 
 class MonitorSettings(Section):
