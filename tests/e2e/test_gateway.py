@@ -108,13 +108,14 @@ def test_canary_weight_02_gives_a_share_of_02(client: httpx.Client, server: Serv
 
 def test_a_key_lands_on_the_same_variant_in_every_worker(server: Server) -> None:
     seen: dict[str, set[str]] = {}
-    for _ in range(6):
-        for i in range(60):
-            # a fresh connection each time, so the requests spread over both workers
-            with httpx.Client(base_url=server.url, timeout=10) as c:
+    # a fresh connection each time, so the requests spread over both workers
+    with httpx.Client(base_url=server.url, timeout=10,
+                      limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        for _ in range(6):
+            for i in range(60):
                 r = c.post("/predict", json=body(f"sticky-{i}"),
                            headers={"Connection": "close"})
-            seen.setdefault(f"sticky-{i}", set()).add(r.json()["version"])
+                seen.setdefault(f"sticky-{i}", set()).add(r.json()["version"])
     assert all(len(v) == 1 for v in seen.values())
     assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}
 
