@@ -116,13 +116,14 @@ def install(app: FastAPI) -> None:
                               status_code=exc.status_code, headers=headers)
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     """Every method some route serves at this path. Starlette's 405 names only the first
-    route whose path matched, so a GET and a PATCH on one path would advertise just GET."""
-    methods: set[str] = set()
-    probe = {**request.scope, "method": "\x00"}  # matches no route's methods: PARTIAL only
-    for route in app.router.routes:
-        match, _ = route.matches(probe)
-        if match is Match.PARTIAL:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    route whose path matched, so a GET and a PATCH on one path would advertise just GET.
+    Each method is tried against the routes as a request would be: FastAPI wraps included
+    routers in objects that match a path without listing its routes' methods."""
+    return [m for m in METHODS
+            if any(route.matches({**request.scope, "method": m})[0] is Match.FULL
+                   for route in app.router.routes)]

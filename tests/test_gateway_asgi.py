@@ -97,3 +97,15 @@ def test_protocol_routes_need_a_client_token_too(client: TestClient) -> None:
     r = client.post("/v1/models/diabetes:predict", json={"instances": [_row()]})
     assert r.status_code == 401
     assert client.get("/v2/health/live").status_code == 200  # probes stay open
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("GET", "/v2/models/breast_cancer/infer", "POST"),
+    ("GET", "/v1/models/breast_cancer:predict", "POST"),
+    ("DELETE", "/v2/models/breast_cancer", "GET"),
+])
+def test_a_wrong_method_gets_405_naming_the_allowed_ones(client: TestClient, method: str,
+                                                         path: str, allow: str) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allow, r.headers
+    assert r.json()["field"] == "method" and allow in r.json()["error"]
