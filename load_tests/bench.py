@@ -147,9 +147,8 @@ def monitor_health(url: str) -> tuple[float | None, float]:
     import httpx
 
     stats = httpx.get(f"{url}/admin/models/breast_cancer/stats", headers=h, timeout=30).json()
-    drops = sum(float(line.rsplit(" ", 1)[1]) for line in
-                httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
-                if line.startswith("vigil_prediction_log_dropped_total{"))
+    drops = _gauge(httpx.get(f"{url}/metrics", timeout=30).text,
+                   "vigil_prediction_log_dropped_total")
     return stats["monitor"].get("lag_events"), drops
 
 

@@ -24,15 +24,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[Any]]
-Send = Callable[[Any], Awaitable[None]]
-Handler = Callable[..., Awaitable[Response]]
+from service.limits import ASGI, Receive, Scope, Send
+
+RouteHandler = Callable[..., Awaitable[Response]]  # (ctx, request, **path names) -> Response
 
 
 class FastRoutes:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
-                 routes: list[tuple[re.Pattern[str], Handler]],
+    def __init__(self, app: ASGI, routes: list[tuple[re.Pattern[str], RouteHandler]],
                  context: Callable[[], Any | None],
                  prefixes: tuple[str, ...] = ("/v2/models/", "/v1/models/")) -> None:
         self.app = app

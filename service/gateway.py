@@ -108,12 +108,12 @@ def _json(status: int, body: Any, headers: dict[str, str]) -> Response:
                     media_type="application/json")
 
 
-Handler = Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]
+BodyHandler = Callable[[Any], Awaitable[tuple[int, Any, dict[str, str]]]]
 INFERENCE_ROLE = "client" if SETTINGS.auth.inference == "required" else None
 
 
 async def answer(wctx: WorkerContext, headers: Mapping[str, str], raw: Any, role: str | None,
-                 handle: Handler) -> Response:
+                 handle: BodyHandler) -> Response:
     """The shared shape of Vigil's BentoML APIs: the role check (when the config asks for
     it), the body's own parse error, then ``handle``; every VigilError becomes its status and
     envelope, counted."""
@@ -132,7 +132,7 @@ async def answer(wctx: WorkerContext, headers: Mapping[str, str], raw: Any, role
     return _json(status, body, out)
 
 
-def predict_handler(wctx: WorkerContext, headers: Mapping[str, str]) -> Handler:
+def predict_handler(wctx: WorkerContext, headers: Mapping[str, str]) -> BodyHandler:
     async def handle(body: Any) -> tuple[int, Any, dict[str, str]]:
         result = await wctx.predictor.predict(body, headers)
         return 200, result.body, {"X-Request-ID": result.request_id,
@@ -245,7 +245,7 @@ class Gateway:
         return not self.ctx.draining and bool(self.ctx.live.models())
 
     async def _answer(self, ctx: bentoml.Context, raw: Any, role: str | None,
-                      handle: Handler) -> Response:
+                      handle: BodyHandler) -> Response:
         """BentoML passes a Starlette Response through untouched, skipping its per-response
         schema rebuild, but overwrites its status with ``ctx.response.status_code`` — so both
         are set."""

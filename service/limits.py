@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 
 Scope = dict[str, Any]
-ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-                Awaitable[None]]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 INFERENCE_PREFIXES = ("/predict", "/feedback", "/v2/models/", "/v1/models/")
 
 

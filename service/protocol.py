@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
@@ -27,6 +27,7 @@ from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
 from monitoring.ids import new_id
 from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
+from service.fastpath import RouteHandler
 from service.httperrors import ERROR_SCHEMA, error_responses
 from service.inference import REQUEST_ID_RE, Prediction, parse_json, read_body
 from service.live import Served
@@ -46,7 +47,6 @@ VersionName = Annotated[str, Path(pattern=NAME, description="version")]
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
 router = APIRouter()
-Handler = Callable[..., Awaitable[Response]]  # (ctx, request, **path names) -> Response
 
 
 def ctx_of(request: Request) -> Any:
@@ -336,7 +336,7 @@ async def _v1_predict(ctx: Any, request: Request, model: str) -> Response:
 # ----------------------------------------------------------------------------- fast path
 
 _SEGMENT = NAME.strip("^$")
-FAST_ROUTES: list[tuple[re.Pattern[str], Handler]] = [
+FAST_ROUTES: list[tuple[re.Pattern[str], RouteHandler]] = [
     (re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/infer"), _infer),
     (re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/versions/(?P<version>{_SEGMENT})/infer"),
      _infer),

@@ -109,3 +109,22 @@ def test_a_wrong_method_gets_405_naming_the_allowed_ones(client: TestClient, met
     r = client.request(method, path)
     assert r.status_code == 405 and r.headers["allow"] == allow, r.headers
     assert r.json()["field"] == "method" and allow in r.json()["error"]
+
+
+def test_the_inference_posts_take_the_fast_path_inside_admission_control(
+        client: TestClient) -> None:
+    """The wiring test_fastpath cannot see: the Gateway installs FastRoutes inside
+    AdmissionMiddleware (limits still apply) with /predict and the protocol routes."""
+    from service.fastpath import FastRoutes
+    from service.limits import AdmissionMiddleware
+
+    gateway = sys.modules["service.gateway"]
+    classes = [cls for cls, _ in gateway.Gateway.middlewares]
+    assert classes.index(AdmissionMiddleware) < classes.index(FastRoutes)  # first is outer
+    options = dict(gateway.Gateway.middlewares)[FastRoutes]
+    paths = ["/predict", "/v2/models/breast_cancer/infer",
+             "/v2/models/breast_cancer/versions/v2/infer", "/v1/models/breast_cancer:predict"]
+    for path in paths:
+        assert path.startswith(options["prefixes"])
+        assert any(p.fullmatch(path) for p, _ in options["routes"]), path
+    assert options["context"]() is not None  # the worker's context, once it is built
