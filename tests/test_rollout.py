@@ -45,7 +45,8 @@ class Sim:
         self.engine = engine
         self.rng = np.random.default_rng(seed)
         self.store = DeploymentStore(engine)
-        self.store.create(Deployment(model="breast_cancer", champion="v1"))
+        self.store.create(Deployment(model="breast_cancer", champion="v1",
+                                     salt=f"sim-{seed}"))  # routing seeded too
         self.runtimes = {v: registry.get("breast_cancer", v).load() for v in ("v1", canary)}
         self.features = self.runtimes["v1"].card.features
         self.seed, self.streams = seed, 0
