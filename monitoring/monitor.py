@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from monitoring.event_log import Checkpoint, LocalEventLog, Position, list_segments
 from monitoring.prediction_log import FEEDBACK, PREDICTION, parse_time
 from monitoring.stats import VersionStats
+from store.engine import insert_rows
 from store.tables import (
     feedback_pending,
     monitor_checkpoints,
@@ -38,6 +39,7 @@ log = logging.getLogger("vigil.monitor")
 
 Key = tuple[str, str, str]  # model, version, variant
 LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
+INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Monitor:
         batch = self.log.read(self.checkpoint, self.batch_events)
         result = StepResult(lines=len(batch.lines))
         now = self.clock()
-        index_rows: list[dict[str, Any]] = []
+        index_rows: list[tuple[Any, ...]] = []
         feedback: list[tuple[dict[str, Any], float]] = []
         for_drift: list[tuple[float, dict[str, Any]]] = []
         changed: set[Key] = set()
@@ -168,11 +170,8 @@ class Monitor:
                 if self.drift is not None:
                     for_drift.append((ts, data))
                 if data.get("outputs"):
-                    index_rows.append({
-                        "request_id": data["request_id"], "model": model, "version": version,
-                        "variant": variant, "ts": ts,
-                        "outputs": orjson.dumps(data["outputs"]).decode(),
-                        "labeled_rows": None})
+                    index_rows.append((str(data["request_id"]), model, version, variant, ts,
+                                       orjson.dumps(data["outputs"]).decode()))
             elif kind == FEEDBACK:
                 result.feedback += 1
                 feedback.append((data, ts))
@@ -186,8 +185,7 @@ class Monitor:
         for _, data in for_drift:
             self.drift.observe(data)
         with self.engine.begin() as conn:
-            if index_rows:
-                conn.execute(prediction_index.insert(), index_rows)
+            insert_rows(conn, prediction_index, INDEX_COLUMNS, index_rows)
             outcomes = self._join(conn, [d for d, _ in feedback], changed)
             for (data, ts), outcome in zip(feedback, outcomes, strict=True):
                 if outcome == "missing":

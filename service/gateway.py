@@ -34,20 +34,10 @@ from service.httperrors import install
 from service.inference import parse_json, read_body
 from service.limits import AdmissionMiddleware
 from service.monitor import Monitor
+from service.process import tune_gc
 from service.settings import load_settings
 
 log = logging.getLogger("vigil.gateway")
-
-
-def tune_gc() -> None:
-    """Models, sessions and modules loaded at start live for the whole process: move them to
-    the permanent generation (``gc.freeze``) so a full collection does not walk them, and
-    let the young generation grow before collecting (requests allocate a lot, briefly)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def build_versions() -> tuple[str, str, str, str]:

@@ -99,6 +99,9 @@ class MonitorSettings(Section):
     index_retention_days: float = Field(7.0, gt=0)  # how late a label may arrive
     pending_label_seconds: float = Field(600.0, ge=0)  # a label waits this long for its prediction
     quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
+    # the Monitor's CPU scheduling priority below the Gateway workers (os.nice increment,
+    # 0 to run at the same priority): under saturation it yields the cores and catches up after
+    nice: int = Field(10, ge=0, le=19)
 
 
 class DriftSettings(Section):
