@@ -110,49 +110,101 @@ class NormalScores:
 class CusumBank:
     """Independent one-sided upper CUSUMs S = max(0, S + y − k), one per column, each with
     its own k and h. ``update`` takes a (rows, columns) batch and returns every crossing as
-    (row, column, statistic); a column that crosses restarts at 0."""
+    (row, column, statistic); a column that crosses restarts at 0.
+
+    Banks that watch the same few series with several allowances and both sides (the mean
+    bank: 6 columns a feature) pass the series once with ``src`` and ``sign``: column c's
+    increment is ``sign[c] * y[:, src[c]]``. One running sum of the series then serves every
+    column (C_t = sign · Σy − k·t), which is most of a bank's cost."""
 
     def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
         self.k = np.asarray(k, dtype=np.float64)
         self.h = np.asarray(h, dtype=np.float64)
         self.s = np.zeros(len(self.k))
 
-    def _run(self, y: np.ndarray, s0: np.ndarray) -> np.ndarray:
-        c = np.cumsum(y, axis=0)
-        c += s0
+    @staticmethod
+    def _floor(c: np.ndarray) -> np.ndarray:
+        """Running sums C (started at S_0) → Page's statistics, in place."""
         m = np.minimum.accumulate(c, axis=0)
         np.minimum(m, 0.0, out=m)
         c -= m
         return c
 
-    def update(self, y: np.ndarray) -> list[tuple[int, int, float]]:
+    def update(self, y: np.ndarray, src: np.ndarray | None = None,
+               sign: np.ndarray | None = None) -> list[tuple[int, int, float]]:
         self.first_row: np.ndarray | None = None
-        if len(y) == 0:
+        n = len(y)
+        if n == 0:
             return []
-        inc = y - self.k
-        stats = self._run(inc, self.s)
-        crossings: list[tuple[int, int, float]] = []
-        hit_cols = np.nonzero((stats > self.h).any(axis=0))[0]
-        if len(hit_cols):
-            first = int(np.argmax((stats > self.h).any(axis=1)))
-            self.first_row = stats[first].copy()  # exact: nothing has reset before this row
-        for col in hit_cols:
-            column = stats[:, col].copy()
-            start = 0
-            while True:
-                over = np.nonzero(column[start:] > self.h[col])[0]
-                if not len(over):
-                    break
-                t = start + int(over[0])
-                crossings.append((t, int(col), float(column[t])))
-                column[t] = 0.0  # the detector restarts after raising
-                start = t + 1
-                if start < len(inc):
-                    column[start:] = self._run(inc[start:, col:col + 1], np.zeros(1))[:, 0]
-            stats[:, col] = column
-        self.s = stats[-1].copy()
-        crossings.sort()
-        return crossings
+        steps = np.arange(1, n + 1, dtype=np.float64)[:, None]
+        sums = np.cumsum(y, axis=0)
+        if src is None:
+            stats = sums
+        else:
+            stats = np.take(sums, src, axis=1)
+            stats *= sign
+        stats -= steps * self.k
+        stats += self.s
+        self._floor(stats)
+        over_h = stats > self.h
+        hit_cols = np.nonzero(over_h.any(axis=0))[0]
+        final = stats[-1].copy()
+        if not len(hit_cols):
+            self.s = final
+            return []
+        self.first_row = stats[int(np.argmax(over_h.any(axis=1)))].copy()  # nothing reset yet
+        if src is None:
+            inc = y[:, hit_cols] - self.k[hit_cols]
+        else:
+            inc = sign[hit_cols] * y[:, src[hit_cols]] - self.k[hit_cols]
+        first = np.argmax(over_h[:, hit_cols], axis=0)
+        rows, cols, values, final[hit_cols] = self._restarts(
+            inc, self.h[hit_cols], first, stats[first, hit_cols])
+        self.s = final
+        order = np.lexsort((hit_cols[cols], rows))
+        return list(zip(rows[order].tolist(), hit_cols[cols][order].tolist(),
+                        values[order].tolist(), strict=True))
+
+    def _restarts(self, inc: np.ndarray, h: np.ndarray, first: np.ndarray,
+                  first_values: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every crossing of the columns that crossed, restarting each at 0 after each
+        crossing, and their final statistics. All columns advance together through windows
+        of rows (one vectorised step finds each column's next crossing in its window), so a
+        drifted stream that crosses every few rows costs a few passes, not one pass a
+        crossing."""
+        n, m = inc.shape
+        rows, cols, values = [first], [np.arange(m)], [first_values]
+        pos = first.copy()  # the last row consumed by each column; its state after it is s
+        s = np.zeros(m)
+        width = 32
+        ahead = np.arange(1, n + 1)[:, None]
+        while True:
+            live = np.nonzero(pos < n - 1)[0]
+            if not len(live):
+                break
+            at = pos[live][None, :] + ahead[:width]  # the next rows of each live column
+            valid = at < n
+            seg = inc[np.minimum(at, n - 1), live[None, :]]
+            seg[~valid] = 0.0
+            c = np.cumsum(seg, axis=0)
+            c += s[live]
+            self._floor(c)
+            over = (c > h[live]) & valid
+            hit = over.any(axis=0)
+            t = np.argmax(over, axis=0)
+            if hit.any():
+                rows.append(pos[live][hit] + 1 + t[hit])
+                cols.append(live[hit])
+                values.append(c[t[hit], np.nonzero(hit)[0]])
+            last = np.minimum(width, n - 1 - pos[live]) - 1  # the window's last valid row
+            s[live] = np.where(hit, 0.0, c[last, np.arange(len(live))])
+            pos[live] = np.where(hit, pos[live] + 1 + t, pos[live] + 1 + last)
+            if not hit.any():
+                width = min(width * 4, n)  # quiet since the last crossing: take longer strides
+            elif hit.all():
+                width = max(8, width // 2)  # crossing every few rows: shorter windows
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), s
 
     @property
     def ratio(self) -> np.ndarray:
@@ -219,6 +271,8 @@ class _Group:
     bank: CusumBank
     feature: list[str]  # per column
     label: list[str] = field(default_factory=list)  # per column: e.g. "mean+0.125"
+    src: np.ndarray | None = None  # per column: the series it watches (see CusumBank)
+    sign: np.ndarray | None = None
 
 
 class VersionDrift:
@@ -253,8 +307,12 @@ class VersionDrift:
                     hs.append(h)
                     feats.append(name)
                     labels.append(f"scale_{side}@{k:g}")
-            self.groups["input_scale"] = _Group("input_scale", CusumBank(np.array(ks),
-                                                np.array(hs)), feats, labels)
+            m = len(names)
+            self.groups["input_scale"] = _Group(
+                "input_scale", CusumBank(np.array(ks), np.array(hs)), feats, labels,
+                src=np.tile(np.arange(m), len(self.SCALE_COLUMNS)),
+                sign=np.repeat([1.0 if upper else -1.0 for _, _, upper in self.SCALE_COLUMNS],
+                               m))
         # categorical: per category, Bernoulli LLR CUSUMs for p0 ± each shift
         self.cat_cols: list[tuple[int, int, float, float]] = []  # (feature j, cat i, a, b)
         cat_h: list[float] = []
@@ -314,7 +372,10 @@ class VersionDrift:
                 np.append(g.bank.k, np.zeros(len(self.class_cols))),
                 np.append(g.bank.h, [llr_threshold(arl_pred, kl) for kl in class_kl])),
                 [*g.feature, *[ref.output_names[c] for c, _, _ in self.class_cols]],
-                [*g.label, *class_labels])
+                [*g.label, *class_labels],
+                # the class columns watch their own series, after the output scores
+                src=np.append(g.src, len(ref.output_names) + np.arange(len(self.class_cols))),
+                sign=np.append(g.sign, np.ones(len(self.class_cols))))
         self.groups["prediction"] = g
         # errors: their reference is the labels themselves (see update_errors)
         self._error_arl = budget_arl / SHARES["error"]
@@ -342,7 +403,10 @@ class VersionDrift:
                     hs.append(h)
                     feats.append(name)
                     labels.append(f"mean_{side}@{k:g}")
-        return _Group(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels)
+        m = len(names)  # columns: for each k, every series up, then every series down
+        return _Group(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels,
+                      src=np.tile(np.arange(m), 2 * len(MEAN_KS)),
+                      sign=np.tile(np.repeat([1.0, -1.0], m), len(MEAN_KS)))
 
     # ------------------------------------------------------------------ updates
 
@@ -363,10 +427,8 @@ class VersionDrift:
         self._remember(matrix, outputs)
         if self.scores is not None:
             z = self.scores.transform(matrix[:, self.numeric])
-            alarms += self._run("input_mean", self._mean_inputs(z), base, now)
-            z2 = z * z - 1.0
-            alarms += self._run("input_scale", np.concatenate(
-                [z2 if upper else -z2 for _, _, upper in self.SCALE_COLUMNS], axis=1), base, now)
+            alarms += self._run("input_mean", z, base, now)
+            alarms += self._run("input_scale", z * z - 1.0, base, now)
         if self.cat_cols:
             y = np.empty((n, len(self.cat_cols)))
             for c, (j, i, a, b) in enumerate(self.cat_cols):
@@ -384,7 +446,7 @@ class VersionDrift:
                             self.model, self.version, "input_unseen",
                             [{"feature": key[0], "category": key[1], "ratio": math.inf}],
                             math.inf, base + int(np.argmax(col == i)) + 1, now))
-        y = self._mean_inputs(self.out_scores.transform(outputs))
+        y = self.out_scores.transform(outputs)
         if self.class_cols:
             predicted = outputs.argmax(axis=1)
             extra = np.empty((n, len(self.class_cols)))
@@ -469,7 +531,7 @@ class VersionDrift:
 
     def _run(self, signal: str, y: np.ndarray, base: int, now: float) -> list[DriftAlarm]:
         group = self.groups[signal]
-        crossings = group.bank.update(y)
+        crossings = group.bank.update(y, group.src, group.sign)
         if not crossings:
             return []
         t, col, stat = crossings[0]  # one alarm per signal per batch: the first crossing

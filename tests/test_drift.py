@@ -70,6 +70,30 @@ def test_vectorised_cusum_equals_page_recursion(seed: int, batch: int) -> None:
     np.testing.assert_allclose(bank.s, s)
 
 
+@given(st.integers(0, 10_000), st.integers(1, 400))
+def test_a_bank_sharing_one_sum_per_series_equals_page_recursion(seed: int, batch: int) -> None:
+    """The mean bank's form: each series watched up and down with two allowances, from one
+    running sum per series (``src``/``sign``), alarming and restarting as Page's recursion."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1, size=(1200, 2)) + np.array([0.4, -0.3])
+    src, sign = np.array([0, 1, 0, 1, 0, 1, 0, 1]), np.array([1, 1, -1, -1, 1, 1, -1, -1.0])
+    k = np.array([0.1, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5, 0.5])
+    h = np.array([5.0, 5.0, 5.0, 5.0, 2.0, 2.0, 2.0, 2.0])
+    bank = CusumBank(k, h)
+    got = []
+    for i in range(0, len(x), batch):
+        got += [(i + t, c) for t, c, _ in bank.update(x[i:i + batch], src, sign)]
+    s, want = np.zeros(len(k)), []
+    for t in range(len(x)):
+        s = np.maximum(0.0, s + sign * x[t, src] - k)
+        for c in range(len(k)):
+            if s[c] > h[c]:
+                want.append((t, c))
+                s[c] = 0.0
+    assert got and sorted(got) == sorted(want)
+    np.testing.assert_allclose(bank.s, s, atol=1e-9)
+
+
 def test_normal_scores_of_reference_draws_are_standard_normal() -> None:
     rng = np.random.default_rng(1)
     skewed = np.column_stack([rng.lognormal(size=20_000), rng.exponential(size=20_000),
