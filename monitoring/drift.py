@@ -117,6 +117,8 @@ class CusumBank:
     increment is ``sign[c] * y[:, src[c]]``. One running sum of the series then serves every
     column (C_t = sign · Σy − k·t), which is most of a bank's cost."""
 
+    MAX_CROSSINGS = 32  # exact restarts of one column in one batch (see _restarts)
+
     def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
         self.k = np.asarray(k, dtype=np.float64)
         self.h = np.asarray(h, dtype=np.float64)
@@ -168,28 +170,39 @@ class CusumBank:
     def _restarts(self, inc: np.ndarray, h: np.ndarray, first: np.ndarray,
                   first_values: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every crossing of the columns that crossed, restarting each at 0 after each
+        """The crossings of the columns that crossed, restarting each at 0 after each
         crossing, and their final statistics. All columns advance together through windows
         of rows (one vectorised step finds each column's next crossing in its window), so a
         drifted stream that crosses every few rows costs a few passes, not one pass a
-        crossing."""
+        crossing.
+
+        A column that crosses ``MAX_CROSSINGS`` times in one batch is so far off its
+        reference that it alarms every few rows (the bench's one row repeated): the rest of
+        its batch runs without further restarts and it ends the batch at most at h. Its
+        first crossing in the batch, the one an alarm reports, is still exact; only its later
+        crossings then depend on where batches split."""
         n, m = inc.shape
         rows, cols, values = [first], [np.arange(m)], [first_values]
         pos = first.copy()  # the last row consumed by each column; its state after it is s
         s = np.zeros(m)
         width = 32
         ahead = np.arange(1, n + 1)[:, None]
-        while True:
-            live = np.nonzero(pos < n - 1)[0]
-            if not len(live):
-                break
+
+        def window(live: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
             at = pos[live][None, :] + ahead[:width]  # the next rows of each live column
             valid = at < n
             seg = inc[np.minimum(at, n - 1), live[None, :]]
-            seg[~valid] = 0.0
+            seg[~valid] = 0.0  # past the end: adds nothing, so no crossing and no change
             c = np.cumsum(seg, axis=0)
             c += s[live]
-            self._floor(c)
+            return self._floor(c), valid
+
+        crossed = np.ones(m, dtype=np.int64)
+        while True:
+            live = np.nonzero((pos < n - 1) & (crossed < self.MAX_CROSSINGS))[0]
+            if not len(live):
+                break
+            c, valid = window(live, width)
             over = (c > h[live]) & valid
             hit = over.any(axis=0)
             t = np.argmax(over, axis=0)
@@ -197,13 +210,16 @@ class CusumBank:
                 rows.append(pos[live][hit] + 1 + t[hit])
                 cols.append(live[hit])
                 values.append(c[t[hit], np.nonzero(hit)[0]])
+                crossed[live[hit]] += 1
             last = np.minimum(width, n - 1 - pos[live]) - 1  # the window's last valid row
             s[live] = np.where(hit, 0.0, c[last, np.arange(len(live))])
             pos[live] = np.where(hit, pos[live] + 1 + t, pos[live] + 1 + last)
             if not hit.any():
                 width = min(width * 4, n)  # quiet since the last crossing: take longer strides
-            elif hit.all():
-                width = max(8, width // 2)  # crossing every few rows: shorter windows
+        live = np.nonzero(pos < n - 1)[0]  # only columns that crossed MAX_CROSSINGS times
+        if len(live):
+            c, _ = window(live, n)
+            s[live] = np.minimum(c[-1], h[live])
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), s
 
     @property
@@ -556,9 +572,13 @@ class VersionDrift:
 
     def feature_psi(self) -> dict[str, float]:
         """PSI of the last ``window`` live rows against the reference, per feature, on 10
-        reference quantile bins (categories: per category)."""
+        reference quantile bins (categories: per category). Computed once per batch of rows
+        (the Monitor's save and its metrics both ask)."""
         if self.window_fill == 0:
             return {}
+        cached = self.__dict__.get("_psi")
+        if cached is not None and cached[0] == self.rows_seen:
+            return dict(cached[1])
         live, _ = self.recent(self.config.window)
         out: dict[str, float] = {}
         for j, name in enumerate(self.ref.features):
@@ -574,7 +594,8 @@ class VersionDrift:
                 lc = np.bincount(np.searchsorted(edges, col, side="right"),
                                  minlength=len(edges) + 1)
             out[name] = round(psi(lc.astype(float), rf), 6)
-        return out
+        self._psi = (self.rows_seen, out)
+        return dict(out)
 
     def _psi_bins(self, j: int) -> tuple[np.ndarray | None, np.ndarray] | None:
         """The reference's bins for feature j (10 quantile bins, or its categories), cached."""
@@ -614,6 +635,7 @@ class VersionDrift:
                 "reference_source": self.ref.source}
 
     def restore(self, doc: dict[str, Any]) -> None:
+        self.__dict__.pop("_psi", None)
         self.rows_seen = doc.get("rows_seen", 0)
         self.labels_seen = doc.get("labels_seen", 0)
         self.ref_n, self.ref_sum, self.ref_sq = doc.get("error_ref", [0, 0.0, 0.0])

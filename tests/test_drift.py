@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.drift import (
@@ -78,7 +78,7 @@ def test_a_bank_sharing_one_sum_per_series_equals_page_recursion(seed: int, batc
     x = rng.normal(0.0, 1, size=(1200, 2)) + np.array([0.4, -0.3])
     src, sign = np.array([0, 1, 0, 1, 0, 1, 0, 1]), np.array([1, 1, -1, -1, 1, 1, -1, -1.0])
     k = np.array([0.1, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5, 0.5])
-    h = np.array([5.0, 5.0, 5.0, 5.0, 2.0, 2.0, 2.0, 2.0])
+    h = np.array([8.0, 8.0, 8.0, 8.0, 4.0, 4.0, 4.0, 4.0])
     bank = CusumBank(k, h)
     got = []
     for i in range(0, len(x), batch):
@@ -92,6 +92,32 @@ def test_a_bank_sharing_one_sum_per_series_equals_page_recursion(seed: int, batc
                 s[c] = 0.0
     assert got and sorted(got) == sorted(want)
     np.testing.assert_allclose(bank.s, s, atol=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([300, 1000, 2000]))
+def test_a_column_crossing_every_few_rows_keeps_its_first_crossing_exact(seed: int,
+                                                                         batch: int) -> None:
+    """A stream far off its reference (one row repeated): past MAX_CROSSINGS crossings in a
+    batch a column stops restarting until the next batch, but the first crossing of each
+    batch, the one an alarm reports, is Page's, and the statistic never ends above h."""
+    rng = np.random.default_rng(seed)
+    y = np.tile(rng.normal(1.5, 0.5, size=(1, 4)), (6000, 1)) + rng.normal(0, 0.2, (6000, 4))
+    k, h = np.full(4, 0.25), np.full(4, 6.0)
+    bank = CusumBank(k, h)
+    for i in range(0, len(y), batch):
+        s0 = bank.s.copy()
+        got = bank.update(y[i:i + batch])
+        per_column = np.bincount([c for _, c, _ in got], minlength=4)
+        assert (per_column >= 1).all() and (per_column <= CusumBank.MAX_CROSSINGS).all()
+        assert (bank.s <= h).all()
+        s, first = s0, {}
+        for t in range(batch):  # Page's recursion from the batch's starting state
+            s = np.maximum(0.0, s + y[i + t] - k)
+            for c in range(4):
+                if s[c] > h[c] and c not in first:
+                    first[c] = t
+        assert {c: min(t for t, cc, _ in got if cc == c) for c in range(4)} == first
 
 
 def test_normal_scores_of_reference_draws_are_standard_normal() -> None:
