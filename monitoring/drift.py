@@ -117,7 +117,7 @@ class CusumBank:
     increment is ``sign[c] * y[:, src[c]]``. One running sum of the series then serves every
     column (C_t = sign · Σy − k·t), which is most of a bank's cost."""
 
-    MAX_CROSSINGS = 32  # exact restarts of one column in one batch (see _restarts)
+    MAX_CROSSINGS = 8  # exact restarts of one column in one batch (see _restarts)
 
     def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
         self.k = np.asarray(k, dtype=np.float64)
