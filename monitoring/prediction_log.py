@@ -55,12 +55,27 @@ def parse_time(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+_LAYOUTS: dict[int, tuple[Sequence[Feature], list[str], list[tuple[int, Feature]]]] = {}
+
+
+def _layout(features: Sequence[Feature]) -> tuple[list[str], list[tuple[int, Feature]]]:
+    """The names and the decoded (category, bool) columns of a card's features, computed once
+    per features object (a card's tuple lives as long as its version is loaded)."""
+    cached = _LAYOUTS.get(id(features))
+    if cached is None or cached[0] is not features:
+        if len(_LAYOUTS) > 256:
+            _LAYOUTS.clear()
+        cached = _LAYOUTS[id(features)] = (
+            features, [f.name for f in features],
+            [(i, f) for i, f in enumerate(features) if f.dtype in ("category", "bool")])
+    return cached[1], cached[2]
+
+
 def named_inputs(features: Sequence[Feature], matrix: np.ndarray) -> list[dict[str, Any]]:
     """Rows of the model's input matrix as ``{feature: value}``, categories and booleans
     decoded back to what the client sent, NaN as null."""
-    names = [f.name for f in features]
+    names, special = _layout(features)
     rows = matrix.tolist()
-    special = [(i, f) for i, f in enumerate(features) if f.dtype in ("category", "bool")]
     if not special and not np.isnan(matrix).any():  # the common case: numbers only
         return [dict(zip(names, row, strict=True)) for row in rows]
     out = []
