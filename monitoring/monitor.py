@@ -165,8 +165,9 @@ class Monitor:
                 except (KeyError, TypeError):
                     result.invalid += 1
                     continue
-                self._stats(model, version, variant).add_prediction(data, ts)
-                changed.add((model, version, variant))
+                key = (model, version, variant)
+                (self.stats.get(key) or self._stats(*key)).add_prediction(data, ts)
+                changed.add(key)
                 if self.drift is not None:
                     for_drift.append((ts, data))
                 if data.get("outputs"):

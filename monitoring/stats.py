@@ -47,13 +47,21 @@ class Sketch:
         if x != x:  # NaN
             return
         self.n += 1
-        self.min = min(self.min, x)
-        self.max = max(self.max, x)
-        if abs(x) <= self.MIN:
-            self.zero += 1
-            return
-        key = math.ceil(math.log(abs(x)) / self.LOG_GAMMA)
-        store = self.pos if x > 0 else self.neg
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+        if x > 0:
+            if x <= self.MIN:
+                self.zero += 1
+                return
+            store, a = self.pos, x
+        else:
+            if -x <= self.MIN:
+                self.zero += 1
+                return
+            store, a = self.neg, -x
+        key = math.ceil(math.log(a) / self.LOG_GAMMA)
         store[key] = store.get(key, 0) + 1
 
     def _value(self, key: int) -> float:
@@ -338,28 +346,38 @@ class VersionStats:
             else RegressorQuality(window))
 
     def add_prediction(self, data: dict[str, Any], ts: float) -> None:
+        # the Monitor calls this for every record: plain comparisons, few lookups
         self.requests += 1
         rows = int(data.get("rows") or 0)
         self.rows += rows
         status = data.get("status", "ok")
-        self.statuses[status] = self.statuses.get(status, 0) + 1
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
         if status != "ok":
             self.errors += 1
         latency = data.get("latency_seconds")
         if isinstance(latency, (int, float)):
             self.latency.add(float(latency))
-        self.first_time = ts if self.first_time is None else min(self.first_time, ts)
-        self.last_time = ts if self.last_time is None else max(self.last_time, ts)
-        if data.get("agreement") is not None:
-            self.agreement_sum += data["agreement"] * rows
+        if self.first_time is None or ts < self.first_time:
+            self.first_time = ts
+        if self.last_time is None or ts > self.last_time:
+            self.last_time = ts
+        agreement = data.get("agreement")
+        if agreement is not None:
+            self.agreement_sum += agreement * rows
             self.agreement_rows += rows
-        for out in data.get("outputs") or ():
-            if "label" in out:
-                label = out["label"]
-                self.label_counts[label] = self.label_counts.get(label, 0) + 1
-                probs = out.get("probabilities") or {}
-                for i, c in enumerate(self.class_labels or ()):
-                    self.prob_sums[i] += probs.get(c, 0.0)
+        outputs = data.get("outputs")
+        if not outputs:
+            return
+        counts, sums, labels = self.label_counts, self.prob_sums, self.class_labels or ()
+        for out in outputs:
+            label = out.get("label")
+            if label is not None:
+                counts[label] = counts.get(label, 0) + 1
+                probs = out.get("probabilities")
+                if probs:
+                    for i, c in enumerate(labels):
+                        sums[i] += probs.get(c, 0.0)
             elif "value" in out:
                 self.values.add(out["value"])
                 self.value_moments.add(out["value"])
