@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,29 @@ def workers(proc_pid: int, service: str) -> list[psutil.Process]:
         if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == service:
             out.append(child)
     return out
+
+
+def stable_for(seconds: float) -> Callable[[int], bool]:
+    """A ``wait_for`` predicate: true once the value has not changed for ``seconds``."""
+    seen: dict[str, Any] = {"value": None, "since": 0.0}
+
+    def check(value: int) -> bool:
+        now = time.monotonic()
+        if value != seen["value"]:
+            seen.update(value=value, since=now)
+        return now - seen["since"] >= seconds
+
+    return check
+
+
+def log_bytes(data_dir: Path) -> int:
+    total = 0
+    for path in segment_files(data_dir):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # renamed from .open to .jsonl meanwhile
+            return -1
+    return total
 
 
 def segment_files(data_dir: Path) -> list[Path]:
@@ -108,6 +132,10 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
                         lambda pids: bool(pids) and old_monitor not in pids, timeout=30)
         assert wait_for(lambda: len(workers(proc.pid, "vigil")), lambda n: n == 2,
                         timeout=30) == 2
+
+        # the writers flush every 50 ms: read the log once it has stopped growing, or the
+        # last answers' records land after the snapshot and the Monitor counts "extra" ones
+        wait_for(lambda: log_bytes(srv.data_dir), stable_for(1.0), timeout=30)
 
         # every line parses, except a torn last line in a dead writer's open segment
         logged: list[dict[str, Any]] = []
