@@ -110,7 +110,8 @@ class NormalScores:
 class CusumBank:
     """Independent one-sided upper CUSUMs S = max(0, S + y − k), one per column, each with
     its own k and h. ``update`` takes a (rows, columns) batch and returns every crossing as
-    (row, column, statistic); a column that crosses restarts at 0.
+    (row, column, statistic); a column that crosses restarts at 0 (up to ``MAX_CROSSINGS``
+    times a batch; see ``_restarts``).
 
     Banks that watch the same few series with several allowances and both sides (the mean
     bank: 6 columns a feature) pass the series once with ``src`` and ``sign``: column c's
