@@ -10,15 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.drift import (
-    CusumBank,
     DriftConfig,
-    NormalScores,
     Reference,
     VersionDrift,
     gaussian_delay,
     gaussian_threshold,
-    psi,
 )
+from monitoring.drift_detectors import CusumBank, NormalScores, psi
 
 F = 8
 

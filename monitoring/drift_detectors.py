@@ -1,0 +1,196 @@
+"""The building blocks of drift detection: normal scores against a reference, a bank of
+vectorised one-sided CUSUMs, and the population stability index. Pure: numpy in, numbers out.
+
+The CUSUMs are vectorised over the batch of rows the Monitor reads: Page's recursion
+S_t = max(0, S_{t-1} + y_t − k) equals C_t − min(0, min_{i≤t} C_i) with C the running sum
+started at S_0, so a batch is a cumsum and a running minimum per column.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+GRID = 1024  # normal-score grid points per feature
+
+
+class NormalScores:
+    """Map each column to normal scores against reference values: z = Φ⁻¹(F_ref(x)), then
+    re-standardized by the scores' own reference mean and std (which handles ties)."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.ndim == 1:
+            ref = ref[:, None]
+        n = len(ref)
+        g = min(GRID, max(n, 2))
+        u = (np.arange(g) + 0.5) / g
+        nd = NormalDist()
+        zgrid = np.array([nd.inv_cdf(float(p)) for p in u])
+        self.xs: list[np.ndarray] = []
+        self.zs: list[np.ndarray] = []
+        means, stds = [], []
+        for j in range(ref.shape[1]):
+            col = ref[:, j][np.isfinite(ref[:, j])]
+            if col.size == 0:
+                col = np.zeros(1)
+            q = np.quantile(col, u)
+            xs, inverse = np.unique(q, return_inverse=True)
+            zs = np.bincount(inverse, weights=zgrid) / np.bincount(inverse)  # ties: mean score
+            self.xs.append(xs)
+            self.zs.append(zs)
+            zref = self._map(j, col, xs, zs)
+            means.append(zref.mean())
+            stds.append(zref.std() if zref.std() > 1e-9 else 1.0)
+        self.mean = np.array(means)
+        self.std = np.array(stds)
+
+    @staticmethod
+    def _map(j: int, x: np.ndarray, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+        if len(xs) == 1:
+            return np.where(x > xs[0], 1.0, np.where(x < xs[0], -1.0, 0.0))
+        return np.interp(x, xs, zs)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, dtype=np.float64)
+        for j in range(x.shape[1]):
+            out[:, j] = self._map(j, x[:, j], self.xs[j], self.zs[j])
+        out = (out - self.mean) / self.std
+        return np.where(np.isfinite(x), out, 0.0)  # a null tells nothing about the shape
+
+
+class CusumBank:
+    """Independent one-sided upper CUSUMs S = max(0, S + y − k), one per column, each with
+    its own k and h. ``update`` takes a (rows, columns) batch and returns every crossing as
+    (row, column, statistic); a column that crosses restarts at 0 (up to ``MAX_CROSSINGS``
+    times a batch; see ``_restarts``).
+
+    Banks that watch the same few series with several allowances and both sides (the mean
+    bank: 6 columns a feature) pass the series once with ``src`` and ``sign``: column c's
+    increment is ``sign[c] * y[:, src[c]]``. One running sum of the series then serves every
+    column (C_t = sign · Σy − k·t), which is most of a bank's cost."""
+
+    MAX_CROSSINGS = 8  # exact restarts of one column in one batch (see _restarts)
+
+    def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
+        self.k = np.asarray(k, dtype=np.float64)
+        self.h = np.asarray(h, dtype=np.float64)
+        self.s = np.zeros(len(self.k))
+
+    @staticmethod
+    def _floor(c: np.ndarray) -> np.ndarray:
+        """Running sums C (started at S_0) → Page's statistics, in place."""
+        m = np.minimum.accumulate(c, axis=0)
+        np.minimum(m, 0.0, out=m)
+        c -= m
+        return c
+
+    def update(self, y: np.ndarray, src: np.ndarray | None = None,
+               sign: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+        self.first_row: np.ndarray | None = None
+        n = len(y)
+        if n == 0:
+            return []
+        steps = np.arange(1, n + 1, dtype=np.float64)[:, None]
+        sums = np.cumsum(y, axis=0)
+        if src is None:
+            stats = sums
+        else:
+            stats = np.take(sums, src, axis=1)
+            stats *= sign
+        stats -= steps * self.k
+        stats += self.s
+        self._floor(stats)
+        over_h = stats > self.h
+        hit_cols = np.nonzero(over_h.any(axis=0))[0]
+        final = stats[-1].copy()
+        if not len(hit_cols):
+            self.s = final
+            return []
+        self.first_row = stats[int(np.argmax(over_h.any(axis=1)))].copy()  # nothing reset yet
+        if src is None:
+            inc = y[:, hit_cols] - self.k[hit_cols]
+        else:
+            inc = sign[hit_cols] * y[:, src[hit_cols]] - self.k[hit_cols]
+        first = np.argmax(over_h[:, hit_cols], axis=0)
+        rows, cols, values, final[hit_cols] = self._restarts(
+            inc, self.h[hit_cols], first, stats[first, hit_cols])
+        self.s = final
+        order = np.lexsort((hit_cols[cols], rows))
+        return list(zip(rows[order].tolist(), hit_cols[cols][order].tolist(),
+                        values[order].tolist(), strict=True))
+
+    def _restarts(self, inc: np.ndarray, h: np.ndarray, first: np.ndarray,
+                  first_values: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The crossings of the columns that crossed, restarting each at 0 after each
+        crossing, and their final statistics. All columns advance together through windows
+        of rows (one vectorised step finds each column's next crossing in its window), so a
+        drifted stream that crosses every few rows costs a few passes, not one pass a
+        crossing.
+
+        A column that crosses ``MAX_CROSSINGS`` times in one batch is so far off its
+        reference that it alarms every few rows (the bench's one row repeated): the rest of
+        its batch runs without further restarts and it ends the batch at most at h. Its
+        first crossing in the batch, the one an alarm reports, is still exact; only its later
+        crossings then depend on where batches split."""
+        n, m = inc.shape
+        rows, cols, values = [first], [np.arange(m)], [first_values]
+        pos = first.copy()  # the last row consumed by each column; its state after it is s
+        s = np.zeros(m)
+        width = 32
+        ahead = np.arange(1, n + 1)[:, None]
+
+        def window(live: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+            at = pos[live][None, :] + ahead[:width]  # the next rows of each live column
+            valid = at < n
+            seg = inc[np.minimum(at, n - 1), live[None, :]]
+            seg[~valid] = 0.0  # past the end: adds nothing, so no crossing and no change
+            c = np.cumsum(seg, axis=0)
+            c += s[live]
+            return self._floor(c), valid
+
+        crossed = np.ones(m, dtype=np.int64)
+        while True:
+            live = np.nonzero((pos < n - 1) & (crossed < self.MAX_CROSSINGS))[0]
+            if not len(live):
+                break
+            c, valid = window(live, width)
+            over = (c > h[live]) & valid
+            hit = over.any(axis=0)
+            t = np.argmax(over, axis=0)
+            if hit.any():
+                rows.append(pos[live][hit] + 1 + t[hit])
+                cols.append(live[hit])
+                values.append(c[t[hit], np.nonzero(hit)[0]])
+                crossed[live[hit]] += 1
+            last = np.minimum(width, n - 1 - pos[live]) - 1  # the window's last valid row
+            s[live] = np.where(hit, 0.0, c[last, np.arange(len(live))])
+            pos[live] = np.where(hit, pos[live] + 1 + t, pos[live] + 1 + last)
+            if not hit.any():
+                width = min(width * 4, n)  # quiet since the last crossing: take longer strides
+        live = np.nonzero(pos < n - 1)[0]  # only columns that crossed MAX_CROSSINGS times
+        if len(live):
+            c, _ = window(live, n)
+            s[live] = np.minimum(c[-1], h[live])
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), s
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """How close each detector is to alarming: S / h."""
+        return self.s / self.h
+
+
+def psi(live_counts: np.ndarray, ref_fractions: np.ndarray) -> float:
+    """Population stability index between live bin counts and reference bin fractions."""
+    counts = np.asarray(live_counts, dtype=np.float64).tolist()
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    out = 0.0  # plain floats: for ~10 bins, numpy's per-call cost was most of the time
+    for c, q in zip(counts, np.asarray(ref_fractions, dtype=np.float64).tolist(), strict=True):
+        p, q = max(c / total, 1e-4), max(q, 1e-4)
+        out += (p - q) * math.log(p / q)
+    return out
