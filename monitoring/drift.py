@@ -226,6 +226,7 @@ class VersionDrift:
         self.window_out = np.full((size, len(ref.output_names)), np.nan)
         self.window_pos = 0
         self.window_fill = 0
+        self._psi: tuple[int, dict[str, float]] | None = None  # (rows_seen, PSI) last computed
         self.unseen: set[tuple[str, str]] = set()
 
     def _mean_group(self, signal: str, names: list[str], arl: float) -> _Group:
@@ -395,9 +396,8 @@ class VersionDrift:
         (the Monitor's save and its metrics both ask)."""
         if self.window_fill == 0:
             return {}
-        cached = self.__dict__.get("_psi")
-        if cached is not None and cached[0] == self.rows_seen:
-            return dict(cached[1])
+        if self._psi is not None and self._psi[0] == self.rows_seen:
+            return dict(self._psi[1])
         live, _ = self.recent(self.config.window)
         out: dict[str, float] = {}
         for j, name in enumerate(self.ref.features):
@@ -454,7 +454,7 @@ class VersionDrift:
                 "reference_source": self.ref.source}
 
     def restore(self, doc: dict[str, Any]) -> None:
-        self.__dict__.pop("_psi", None)
+        self._psi = None
         self.rows_seen = doc.get("rows_seen", 0)
         self.labels_seen = doc.get("labels_seen", 0)
         self.ref_n, self.ref_sum, self.ref_sq = doc.get("error_ref", [0, 0.0, 0.0])

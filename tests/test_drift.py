@@ -223,3 +223,18 @@ def test_snapshot_restore_continues_where_it_stopped() -> None:
     a_split = [a for a in feed(first, rows[:0])] + feed(second, rows[1500:])
     assert [(a.signal, a.rows) for a in a_whole if a.rows > 1500] == \
         [(a.signal, a.rows) for a in a_split]
+
+
+def test_psi_follows_the_live_window_as_rows_arrive() -> None:
+    """PSI is cached per batch of rows: the next batch must show in it."""
+    rng = np.random.default_rng(12)
+    det = detector(12)
+    feed(det, rng.normal(size=(1000, F)))
+    before = det.feature_psi()
+    shifted = rng.normal(size=(1000, F))
+    shifted[:, 2] += 2.0
+    feed(det, shifted)
+    after = det.feature_psi()
+    assert after["f2"] > before["f2"] + 0.5
+    det._psi = None  # computed afresh from the window: the same numbers
+    assert det.feature_psi() == after

@@ -121,6 +121,8 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
         time.sleep(2.0)
         monitors = workers(proc.pid, "vigil-monitor")
         assert len(monitors) == 1
+        # the Monitor yields the cores to the workers (monitor.nice, 10 by default)
+        assert monitors[0].nice() == 10 and {p.nice() for p in workers(proc.pid, "vigil")} == {0}
         old_monitor = monitors[0].pid
         os.kill(old_monitor, signal.SIGKILL)
         time.sleep(2.0)
