@@ -2,8 +2,10 @@
 measures the step's window from the Monitor's stats, lets ``monitoring.rollout`` decide, and
 applies the decision — deployment change (compare-and-set on its revision), audit row
 (``system:rollout``), webhook event and the new rollout state — in one transaction. An
-operator's concurrent change wins: the controller's write fails on the revision and it looks
-again next tick."""
+operator's concurrent change wins: the controller's write is a compare-and-set on the
+deployment's revision and on the rollout's own, fails when either moved, and it looks again
+next tick. An operator's command that loses the race to the controller is re-read and
+re-decided on the state the controller left."""
 
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ from store.tables import drift_alarms, rollouts
 
 log = logging.getLogger("vigil.rollout")
 ACTOR = "system:rollout"
+OPERATOR_ATTEMPTS = 5  # an operator's command re-read after the controller wrote meanwhile
+
+
+class StaleRollout(Exception):
+    """The rollout was written by someone else since it was read."""
+
+    def __init__(self, model: str, revision: int) -> None:
+        super().__init__(f"the rollout of {model} moved past revision {revision}")
+        self.model = model
+        self.revision = revision
 
 
 def counters(st: VersionStats | None) -> dict[str, Any]:
@@ -99,20 +111,23 @@ class Controller:
         self.base_url = base_url
         self.on_transition = on_transition
 
-    def running(self) -> list[tuple[str, dict[str, Any]]]:
+    def running(self) -> list[tuple[str, dict[str, Any], int]]:
+        """Every rollout: model, document and the revision a write must find unchanged."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(rollouts)).all()
-        return [(r.model, orjson.loads(r.doc)) for r in rows]
+        return [(r.model, orjson.loads(r.doc), r.revision) for r in rows]
 
     def tick(self, stats: dict[Any, VersionStats], now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for model, doc in self.running():
+        for model, doc, revision in self.running():
             if State.from_dict(doc["state"]).status != "running":
                 continue
             try:
-                self._step(model, doc, stats, now)
+                self._step(model, doc, revision, stats, now)
             except StaleRevision:
                 log.info("rollout of %s: the deployment moved under us; next tick", model)
+            except StaleRollout:
+                log.info("rollout of %s: an operator changed it meanwhile; next tick", model)
             except Exception:
                 log.exception("rollout of %s failed this tick", model)
 
@@ -122,21 +137,21 @@ class Controller:
                 drift_alarms.c.model == model, drift_alarms.c.version == version,
                 drift_alarms.c.acknowledged_at.is_(None)))}
 
-    def _step(self, model: str, doc: dict[str, Any], stats: dict[Any, VersionStats],
-              now: float) -> None:
+    def _step(self, model: str, doc: dict[str, Any], revision: int,
+              stats: dict[Any, VersionStats], now: float) -> None:
         spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
         d = self.deployments.get(model)
         canary_key = (model, spec.candidate, "canary")
         champion_key = (model, d.champion, "champion")
         if d.canary is None or d.canary.version != spec.candidate:
             state.status, state.reason = "paused", "the canary was changed outside the rollout"
-            self._commit(model, doc, spec, state, Action("pause", None, "vigil.rollout.paused"),
-                         d, now)
+            self._commit(model, doc, revision, spec, state,
+                         Action("pause", None, "vigil.rollout.paused"), d, now)
             return
         if "baseline" not in doc:
             doc["baseline"] = {"canary": counters(stats.get(canary_key)),
                                "champion": counters(stats.get(champion_key))}
-            self._save(model, doc, now)
+            self._save(model, doc, revision, now)
             return
         canary = window(counters(stats.get(canary_key)), doc["baseline"]["canary"])
         champion = window(counters(stats.get(champion_key)), doc["baseline"]["champion"])
@@ -148,33 +163,38 @@ class Controller:
                            "canary": canary.__dict__, "champion": champion.__dict__}
         action = decide(spec, state, analysis, now)
         if action.kind == "none":
-            self._save(model, doc, now)
+            self._save(model, doc, revision, now)
             return
         if action.kind == "weight":
             doc["baseline"] = {"canary": counters(stats.get(canary_key)),
                                "champion": counters(stats.get(champion_key))}
-        self._commit(model, doc, spec, state, action, d, now)
+        self._commit(model, doc, revision, spec, state, action, d, now)
 
-    def _save(self, model: str, doc: dict[str, Any], now: float,
+    def _save(self, model: str, doc: dict[str, Any], revision: int, now: float,
               conn: sa.Connection | None = None) -> None:
+        """Write the document if the rollout is still at ``revision`` (else StaleRollout,
+        which rolls back whatever else ``conn``'s transaction did)."""
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
         def write(c: sa.Connection) -> None:
-            if not c.execute(rollouts.update().where(rollouts.c.model == model).values(
-                    doc=text, updated_at=now)).rowcount:
-                c.execute(rollouts.insert().values(model=model, doc=text, updated_at=now))
+            if not c.execute(rollouts.update().where(
+                    rollouts.c.model == model, rollouts.c.revision == revision).values(
+                    doc=text, updated_at=now, revision=revision + 1)).rowcount:
+                raise StaleRollout(model, revision)
         if conn is not None:
             write(conn)
         else:
             with self.engine.begin() as c:
                 write(c)
 
-    def _commit(self, model: str, doc: dict[str, Any], spec: Spec, state: State,
-                action: Action, current: Any, now: float, actor: str = ACTOR,
+    def _commit(self, model: str, doc: dict[str, Any], revision: int, spec: Spec,
+                state: State, action: Action, current: Any, now: float, actor: str = ACTOR,
                 role: str | None = None) -> None:
-        """Deployment change + audit + webhook event + rollout state, all or nothing."""
+        """Deployment change + audit + webhook event + rollout state, all or nothing: the
+        rollout's compare-and-set comes first, so a stale one changes nothing."""
         doc["state"] = state.to_dict()
         with self.engine.begin() as conn:
+            self._save(model, doc, revision, now, conn)
             before = current.to_public()
             new = None
             if action.kind == "weight":
@@ -203,7 +223,6 @@ class Controller:
                     "weight": spec.steps[state.step], "reason": state.reason,
                     "analysis": doc.get("analysis"), "gateway": self.base_url}}
                 enqueue(conn, ev, event_id, self.targets, now, model, action.kind)
-            self._save(model, doc, now, conn)
         if self.on_transition is not None:
             self.on_transition(model, action.kind, state)
 
@@ -218,7 +237,7 @@ def start(engine: sa.Engine, model: str, spec: Spec, actor: str, role: str,
     if spec.candidate == current.champion:
         raise ValueError("candidate: is already the champion")
     with engine.begin() as conn:
-        existing = conn.execute(sa.select(rollouts.c.doc).where(
+        existing = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
             rollouts.c.model == model)).first()
         if existing and State.from_dict(orjson.loads(existing.doc)["state"]).status in (
                 "running", "paused"):
@@ -231,7 +250,11 @@ def start(engine: sa.Engine, model: str, spec: Spec, actor: str, role: str,
                "started_by": actor}
         text = orjson.dumps(doc).decode()
         conn.execute(rollouts.delete().where(rollouts.c.model == model))
-        conn.execute(rollouts.insert().values(model=model, doc=text, updated_at=now))
+        # the revision goes on counting across rollouts: a controller holding the last
+        # rollout's revision must not match the new one
+        conn.execute(rollouts.insert().values(
+            model=model, doc=text, updated_at=now,
+            revision=existing.revision + 1 if existing else 0))
         AuditLog(engine).write(AuditRecord(
             actor=actor, role=role, action="rollout.start", target=f"deployments/{model}",
             outcome="ok", before=current.to_public(), after=new.to_public(),
@@ -247,11 +270,27 @@ def read(engine: sa.Engine, model: str) -> dict[str, Any] | None:
 
 def operate(controller: Controller, model: str, command: str, actor: str, role: str,
             now: float | None = None) -> dict[str, Any]:
-    """pause | resume | abort | advance, by an operator."""
+    """pause | resume | abort | advance, by an operator. When the controller wrote the
+    rollout between our read and our write, the command is decided again on what it wrote
+    (so pausing a rollout the controller just promoted is a conflict, not a lost write)."""
     now = time.time() if now is None else now
-    doc = read(controller.engine, model)
-    if doc is None:
+    for attempt in range(OPERATOR_ATTEMPTS):
+        try:
+            return _operate_once(controller, model, command, actor, role, now)
+        except StaleRollout:
+            if attempt == OPERATOR_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _operate_once(controller: Controller, model: str, command: str, actor: str, role: str,
+                  now: float) -> dict[str, Any]:
+    with controller.engine.connect() as conn:
+        row = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
+            rollouts.c.model == model)).first()
+    if row is None:
         raise LookupError(model)
+    doc, revision = orjson.loads(row.doc), row.revision
     spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
     current = controller.deployments.get(model)
     if command == "pause":
@@ -281,5 +320,6 @@ def operate(controller: Controller, model: str, command: str, actor: str, role: 
         state.reason = state.reason or f"advanced by {actor}"
     else:
         raise ValueError(f"command: unknown {command!r}")
-    controller._commit(model, doc, spec, state, action, current, now, actor, role)  # noqa: SLF001
+    controller._commit(model, doc, revision, spec, state, action, current, now,  # noqa: SLF001
+                       actor, role)
     return read(controller.engine, model) or doc

@@ -20,7 +20,7 @@ from monitoring.drift_tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.policy import Firing
 from monitoring.policy import event as policy_event
 from monitoring.rollout import Spec
-from monitoring.rollouts import Controller
+from monitoring.rollouts import Controller, StaleRollout
 from monitoring.rollouts import operate as operate_rollout_in_store
 from monitoring.rollouts import read as read_rollout
 from monitoring.rollouts import start as start_rollout_in_store
@@ -254,6 +254,9 @@ def rollout_errors(model: str) -> Iterator[None]:
     except StaleRevision:
         raise PreconditionFailed("the deployment changed meanwhile; try again",
                                  field="If-Match", reason="stale") from None
+    except StaleRollout:  # the controller kept writing it through every retry
+        raise Conflict("the rollout changed meanwhile; try again", field="model",
+                       reason="changed meanwhile") from None
 
 
 def _controller(ctx: WorkerContext) -> Controller:

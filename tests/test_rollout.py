@@ -172,6 +172,48 @@ def test_an_operator_change_wins_over_the_controller(sim: Sim) -> None:
     assert sim.store.get("breast_cancer").canary is None  # the controller did not undo it
 
 
+def test_a_pause_made_while_the_controller_works_is_not_written_back(sim: Sim) -> None:
+    """The controller reads the rollout, an operator pauses it, then the controller writes
+    what it decided from its read: the pause must stand (it used to be overwritten)."""
+    sim.run(3)
+    seen = sim.controller.running()  # the controller's read, before the operator acts
+    operate(sim.controller, "breast_cancer", "pause", "ops", "operator", now=sim.now)
+    sim.controller.running = lambda: seen  # type: ignore[method-assign]
+    weights = sim.store.get("breast_cancer").canary
+    for _ in range(3):
+        sim.controller.tick(sim.monitor.stats, sim.now)
+        sim.now += 1
+    state = sim.state()
+    assert state.status == "paused" and state.reason == "paused by ops"
+    assert sim.store.get("breast_cancer").canary == weights
+    # and a second pause is a conflict, as the CLI reports it
+    with pytest.raises(ValueError, match="status: the rollout is paused"):
+        operate(sim.controller, "breast_cancer", "pause", "ops", "operator", now=sim.now)
+
+
+def test_an_operator_command_that_loses_the_race_is_decided_again(sim: Sim) -> None:
+    """The controller writes between the operator's read and write: the command is re-read
+    and re-decided on what the controller wrote, once, with one audit row."""
+    sim.run(3)
+    controller, real_read = sim.controller, sim.controller.deployments.get
+    raced = []
+
+    def get_and_race(model: str) -> Deployment:  # runs between operate's read and write
+        if not raced:
+            raced.append(True)
+            for m, doc, revision in controller.running():
+                doc["analysis"] = {"at": sim.now, "note": "the controller was here"}
+                controller._save(m, doc, revision, sim.now)  # noqa: SLF001
+        return real_read(model)
+    controller.deployments.get = get_and_race  # type: ignore[method-assign]
+    doc = operate(controller, "breast_cancer", "abort", "ops", "operator", now=sim.now)
+    assert raced and doc["state"]["status"] == "aborted"
+    assert doc["analysis"]["note"] == "the controller was here"  # built on its write
+    aborts = [r for r in AuditLog(sim.engine).recent(50) if r.action == "rollout.abort"]
+    assert len(aborts) == 1 and aborts[0].actor == "ops"
+    assert sim.store.get("breast_cancer").canary is None
+
+
 def test_gates_use_significance_not_point_estimates() -> None:
     spec = Spec(candidate="v2", min_requests=100, min_labels=50)
     champion = Window(requests=1000, errors=10)

@@ -102,3 +102,33 @@ def test_audit_is_append_only_and_newest_first(engine) -> None:  # type: ignore[
     assert [r.actor for r in rows] == ["anonymous", "alice"]
     assert rows[1].before == {"a": 1} and rows[1].after == {"a": 2}
     assert audit.recent(10, action="deployments.patch")[0].request_id == "r1"
+
+
+def test_a_store_with_a_rollout_upgrades_to_rollout_revisions(engine) -> None:  # type: ignore[no-untyped-def]
+    """Migration 0006 on a store that already holds a rollout: the row keeps its document,
+    starts at revision 0, and the controller's compare-and-set works on it."""
+    import orjson
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from monitoring.rollouts import Controller, StaleRollout, read
+    from store.engine import MIGRATIONS, migrate
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+    doc = {"spec": {"candidate": "v2"}, "state": {"status": "running"}}
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO rollouts (model, doc, updated_at) "
+                             "VALUES ('m', :doc, 1.0)"), {"doc": orjson.dumps(doc).decode()})
+    migrate(engine)
+    controller = Controller(engine, [])
+    [(model, stored, revision)] = controller.running()
+    assert (model, stored, revision) == ("m", doc, 0)
+    controller._save("m", {**doc, "analysis": {"at": 2.0}}, 0, 2.0)  # noqa: SLF001
+    with pytest.raises(StaleRollout):
+        controller._save("m", doc, 0, 3.0)  # noqa: SLF001
+    assert read(engine, "m") == {**doc, "analysis": {"at": 2.0}}
