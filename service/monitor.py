@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from datetime import datetime
 from typing import Any
@@ -27,7 +26,7 @@ from monitoring.rollouts import Controller
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
 from service.drain import delay_sigterm, exit_with_parent
-from service.process import tune_gc
+from service.process import lower_priority, tune_gc
 from service.settings import Settings, load_settings
 from store import DeploymentStore, make_engine
 
@@ -134,8 +133,8 @@ class Monitor:
 
     @bentoml.on_startup
     async def start(self) -> None:
-        if SETTINGS.monitor.nice:
-            os.nice(SETTINGS.monitor.nice)  # the request path comes first on shared cores
+        if SETTINGS.monitor.nice:  # the request path comes first on shared cores
+            lower_priority(SETTINGS.monitor.nice)
         if SETTINGS.server.gc_tuning:
             tune_gc()
         self.metrics = MonitorMetrics()

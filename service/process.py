@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+from pathlib import Path
 
 
 def tune_gc() -> None:
@@ -13,3 +15,24 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def lower_priority(increment: int, autogroup: Path = AUTOGROUP) -> int | None:
+    """Run this process ``increment`` nice levels below the request path, for real.
+
+    ``os.nice`` alone does nothing against processes of other sessions where the kernel
+    groups tasks by session (``CONFIG_SCHED_AUTOGROUP``, on by default in most distributions):
+    the CPU is shared between the groups first, each at its group's own nice, and circus
+    starts every worker in a session of its own. So the session's group gets the same nice
+    (``/proc/self/autogroup``, see sched(7)); the Monitor is alone in its session. Returns
+    the group's nice, or None where there is no autogroup."""
+    os.nice(increment)
+    try:
+        current = int(autogroup.read_text().rsplit("nice", 1)[1])
+        autogroup.write_text(str(min(19, current + increment)))
+        return int(autogroup.read_text().rsplit("nice", 1)[1])
+    except (OSError, ValueError, IndexError):  # no autogroup (or not allowed): nice alone
+        return None

@@ -101,6 +101,7 @@ class MonitorSettings(Section):
     quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
     # the Monitor's CPU scheduling priority below the Gateway workers (os.nice increment,
     # 0 to run at the same priority): under saturation it yields the cores and catches up after
+    # (applied to its session's scheduling group too: service.process.lower_priority)
     nice: int = Field(10, ge=0, le=19)
 
 
