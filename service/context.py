@@ -45,7 +45,8 @@ class WorkerContext:
                                   breaker_failures=s.breaker_failures,
                                   breaker_reset_seconds=s.breaker_reset_seconds,
                                   sink=self.sink, metrics=self.metrics,
-                                  max_batch_rows=s.max_batch_rows)
+                                  max_batch_rows=s.max_batch_rows,
+                                  linger=s.linger_seconds)
         self.predictor.shadows = self.shadows
 
     def publish_gauges(self) -> None:

@@ -94,9 +94,10 @@ class ShadowLane:
 
     def __init__(self, model: str, version: str, *, queue_size: int, timeout: float,
                  breaker: CircuitBreaker, sink: EventSink, metrics: GatewayMetrics | None,
-                 max_batch_rows: int = 4096) -> None:
+                 max_batch_rows: int = 4096, linger: float = 0.0) -> None:
         self.model, self.version = model, version
         self.timeout = timeout
+        self.linger = min(linger, timeout / 4)
         self.breaker = breaker
         self.max_batch_rows = max_batch_rows
         self._sink = sink
@@ -138,6 +139,11 @@ class ShadowLane:
                 self._ready.wait()
             if self._closed:
                 return None
+        if self.linger > 0:  # let the next requests' jobs join: one wake-up and call for all
+            time.sleep(self.linger)
+        with self._lock:
+            if self._closed:
+                return None
             batch, rows = [], 0
             while self._queue and (not batch or
                                    rows + len(self._queue[0].matrix) <= self.max_batch_rows):
@@ -159,11 +165,7 @@ class ShadowLane:
                     for _, status, _, _ in results:
                         self.breaker.record(status == "ok")
             if not timed_out:
-                for job, status, outputs, error in results:
-                    try:
-                        self._record(job, status, outputs, error, took)
-                    except Exception:  # the lane's thread outlives any one record
-                        log.exception("recording a shadow answer failed")
+                self._record_batch(results, took)
 
     def _predict(self, batch: list[ShadowJob]
                  ) -> list[tuple[ShadowJob, str, list[dict[str, Any]] | None, str | None]]:
@@ -212,16 +214,37 @@ class ShadowLane:
             self._record(job, "timeout", None, f"no answer within {self.timeout}s",
                          now - job.offered)
 
+    def _record_batch(self, results: list[tuple[ShadowJob, str, list[dict[str, Any]] | None,
+                                                 str | None]], latency: float) -> None:
+        """Each answer's event, and the batch's metrics in one increment per series."""
+        statuses: dict[str, int] = {}
+        rows = agreed = 0
+        for job, status, outputs, error in results:
+            statuses[status] = statuses.get(status, 0) + 1
+            try:
+                agree = self._emit(job, status, outputs, error, latency)
+            except Exception:  # the lane's thread outlives any one record
+                log.exception("recording a shadow answer failed")
+                continue
+            if agree is not None:
+                n = len(job.primary_outputs)
+                rows += n
+                agreed += round(agree * n)
+        if self._metrics is not None:
+            for status, n in statuses.items():
+                self._metrics.shadow_requests.labels(self.model, self.version, status).inc(n)
+            if rows:
+                self._metrics.shadow_rows.labels(self.model, self.version).inc(rows)
+                self._metrics.shadow_agreement.labels(self.model, self.version).inc(agreed)
+
     def _record(self, job: ShadowJob, status: str, outputs: list[dict[str, Any]] | None,
                 error: str | None, latency: float) -> None:
+        self._record_batch([(job, status, outputs, error)], latency)
+
+    def _emit(self, job: ShadowJob, status: str, outputs: list[dict[str, Any]] | None,
+              error: str | None, latency: float) -> float | None:
+        """The answer's event; its agreement with the primary (None without an answer)."""
         agree = agreement(job.primary_outputs, outputs) if outputs is not None else None
-        if self._metrics is not None:
-            self._metrics.shadow_requests.labels(job.model, job.version, status).inc()
-            if agree is not None:
-                rows = len(job.primary_outputs)
-                self._metrics.shadow_rows.labels(job.model, job.version).inc(rows)
-                self._metrics.shadow_agreement.labels(job.model, job.version).inc(
-                    round(agree * rows))
         try:
             self._sink.emit(PredictionEvent(
                 request_id=job.request_id, model=job.model, version=job.version,
@@ -231,6 +254,7 @@ class ShadowLane:
                 error=error, primary_version=job.primary_version, agreement=agree))
         except Exception:
             log.exception("shadow event sink failed")
+        return agree
 
     def close(self) -> None:
         self._watchdog.cancel()
@@ -245,9 +269,10 @@ class ShadowPool:
 
     def __init__(self, *, queue_size: int, timeout: float, breaker_failures: int,
                  breaker_reset_seconds: float, sink: EventSink,
-                 metrics: GatewayMetrics | None = None, max_batch_rows: int = 4096) -> None:
+                 metrics: GatewayMetrics | None = None, max_batch_rows: int = 4096,
+                 linger: float = 0.0) -> None:
         self._kw = {"queue_size": queue_size, "timeout": timeout,
-                    "max_batch_rows": max_batch_rows}
+                    "max_batch_rows": max_batch_rows, "linger": linger}
         self._breaker = (breaker_failures, breaker_reset_seconds)
         self._sink = sink
         self._metrics = metrics

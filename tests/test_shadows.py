@@ -210,3 +210,52 @@ def test_a_busy_loop_gets_every_shadow_answered_in_batches_each_with_its_own_row
         assert max(picky.calls) > 5  # batched: more rows than any one request has
 
     asyncio.run(scenario())
+
+
+def test_a_lingering_lane_runs_requests_apart_as_one_call_and_counts_each(
+        registry: Registry) -> None:
+    """With ``linger``, jobs offered a few milliseconds apart (requests arriving one by one)
+    are answered by one call of the shadow, and the metrics count every request, row and
+    agreement; without it each request is its own call."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import GatewayMetrics
+
+    def run(linger: float) -> tuple[list[int], list[PredictionEvent], Any]:
+        async def scenario() -> tuple[list[int], list[PredictionEvent], Any]:
+            events: list[PredictionEvent] = []
+
+            class ListSink:
+                def emit(self, e: PredictionEvent) -> None:
+                    events.append(e)
+
+            v1 = registry.get("breast_cancer", "v1").load()
+            counting = PickyRuntime(registry.get("breast_cancer", "v3").load())
+            metrics = GatewayMetrics(CollectorRegistry())
+            pool = ShadowPool(queue_size=64, timeout=5, breaker_failures=100,
+                              breaker_reset_seconds=60, sink=ListSink(),  # type: ignore[arg-type]
+                              metrics=metrics, linger=linger)
+            rows = registry.get("breast_cancer", "v1").smoke_rows()
+            for i in range(8):
+                matrix = rows[i:i + 1 + i % 2]
+                assert pool.submit(ShadowJob(f"r{i}", "breast_cancer", "v3", counting, matrix,
+                                             "v1", v1.predict(matrix))) is None
+                await asyncio.sleep(0.003)  # requests arrive apart
+            for _ in range(200):
+                if len(events) == 8:
+                    break
+                await asyncio.sleep(0.01)
+            pool.close()
+            return counting.calls, events, metrics
+        return asyncio.run(scenario())
+
+    calls, events, metrics = run(linger=0.2)
+    assert calls == [12] and sorted(e.request_id for e in events) == [f"r{i}" for i in range(8)]
+    assert all(e.status == "ok" and e.rows == 1 + int(e.request_id[1:]) % 2 for e in events)
+    sample = metrics.shadow_requests.labels("breast_cancer", "v3", "ok")._value.get()
+    rows = metrics.shadow_rows.labels("breast_cancer", "v3")._value.get()
+    agreed = metrics.shadow_agreement.labels("breast_cancer", "v3")._value.get()
+    expected = sum(round(e.agreement * e.rows) for e in events)  # type: ignore[operator]
+    assert (sample, rows, agreed) == (8, 12, expected)
+    calls, events, _ = run(linger=0.0)  # each as it comes (two may meet on a loaded box)
+    assert len(calls) > 1 and sum(calls) == 12 and len(events) == 8
