@@ -92,6 +92,7 @@ Checkpoint = dict[str, Position]
 class Batch:
     lines: list[bytes]  # complete lines, in order within each stream, streams one after another
     checkpoint: Checkpoint  # the position after the last of ``lines``
+    more: bool = False  # a stream stopped at its share of ``max_events``: read again now
 
 
 @dataclass
@@ -141,8 +142,10 @@ class LocalEventLog:
         new = dict(checkpoint)
         streams = sorted(list_segments(self.directory).items())
         share = max(1, max_events // max(1, len(streams)))  # no stream starves the others
+        more = False
         for stream, segments in streams:
             if len(out) >= max_events:
+                more = True
                 break
             limit = min(max_events, len(out) + share)
             pos = new.get(stream, Position(segments[0].seq, 0))
@@ -155,6 +158,7 @@ class LocalEventLog:
                 out.extend(lines)
                 pos = Position(seg.seq, pos.offset + consumed)
                 if len(out) >= limit:
+                    more = True
                     break
                 done = seg.closed and pos.offset >= self._size(seg)
                 if done and i + 1 < len(segments):
@@ -162,7 +166,7 @@ class LocalEventLog:
                     continue
                 break
             new[stream] = pos
-        return Batch(out, new)
+        return Batch(out, new, more)
 
     def _size(self, seg: Segment) -> int:
         try:

@@ -50,6 +50,7 @@ class StepResult:
     invalid: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
     alarms: list[Any] = field(default_factory=list)  # monitoring.drift.DriftAlarm
+    more: bool = False  # the batch was cut at its size: more is waiting already
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Monitor:
     def step(self) -> StepResult:
         """Consume one batch and commit it with the new checkpoint. Returns what it did."""
         batch = self.log.read(self.checkpoint, self.batch_events)
-        result = StepResult(lines=len(batch.lines))
+        result = StepResult(lines=len(batch.lines), more=batch.more)
         now = self.clock()
         index_rows: list[tuple[Any, ...]] = []
         feedback: list[tuple[dict[str, Any], float]] = []
@@ -315,8 +316,15 @@ class Monitor:
             conn.execute(monitor_state.insert().values(name=name, doc=text, updated_at=now))
 
     def tick(self, budget_seconds: float = 5.0) -> StepResult:
-        """Consume until caught up (or ``budget_seconds`` passed), then publish the lag and
-        do housekeeping. Returns the total of the steps."""
+        """Consume what is there (several steps when a batch is cut at its size, until
+        ``budget_seconds`` passed), then publish the lag and do housekeeping. Returns the
+        total of the steps.
+
+        A step whose batch was not cut read everything there was: the tick ends there, and
+        what the workers wrote meanwhile waits for the next tick. Stepping on "until a step
+        reads nothing" under steady traffic meant one small step after another, each paying
+        the commit, the drift and stats snapshots: 561 µs of Monitor CPU per request at 628
+        req/s."""
         start = time.perf_counter()
         total = StepResult()
         while True:
@@ -327,7 +335,7 @@ class Monitor:
             total.invalid += r.invalid
             for k, v in r.labels.items():
                 total.labels[k] = total.labels.get(k, 0) + v
-            if r.lines == 0 or time.perf_counter() - start > budget_seconds:
+            if not r.more or time.perf_counter() - start > budget_seconds:
                 break
         elapsed = time.perf_counter() - start
         now = self.clock()

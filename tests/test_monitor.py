@@ -223,3 +223,48 @@ def test_drift_alarms_survive_a_restart_once(engine: sa.Engine, tmp_path: Path) 
     assert state["rows_seen"] == 3500  # the detectors carried on from their snapshot
     # still drifted, but the alarm is open until acknowledged: not raised again
     assert len([a for a in state["alarms"] if a["signal"] == "input_mean"]) == 1
+
+
+def test_a_tick_reads_what_is_there_and_leaves_a_trickle_to_the_next_tick(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """A backlog larger than a batch is consumed in one tick, step after step. Records that a
+    writer adds while the tick runs wait for the next tick: the tick does not chase them one
+    small step (one commit, one snapshot of everything) at a time."""
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer)
+    for i in range(25):
+        emit(sink, i)
+    writer.close()
+    m = monitor(engine, tmp_path, batch_events=10)
+    steps: list[int] = []
+    real_step = m.step
+
+    def counted() -> Any:
+        r = real_step()
+        steps.append(r.lines)
+        return r
+    m.step = counted  # type: ignore[method-assign]
+    assert m.tick().lines == 25 and steps == [10, 10, 5]
+
+    real_read, added = m.log.read, [0]
+
+    def read_while_writing(checkpoint: Any, max_events: int) -> Any:
+        batch = real_read(checkpoint, max_events)
+        added[0] += 1  # a worker keeps writing during the step
+        trickle = LogSink(SegmentWriter(tmp_path, f"gw1-{added[0] + 1}-1", render))
+        emit(trickle, 1000 + added[0])
+        trickle.close()
+        return batch
+    more = LogSink(SegmentWriter(tmp_path, "gw2-1-1", render))
+    for i in range(3):
+        emit(more, 100 + i)
+    more.close()
+    m.log.read = read_while_writing  # type: ignore[method-assign]
+    steps.clear()
+    m.tick()
+    assert steps == [3]  # the first step read everything there was; the tick ended
+    assert m.status.lag_events == 1  # the record written meanwhile is the next tick's
+    m.log.read = real_read  # type: ignore[method-assign]
+    steps.clear()
+    assert m.tick().lines == 1 and steps == [1]
+    assert variant_counts(engine) == {("v1", "champion"): 29}
