@@ -271,7 +271,7 @@ def suite(rounds: int, seconds: float, out: Path) -> None:
                         # one request's latency (at saturation p50 is mostly queueing)
                         rate = round(min(x["rps"], y["rps"]) * 0.5 / conns) * conns
                         paced: dict[str, list[float]] = {a: [], b: []}
-                        for _ in range(max(2, 2 * rounds - 2)):  # keeps make bench near 10 min
+                        for _ in range(max(2, rounds)):  # keeps make bench under 10 min
                             quiesce(servers)
                             paced[a].append(hey(servers[a][1] + pa, ba, secs, conns,
                                                 rate=rate)["p50"])
