@@ -86,10 +86,12 @@ def _gateway_rss(server_pid: int) -> dict[int, int]:
     return out
 
 
-def flood_of_large_bodies(url: str, server_pid: int) -> tuple[Counter[int], int, list[str]]:
+def flood_of_large_bodies(url: str, server_pid: int
+                          ) -> tuple[Counter[int], int, list[str], list[str]]:
     """32 connections each posting ~3.5 MiB bodies (under the 4 MiB limit) for a few rounds,
     while the workers' resident memory is sampled; returns the statuses, the largest growth
-    of one worker's RSS over its value before the flood, and the Retry-After headers."""
+    of one worker's RSS over its value before the flood, the Retry-After headers and the
+    503s' error messages."""
     digits = "0." + "3" * 330  # a long number: ~3.5 MiB for 1,000 rows of 10 features
     body = ('{"model": "diabetes", "instances": [' + ",".join(
         ["[" + ",".join([digits] * 10) + "]"] * 1000) + "]}").encode()
@@ -98,6 +100,7 @@ def flood_of_large_bodies(url: str, server_pid: int) -> tuple[Counter[int], int,
     peak = dict(before)
     statuses: Counter[int] = Counter()
     retry_after: list[str] = []
+    reasons: list[str] = []
     lock = threading.Lock()
     done = threading.Event()
 
@@ -114,6 +117,7 @@ def flood_of_large_bodies(url: str, server_pid: int) -> tuple[Counter[int], int,
                     statuses[r.status_code] += 1
                     if r.status_code == 503:
                         retry_after.append(r.headers.get("retry-after", ""))
+                        reasons.append(r.json().get("error", ""))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -125,7 +129,7 @@ def flood_of_large_bodies(url: str, server_pid: int) -> tuple[Counter[int], int,
     done.set()
     sampler.join()
     growth = max(peak[pid] - rss for pid, rss in before.items())
-    return statuses, growth, retry_after
+    return statuses, growth, retry_after, reasons
 
 
 def test_a_flood_of_large_bodies_is_refused_with_503_and_memory_stays_bounded(
@@ -133,13 +137,18 @@ def test_a_flood_of_large_bodies_is_refused_with_503_and_memory_stays_bounded(
     proc, srv = start_server(tmp_path_factory.mktemp("vigil-flood"), {
         "VIGIL_LIMITS__MAX_INFLIGHT_BODY_BYTES": str(8 * 2**20)})
     try:
-        statuses, growth, retry_after = flood_of_large_bodies(srv.url, proc.pid)
+        statuses, growth, retry_after, reasons = flood_of_large_bodies(srv.url, proc.pid)
     finally:
         stop_server(proc)
     print(f"statuses {dict(statuses)}, largest worker RSS growth {growth / 2**20:.0f} MiB")
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0 and statuses[200] > 0, statuses
     assert set(retry_after) == {"1"}
-    # at most two 3.5 MiB bodies in flight per worker (measured: +21 MiB at the peak; with
-    # the budget lifted every request is admitted and a worker grew 59 MiB)
-    assert growth < 64 * 2**20, f"{growth / 2**20:.0f} MiB"
+    # the byte budget refused them (not the request-count limit): at most two 3.5 MiB
+    # bodies in flight per worker
+    assert any("bytes of request bodies in flight" in r for r in reasons), reasons[:3]
+    # and memory stays bounded. Measured: +21 MiB at the peak on a fast machine, +68 MiB on
+    # a slow one (the log writer still holds the admitted requests' 1,000-row events while
+    # it renders them); with the budget lifted every request was admitted and a worker grew
+    # 59 MiB on the fast machine. The budget itself is asserted just above.
+    assert growth < 128 * 2**20, f"{growth / 2**20:.0f} MiB"
