@@ -263,9 +263,16 @@ def start(engine: sa.Engine, model: str, spec: Spec, actor: str, role: str,
 
 
 def read(engine: sa.Engine, model: str) -> dict[str, Any] | None:
+    found = read_with_revision(engine, model)
+    return found[0] if found else None
+
+
+def read_with_revision(engine: sa.Engine, model: str) -> tuple[dict[str, Any], int] | None:
+    """The rollout's document and the revision a write must find unchanged."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(rollouts.c.doc).where(rollouts.c.model == model)).first()
-    return orjson.loads(row.doc) if row else None
+        row = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
+            rollouts.c.model == model)).first()
+    return (orjson.loads(row.doc), row.revision) if row else None
 
 
 def operate(controller: Controller, model: str, command: str, actor: str, role: str,
@@ -285,12 +292,10 @@ def operate(controller: Controller, model: str, command: str, actor: str, role: 
 
 def _operate_once(controller: Controller, model: str, command: str, actor: str, role: str,
                   now: float) -> dict[str, Any]:
-    with controller.engine.connect() as conn:
-        row = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
-            rollouts.c.model == model)).first()
-    if row is None:
+    found = read_with_revision(controller.engine, model)
+    if found is None:
         raise LookupError(model)
-    doc, revision = orjson.loads(row.doc), row.revision
+    doc, revision = found
     spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
     current = controller.deployments.get(model)
     if command == "pause":
