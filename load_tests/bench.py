@@ -214,7 +214,7 @@ def sustained(url: str, body: dict, peak: float, seconds: float, connections: in
     return rows
 
 
-def suite(rounds: int, seconds: float, out: Path) -> None:
+def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> None:
     """The full matrix of the performance issue, A/B alternating per round: Vigil against
     bare BentoML, then the cost of the shadow and of logging + Monitor + drift."""
     bare_batch = {"instances": BATCH}
@@ -240,6 +240,10 @@ def suite(rounds: int, seconds: float, out: Path) -> None:
                        ROUTES["vigil"][2], "vigil", "/predict", ROUTES["vigil"][2]),
                       ("prediction log + Monitor + drift", 16, "vigil-nolog", "/predict",
                        ROUTES["vigil"][2], "vigil", "/predict", ROUTES["vigil"][2])]
+        if only:  # a subset, for measuring one change (the README's table is the full run)
+            cells = [c for c in cells if only in c[0]]
+            if not cells:
+                continue
         kinds = sorted({c[2] for c in cells} | {c[5] for c in cells})
         with tempfile.TemporaryDirectory() as tmp:
             servers = start_all(kinds, workers, Path(tmp))
@@ -354,11 +358,12 @@ def main() -> None:
     parser.add_argument("--suite", action="store_true",
                         help="the full matrix of the performance issue, as a Markdown table")
     parser.add_argument("--out", type=Path, default=ROOT / "load_tests" / "bench_results.md")
+    parser.add_argument("--only", help="with --suite: only the cells whose name holds this")
     args = parser.parse_args()
     if args.suite:
         if not shutil.which("hey"):
             sys.exit("needs `hey` (apt-get install hey)")
-        suite(args.rounds, args.seconds, args.out)
+        suite(args.rounds, args.seconds, args.out, args.only)
         return
     kinds = args.kinds
     if not shutil.which("hey"):

@@ -1,7 +1,8 @@
 """Prediction events and the sink interface the Gateway hands them to.
 
-The Gateway emits one ``PredictionEvent`` per answered request and one per shadow
-prediction (the same ``request_id``). ``monitoring.prediction_log`` makes them durable records;
+The Gateway emits one ``PredictionEvent`` per answered request, naming the shadows that are
+to see it; the Monitor runs them and emits one per shadow prediction (the same
+``request_id``). ``monitoring.prediction_log`` makes them durable records;
 ``InMemoryStatsSink`` keeps per-version counters in memory (tests, and a worker's own view).
 """
 
@@ -30,6 +31,7 @@ class PredictionEvent:
     error: str | None = None
     primary_version: str | None = None  # for a shadow: the version whose answer was returned
     agreement: float | None = None  # for a shadow: share of rows that agree with the primary
+    shadows: tuple[str, ...] = ()  # for a primary: the shadow versions the Monitor runs on it
 
 
 class EventSink(Protocol):

@@ -59,10 +59,12 @@ class GatewayMetrics:
             self.store_errors.labels(operation)
         self.shadow_breaker_open = Gauge(
             "vigil_shadow_breaker_open", "1 while a shadow's circuit breaker is open or "
-            "half-open in some worker.", ["model", "version"], multiprocess_mode="livemax", **kw)
+            "half-open (shadows run in the Monitor).", ["model", "version"],
+            multiprocess_mode="livemax", **kw)
         self.log_queue = Gauge(
             "vigil_prediction_log_queue_depth", "Records waiting for the prediction-log "
-            "writers, over every worker.", multiprocess_mode="livesum", **kw)
+            "writers, over every worker and the Monitor's shadow answers.",
+            multiprocess_mode="livesum", **kw)
         self.build_info = Gauge(
             "vigil_build_info", "Versions of Vigil and what it runs on (always 1).",
             ["vigil_version", "python", "bentoml", "onnxruntime"],

@@ -40,6 +40,7 @@ log = logging.getLogger("vigil.monitor")
 Key = tuple[str, str, str]  # model, version, variant
 LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
 INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
+LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Monitor:
                  log_max_bytes: int = 2 * 1024**3,
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
-                 drift: Any = None, triggers: Any = None) -> None:
+                 drift: Any = None, triggers: Any = None,
+                 mirror: Callable[[list[dict[str, Any]]], Any] | None = None) -> None:
         self.engine = engine
         self.log = log_
         self.class_labels_of = class_labels_of
@@ -91,6 +93,9 @@ class Monitor:
         self.on_step = on_step
         self.drift = drift  # monitoring.drift_tracker.DriftTracker, or None
         self.triggers = triggers  # monitoring.triggers.Triggers, or None
+        # monitoring.shadows.ShadowMirror, or None: given a committed step's records that name
+        # shadows, after the commit (a step read again after a failed commit mirrors once)
+        self.mirror = mirror
         self.checkpoint: Checkpoint = {}
         self.stats: dict[Key, VersionStats] = {}
         self.counters: dict[str, dict[str, int]] = {}  # model -> label outcome -> n; "_" global
@@ -150,6 +155,8 @@ class Monitor:
         index_rows: list[tuple[Any, ...]] = []
         feedback: list[tuple[dict[str, Any], float]] = []
         for_drift: list[tuple[float, dict[str, Any]]] = []
+        mirrored: list[dict[str, Any]] = []
+        shadowed: list[tuple[Any, ...]] = []  # shadow answers: their request may be labelled
         changed: set[Key] = set()
         for line in batch.lines:
             try:
@@ -171,9 +178,12 @@ class Monitor:
                 changed.add(key)
                 if self.drift is not None:
                     for_drift.append((ts, data))
+                if self.mirror is not None and data.get("shadows"):
+                    mirrored.append(data)
                 if data.get("outputs"):
-                    index_rows.append((str(data["request_id"]), model, version, variant, ts,
-                                       orjson.dumps(data["outputs"]).decode()))
+                    (shadowed if variant == "shadow" else index_rows).append(
+                        (str(data["request_id"]), model, version, variant, ts,
+                         orjson.dumps(data["outputs"]).decode()))
             elif kind == FEEDBACK:
                 result.feedback += 1
                 feedback.append((data, ts))
@@ -188,6 +198,9 @@ class Monitor:
             self.drift.observe(data)
         with self.engine.begin() as conn:
             insert_rows(conn, prediction_index, INDEX_COLUMNS, index_rows)
+            if shadowed:
+                insert_rows(conn, prediction_index, LATE_COLUMNS,
+                            self._label_late(conn, shadowed, changed))
             outcomes = self._join(conn, [d for d, _ in feedback], changed)
             for (data, ts), outcome in zip(feedback, outcomes, strict=True):
                 if outcome == "missing":
@@ -206,6 +219,11 @@ class Monitor:
             self._save(conn, batch.checkpoint, changed, now)
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
+        if mirrored:
+            try:
+                self.mirror(mirrored)  # type: ignore[misc]
+            except Exception:  # committed already: a shadow's failure is never the step's
+                log.exception("queuing the shadows of %d requests failed", len(mirrored))
         if self.on_step is not None:
             self.on_step(result)
         return result
@@ -226,6 +244,7 @@ class Monitor:
                 # a reused request id: the latest answer of each version counts
                 found.setdefault((r.request_id, r.model), {})[(r.version, r.variant)] = r
         labeled: dict[int, list[int]] = {}
+        truths: dict[int, dict[str, Any]] = {}
         outputs: dict[int, list[Any]] = {}
         outcomes = []
         for data in items:
@@ -241,6 +260,7 @@ class Monitor:
                 if r.id not in outputs:
                     outputs[r.id] = orjson.loads(r.outputs)
                     labeled[r.id] = orjson.loads(r.labeled_rows) if r.labeled_rows else []
+                    truths[r.id] = orjson.loads(r.labels) if r.labels else {}
                 if row_i >= len(outputs[r.id]):
                     continue
                 seen += 1
@@ -255,15 +275,57 @@ class Monitor:
                 if self.drift is not None:
                     self.drift.observe_label(model, version, outputs[r.id][row_i], truth)
                 labeled[r.id] = [*labeled[r.id], row_i]
+                truths[r.id] = {**truths[r.id], str(row_i): truth}
                 scored += 1
             outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")
-        updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode()}
+        updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode(),
+                    "_labels": orjson.dumps(truths[rid_]).decode()}
                    for rid_, rows in labeled.items() if rows]
         if updates:
             conn.execute(prediction_index.update().where(
                 prediction_index.c.id == sa.bindparam("_id")).values(
-                labeled_rows=sa.bindparam("_rows")), updates)
+                labeled_rows=sa.bindparam("_rows"), labels=sa.bindparam("_labels")), updates)
         return outcomes
+
+    def _label_late(self, conn: sa.Connection, rows: list[tuple[Any, ...]],
+                    changed: set[Key]) -> list[tuple[Any, ...]]:
+        """Index rows of answers that may come after their request's label (a shadow's):
+        each scored with the labels already joined to its request, and marked labelled."""
+        known: dict[tuple[str, str], dict[str, Any]] = {}
+        rids = sorted({r[0] for r in rows})
+        for i in range(0, len(rids), 500):
+            for r in conn.execute(sa.select(
+                    prediction_index.c.request_id, prediction_index.c.model,
+                    prediction_index.c.labels).where(
+                    prediction_index.c.request_id.in_(rids[i:i + 500]),
+                    prediction_index.c.labels.is_not(None))):
+                known.setdefault((r.request_id, r.model), {}).update(orjson.loads(r.labels))
+        out = []
+        for rid, model, version, variant, ts, outputs_json in rows:
+            labels = known.get((rid, model))
+            if not labels:
+                out.append((rid, model, version, variant, ts, outputs_json, None, None))
+                continue
+            outputs = orjson.loads(outputs_json)
+            scored: dict[str, Any] = {}
+            for row, truth in labels.items():
+                if int(row) >= len(outputs):
+                    continue
+                try:
+                    self._stats(model, version, variant).add_label(outputs[int(row)], truth)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("label for %s does not fit %s:%s (%s)", rid, model, version,
+                                exc)
+                    continue
+                if self.drift is not None:
+                    self.drift.observe_label(model, version, outputs[int(row)], truth)
+                scored[row] = truth
+            if scored:
+                changed.add((model, version, variant))
+            out.append((rid, model, version, variant, ts, outputs_json,
+                        orjson.dumps(sorted(int(r) for r in scored)).decode(),
+                        orjson.dumps(scored).decode() if scored else None))
+        return out
 
     def _retry_pending(self, conn: sa.Connection, now: float, changed: set[Key],
                        result: StepResult) -> None:
@@ -339,8 +401,11 @@ class Monitor:
                 break
         elapsed = time.perf_counter() - start
         now = self.clock()
+        # shadow answers owed count as lag: at 0, every answer of every request was read.
+        # Owed first: an answer written after this count is in the backlog read next
+        owed = self.mirror.pending() if hasattr(self.mirror, "pending") else 0
         backlog = self.log.backlog(self.checkpoint)
-        self.status.lag_events = backlog.events
+        self.status.lag_events = backlog.events + owed
         self.status.lag_bytes = backlog.bytes
         self.status.lag_seconds = (max(0.0, now - backlog.oldest_time)
                                    if backlog.events and backlog.oldest_time else 0.0)

@@ -103,6 +103,8 @@ def prediction_record(event: PredictionEvent, sample_rate: float = 1.0,
         "outputs": event.outputs, "latency_seconds": event.latency_seconds,
         "status": event.status, "error": event.error,
     }
+    if event.shadows:
+        data["shadows"] = list(event.shadows)
     if event.primary_version is not None:
         data["primary_version"] = event.primary_version
         data["agreement"] = event.agreement
@@ -144,6 +146,7 @@ class SegmentWriter:
         self.stream = stream
         self._render = render
         self._queue: deque[Any] = deque()
+        self._in_hand = 0  # records taken from the queue, not yet written
         self._queue_size = queue_size
         self._wake_at = max(1, queue_size // 4)
         self._flush_seconds = min(flush_seconds, fsync_seconds)
@@ -187,6 +190,11 @@ class SegmentWriter:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def unwritten(self) -> int:
+        """Records taken and not yet written to a segment (queued, or in the writer's hands)."""
+        return len(self._queue) + self._in_hand
+
     def room(self) -> int:
         """Free places in the queue right now."""
         return 0 if self._stop else max(0, self._queue_size - len(self._queue))
@@ -212,6 +220,7 @@ class SegmentWriter:
             stopping = self._stop
             batch = []
             while self._queue:
+                self._in_hand += 1  # before: never counted in neither place
                 batch.append(self._queue.popleft())
             if batch:
                 try:
@@ -219,6 +228,8 @@ class SegmentWriter:
                 except Exception:  # the writer thread must outlive any one batch
                     log.exception("prediction log writer failed on a batch")
                     self._drop("io_error", len(batch))
+                finally:
+                    self._in_hand = 0
             now = time.monotonic()
             if self._file is not None and (stopping or now - self._last_fsync
                                            >= self._fsync_seconds):

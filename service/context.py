@@ -17,7 +17,6 @@ from service.auth import Authenticator
 from service.inference import Predictor
 from service.live import LiveDeployments
 from service.settings import Settings
-from service.shadows import ShadowPool
 from store import AuditLog, DeploymentStore, make_engine
 
 
@@ -33,21 +32,9 @@ class WorkerContext:
     sink: EventSink
     metrics: GatewayMetrics | None
     predictor: Predictor
-    shadows: ShadowPool | None = None
     log: LogSink | None = None
     draining: bool = False  # SIGTERM arrived: readiness answers 503 (service.drain)
     _published: dict[str, set[Any]] = field(default_factory=dict)
-
-    def start_shadows(self) -> None:
-        """Shadow lanes need the worker's running event loop: call from a startup hook."""
-        s = self.settings.shadows
-        self.shadows = ShadowPool(queue_size=s.queue_size, timeout=s.timeout_seconds,
-                                  breaker_failures=s.breaker_failures,
-                                  breaker_reset_seconds=s.breaker_reset_seconds,
-                                  sink=self.sink, metrics=self.metrics,
-                                  max_batch_rows=s.max_batch_rows,
-                                  linger=s.linger_seconds)
-        self.predictor.shadows = self.shadows
 
     def publish_gauges(self) -> None:
         """Deployment-shaped gauges; called when a revision moves. A label set this worker no
@@ -84,15 +71,12 @@ class WorkerContext:
         self._published = {"info": info, "weights": weights}
 
     def publish_runtime(self) -> None:
-        """Gauges that move all the time: log queue depth and shadow breakers."""
+        """Gauges that move all the time: the log's queue depth."""
         m = self.metrics
         if m is None:
             return
         if self.log is not None:
             m.log_queue.set(self.log.writer.queue_depth)
-        if self.shadows is not None:
-            for (model, version), state in self.shadows.breaker_states().items():
-                m.shadow_breaker_open.labels(model, version).set(int(state != "closed"))
 
 
 def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -> LogSink:
@@ -125,7 +109,7 @@ def build_context(settings: Settings, metrics: GatewayMetrics | None = None,
     live = LiveDeployments(deployments, registry)
     log_sink = build_log(settings, worker, metrics) if worker and settings.log.enabled else None
     sink: EventSink = log_sink if log_sink is not None else InMemoryStatsSink()
-    predictor = Predictor(settings, live, sink, None, metrics)
+    predictor = Predictor(settings, live, sink, metrics)
     return WorkerContext(settings=settings, engine=engine, registry=registry,
                          deployments=deployments, audit=AuditLog(engine), live=live,
                          auth=Authenticator(settings.auth), sink=sink, metrics=metrics,

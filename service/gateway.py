@@ -197,7 +197,6 @@ class Gateway:
     async def start(self) -> None:
         if SETTINGS.server.gc_tuning:
             tune_gc()
-        self.ctx.start_shadows()
         self.ctx.publish_gauges()
         if self.ctx.metrics is not None:
             self.ctx.metrics.build_info.labels(*build_versions()).set(1)
@@ -226,8 +225,6 @@ class Gateway:
     async def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
-        if self.ctx.shadows is not None:
-            self.ctx.shadows.close()
         if self.ctx.log is not None:  # drain, fsync and close this worker's segment
             await asyncio.to_thread(self.ctx.log.close)
 

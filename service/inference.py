@@ -1,7 +1,7 @@
 """The path of one prediction request (DESIGN §3), independent of the HTTP framework.
 
 decode + validate → route → run the primary session → answer; then, off the response path,
-emit the event, record metrics and hand the input to the shadows.
+emit the event (naming the shadows the Monitor is to run on it) and record metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from service.errors import (
 from service.live import LiveDeployments, Served
 from service.routing import Route, route
 from service.settings import Settings
-from service.shadows import ShadowJob, ShadowPool
 
 log = logging.getLogger("vigil.inference")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -90,12 +89,11 @@ class Prediction:
 
 class Predictor:
     def __init__(self, settings: Settings, live: LiveDeployments, sink: EventSink,
-                 shadows: ShadowPool | None = None, metrics: GatewayMetrics | None = None,
+                 metrics: GatewayMetrics | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         self.settings = settings
         self.live = live
         self.sink = sink
-        self.shadows = shadows
         self.metrics = metrics
         self.rand = rand
 
@@ -196,11 +194,5 @@ class Predictor:
         self.sink.emit(PredictionEvent(
             request_id=request_id, model=model, version=chosen.version, variant=chosen.variant,
             time=time.time(), rows=len(matrix), latency_seconds=latency, status="ok",
-            inputs=matrix, features=served.card.features, outputs=outputs))
-        if self.shadows is not None:
-            for version in chosen.shadows:
-                runtime = served.runtimes.get(version)
-                if runtime is not None:
-                    self.shadows.submit(ShadowJob(request_id, model, version, runtime, matrix,
-                                                  chosen.version, outputs,
-                                                  served.card.features))
+            inputs=matrix, features=served.card.features, outputs=outputs,
+            shadows=chosen.shadows))  # the Monitor runs them on the logged record

@@ -19,12 +19,15 @@ from models.registry import Registry
 from monitoring.drift import DriftConfig, Reference
 from monitoring.drift_tracker import DriftTracker, reference_from_version
 from monitoring.event_log import LocalEventLog
-from monitoring.metrics import MonitorMetrics
+from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
+from monitoring.prediction_log import LogSink
 from monitoring.rollouts import Controller
+from monitoring.shadows import ShadowMirror, ShadowPool
 from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import lower_priority, tune_gc
 from service.settings import Settings, load_settings
@@ -34,7 +37,8 @@ log = logging.getLogger("vigil.monitor")
 SETTINGS = load_settings()
 
 
-def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> MonitorLoop:
+def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None,
+                  mirror: ShadowMirror | None = None) -> MonitorLoop:
     registry = Registry()
     engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
 
@@ -77,7 +81,26 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None) -> 
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
-        on_step=on_step, drift=drift, triggers=triggers)
+        on_step=on_step, drift=drift, triggers=triggers, mirror=mirror)
+
+
+def build_mirror(settings: Settings, metrics: GatewayMetrics | None
+                 ) -> tuple[ShadowMirror, LogSink] | None:
+    """The shadows' lanes and the log stream their answers go to (this process's own, read
+    by the next tick like a worker's). Call in the running event loop (the lanes' watchdogs).
+    None when the log is off: without primary records there is nothing to mirror."""
+    if not settings.log.enabled:
+        return None
+    sink = build_log(settings, "monitor", metrics)
+    s = settings.shadows
+    pool = ShadowPool(queue_size=s.queue_size, timeout=s.timeout_seconds,
+                      breaker_failures=s.breaker_failures,
+                      breaker_reset_seconds=s.breaker_reset_seconds, sink=sink,
+                      metrics=metrics, max_batch_rows=s.max_batch_rows,
+                      loop=asyncio.get_running_loop())
+    registry = Registry()
+    return ShadowMirror(pool, lambda m, v: registry.get(m, v).load(),
+                        unwritten=lambda: sink.writer.unwritten), sink
 
 
 def build_controller(settings: Settings, metrics: MonitorMetrics | None = None) -> Controller:
@@ -138,6 +161,11 @@ class Monitor:
         if SETTINGS.server.gc_tuning:
             tune_gc()
         self.metrics = MonitorMetrics()
+        # the shadows' series and the log's, as the Gateway workers name them
+        self.gateway_metrics = GatewayMetrics(
+            latency_objective_seconds=SETTINGS.server.latency_objective_seconds)
+        built = build_mirror(SETTINGS, self.gateway_metrics)
+        self.mirror, self.shadow_log = built if built is not None else (None, None)
         self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._dispatch = asyncio.get_running_loop().create_task(self._deliver())
@@ -172,7 +200,7 @@ class Monitor:
             if self._stopping.is_set():
                 return
             try:
-                loop = build_monitor(SETTINGS, metrics)
+                loop = build_monitor(SETTINGS, metrics, self.mirror)
                 await asyncio.to_thread(loop.load)
                 self.controller = build_controller(SETTINGS, metrics)
                 self.loop = loop
@@ -187,6 +215,7 @@ class Monitor:
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
+                self._publish_shadows()
                 metrics.observe_quality(self.loop.stats)
                 if self.loop.drift is not None:
                     active = await asyncio.to_thread(self.loop.drift.active_signals)
@@ -205,6 +234,28 @@ class Monitor:
             log.info("Monitor stopped at lag %d events", self.loop.status.lag_events)
         except Exception:
             log.exception("the Monitor's last tick failed; its records are read on restart")
+        await self._close_shadows()
+
+    def _publish_shadows(self) -> None:
+        if self.mirror is None:
+            return
+        for (model, version), state in self.mirror.pool.breaker_states().items():
+            self.gateway_metrics.shadow_breaker_open.labels(model, version).set(
+                int(state != "closed"))
+        if self.shadow_log is not None:
+            self.gateway_metrics.log_queue.set(self.shadow_log.writer.queue_depth)
+
+    async def _close_shadows(self) -> None:
+        """Let the lanes answer what the last tick queued (at most their timeout), then close
+        the shadows' log stream: its records are read by the next Monitor."""
+        if self.mirror is None:
+            return
+        deadline = time.monotonic() + SETTINGS.shadows.timeout_seconds
+        while self.mirror.pool.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.mirror.pool.close()
+        if self.shadow_log is not None:
+            await asyncio.to_thread(self.shadow_log.close)
 
     def _reload(self) -> None:
         """After a failed commit, memory may hold half a batch: go back to the store's state."""

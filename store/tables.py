@@ -71,6 +71,9 @@ prediction_index = sa.Table(
     sa.Column("ts", sa.Float, nullable=False, index=True),
     sa.Column("outputs", sa.Text, nullable=False),  # JSON list, one answer per row
     sa.Column("labeled_rows", sa.Text, nullable=True),  # JSON list of rows already labelled
+    # JSON {row: label or value} of the labels joined to this answer: an answer of the same
+    # request indexed later (a shadow's) is scored with them
+    sa.Column("labels", sa.Text, nullable=True),
 )
 
 feedback_pending = sa.Table(

@@ -1,20 +1,30 @@
-"""A shadow never changes the answer or delays it; a failing shadow trips its breaker."""
+"""Shadows: a Gateway worker only names them in the request's log record; the Monitor runs
+them on the logged inputs, off every request's path. A failing shadow trips its breaker."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 from models.registry import Registry
+from monitoring.event_log import LocalEventLog
 from monitoring.events import InMemoryStatsSink, PredictionEvent
+from monitoring.metrics import GatewayMetrics
+from monitoring.monitor import Monitor, read_stats
+from monitoring.prediction_log import LogSink, Renderer, SegmentWriter, prediction_record
+from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowMirror, ShadowPool
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
 from service.settings import load_settings
-from service.shadows import CircuitBreaker, ShadowJob, ShadowPool
 from store import Deployment, Shadow
 
 
@@ -60,8 +70,10 @@ class SlowRuntime:
 class BrokenRuntime:
     def __init__(self, inner: Any) -> None:
         self.card = inner.card
+        self.calls = 0
 
     def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        self.calls += 1
         raise RuntimeError("shadow exploded")
 
 
@@ -73,44 +85,91 @@ class FixedLive(LiveDeployments):
         return self._fixed if model == self._fixed.deployment.model else None
 
 
-def _predictor(registry: Registry, shadow_runtime: Any, sink: InMemoryStatsSink,
-               timeout: float = 0.2) -> tuple[Predictor, ShadowPool]:
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[PredictionEvent] = []
+
+    def emit(self, e: PredictionEvent) -> None:
+        self.events.append(e)
+
+
+def _body(registry: Registry, rows: np.ndarray) -> dict[str, Any]:
+    names = registry.get("breast_cancer", "v1").load().card.feature_names
+    return {"model": "breast_cancer",
+            "inputs": [dict(zip(names, r.tolist(), strict=True)) for r in rows]}
+
+
+def test_a_worker_names_the_routed_shadows_in_the_log_record_and_runs_none(
+        registry: Registry) -> None:
+    """The answer is the champion's; the shadow's session is never called on the request
+    path; the request's record names the shadows sampled for it, and only those."""
     champion = registry.get("breast_cancer", "v1").load()
-    d = Deployment(model="breast_cancer", champion="v1", shadows=(Shadow("v3"),), salt="s",
-                   revision=7)
-    served = Served(d, {"v1": champion, "v3": shadow_runtime})
-    pool = ShadowPool(queue_size=4, timeout=timeout, breaker_failures=3,
-                      breaker_reset_seconds=60, sink=sink)
-    settings = load_settings()
-    return Predictor(settings, FixedLive(served), sink, pool), pool
+    never = BrokenRuntime(registry.get("breast_cancer", "v3").load())
+    d = Deployment(model="breast_cancer", champion="v1",
+                   shadows=(Shadow("v3"), Shadow("v2", 0.0)), salt="s", revision=7)
+    sink = ListSink()
+    predictor = Predictor(load_settings(), FixedLive(Served(d, {"v1": champion, "v3": never,
+                                                                 "v2": never})), sink)
+    rows = registry.get("breast_cancer", "v1").smoke_rows()[:3]
+    r = asyncio.run(predictor.predict(_body(registry, rows), {}))
+    assert r.body["predictions"] == champion.predict(rows)
+    assert (r.body["version"], r.body["variant"]) == ("v1", "champion")
+    assert never.calls == 0
+    (event,) = sink.events
+    assert event.shadows == ("v3",)
+    data = prediction_record(event)["data"]
+    assert data["shadows"] == ["v3"] and len(data["inputs"]) == 3
+    # no shadow routed: the record carries no list
+    bare = Deployment(model="breast_cancer", champion="v1", salt="s", revision=8)
+    sink.events.clear()
+    asyncio.run(Predictor(load_settings(), FixedLive(Served(bare, {"v1": champion})),
+                          sink).predict(_body(registry, rows), {}))
+    assert "shadows" not in prediction_record(sink.events[0])["data"]
 
 
-@pytest.mark.parametrize("kind", ["healthy", "slow", "broken"])
-def test_a_shadow_never_changes_the_answer(registry: Registry, kind: str) -> None:
+def _logged(registry: Registry, n: int, shadows: tuple[str, ...] = ("v3",)
+            ) -> list[dict[str, Any]]:
+    """The data of ``n`` champion records as the Monitor reads them from the log."""
+    v1 = registry.get("breast_cancer", "v1").load()
+    base = registry.get("breast_cancer", "v1").smoke_rows()
+    records = []
+    for i in range(n):
+        matrix = base[i % len(base):i % len(base) + 1 + i % 3]
+        event = PredictionEvent(
+            request_id=f"r{i}", model="breast_cancer", version="v1", variant="champion",
+            time=time.time(), rows=len(matrix), latency_seconds=0.001, status="ok",
+            inputs=matrix, features=v1.card.features, outputs=v1.predict(matrix),
+            shadows=shadows)
+        records.append(orjson.loads(orjson.dumps(
+            prediction_record(event), option=orjson.OPT_SERIALIZE_NUMPY))["data"])
+    return records
+
+
+@pytest.mark.parametrize("kind", ["healthy", "slow", "broken", "unloadable"])
+def test_the_mirror_runs_each_named_shadow_on_the_logged_inputs(registry: Registry,
+                                                                 kind: str) -> None:
     async def scenario() -> None:
         sink = InMemoryStatsSink()
         v3 = registry.get("breast_cancer", "v3").load()
-        runtime = {"healthy": v3, "slow": SlowRuntime(v3, 5.0),
-                   "broken": BrokenRuntime(v3)}[kind]
-        predictor, pool = _predictor(registry, runtime, sink)
-        alone = registry.get("breast_cancer", "v1").load()
-        rows = registry.get("breast_cancer", "v1").smoke_rows()[:3]
-        names = alone.card.feature_names
-        body = {"model": "breast_cancer",
-                "inputs": [dict(zip(names, r.tolist(), strict=True)) for r in rows]}
-        results = []
-        for _ in range(8):
-            results.append(await predictor.predict(body, {}))
-            await asyncio.sleep(0.02)  # requests arrive apart, as on a real server
-        for r in results:
-            assert r.body["predictions"] == alone.predict(rows)
-            assert (r.body["version"], r.body["variant"]) == ("v1", "champion")
-        if isinstance(runtime, SlowRuntime):
-            # every answer came back while the shadow had not finished a single prediction
-            assert runtime.finished == 0
-        await asyncio.sleep(1.0)
+        runtime = {"healthy": v3, "slow": SlowRuntime(v3, 5.0), "broken": BrokenRuntime(v3),
+                   "unloadable": None}[kind]
+
+        def runtime_of(model: str, version: str) -> Any:
+            if runtime is None:
+                raise KeyError(f"{model}:{version} was deleted")
+            return runtime
+
+        pool = ShadowPool(queue_size=100, timeout=0.2, breaker_failures=3,
+                          breaker_reset_seconds=60, sink=sink)
+        mirror = ShadowMirror(pool, runtime_of)
+        records = _logged(registry, 8)
+        for i in range(0, 8, 2):  # four Monitor steps, two requests each
+            assert mirror(records[i:i + 2]) == 2 or kind != "healthy"
+            if isinstance(runtime, SlowRuntime):
+                # the step went on while the shadow had not finished a single prediction
+                assert runtime.finished == 0
+            await asyncio.sleep(0.3)
         stats = sink.snapshot()["breast_cancer"]
-        assert stats["v1"]["requests"] == 8
         if kind == "healthy":
             assert stats["v3"]["requests"] == 8 and stats["v3"]["errors"] == 0
             assert stats["v3"]["agreement"] is not None
@@ -125,25 +184,133 @@ def test_a_shadow_never_changes_the_answer(registry: Registry, kind: str) -> Non
     asyncio.run(scenario())
 
 
+def test_the_mirror_answers_a_step_in_one_call_each_request_with_its_own_rows(
+        registry: Registry) -> None:
+    """A step's requests are decoded together and answered by one call of the shadow; each
+    shadow event carries its own request's rows and outputs, and the metrics count every
+    request, row and agreement. Records without shadows, failed ones and a shadow that is
+    the primary itself are skipped."""
+    async def scenario() -> tuple[list[int], ListSink, GatewayMetrics, list[dict[str, Any]]]:
+        sink = ListSink()
+        counting = PickyRuntime(registry.get("breast_cancer", "v3").load())
+        metrics = GatewayMetrics(CollectorRegistry())
+        pool = ShadowPool(queue_size=64, timeout=5, breaker_failures=100,
+                          breaker_reset_seconds=60, sink=sink,  # type: ignore[arg-type]
+                          metrics=metrics)
+        records = _logged(registry, 8)
+        skipped = _logged(registry, 3, shadows=())
+        skipped[1]["shadows"] = ["v1"]  # the primary's own version
+        skipped[2].update(shadows=["v3"], status="error", outputs=None)
+        assert ShadowMirror(pool, lambda m, v: counting)(records + skipped) == 8
+        for _ in range(500):
+            if len(sink.events) == 8:
+                break
+            await asyncio.sleep(0.01)
+        pool.close()
+        return counting.calls, sink, metrics, records
+
+    calls, sink, metrics, records = asyncio.run(scenario())
+    v3 = registry.get("breast_cancer", "v3").load()
+    total = sum(len(r["inputs"]) for r in records)
+    assert calls == [total]
+    by_id = {e.request_id: e for e in sink.events}
+    assert sorted(by_id) == sorted(r["request_id"] for r in records)
+    for r in records:
+        e = by_id[r["request_id"]]
+        assert (e.variant, e.version, e.primary_version, e.status) == \
+            ("shadow", "v3", "v1", "ok")
+        assert e.rows == len(r["inputs"])
+        assert e.outputs == v3.predict(np.array(
+            [[row[f.name] for f in v3.card.features] for row in r["inputs"]]))
+    ok = metrics.shadow_requests.labels("breast_cancer", "v3", "ok")._value.get()
+    rows = metrics.shadow_rows.labels("breast_cancer", "v3")._value.get()
+    agreed = metrics.shadow_agreement.labels("breast_cancer", "v3")._value.get()
+    expected = sum(round(e.agreement * e.rows) for e in sink.events)  # type: ignore[operator]
+    assert (ok, rows, agreed) == (8, total, expected)
+
+
+def test_the_monitor_reads_the_answers_of_the_shadows_it_ran(registry: Registry,
+                                                            engine: sa.Engine,
+                                                            tmp_path: Path) -> None:
+    """End to end through the log: a worker's records name a shadow; the Monitor's step
+    mirrors them after its commit, the shadow's answers go to the Monitor's own stream, and
+    a later tick counts them once, as variant ``shadow`` of v3 (records read again after a
+    restart are not mirrored twice: they were committed). Labels that arrived right after
+    the requests, joined before the shadow had answered, still score the shadow."""
+    async def scenario() -> None:
+        worker = SegmentWriter(tmp_path, "gw0-1-1", Renderer())
+        wsink = LogSink(worker)
+        v1 = registry.get("breast_cancer", "v1").load()
+        base = registry.get("breast_cancer", "v1").smoke_rows()
+        for i in range(30):
+            matrix = base[i % len(base):i % len(base) + 1]
+            wsink.emit(PredictionEvent(
+                request_id=f"r{i}", model="breast_cancer", version="v1", variant="champion",
+                time=time.time(), rows=1, latency_seconds=0.001, status="ok", inputs=matrix,
+                features=v1.card.features, outputs=v1.predict(matrix), shadows=("v3",)))
+        truth = ["benign" if i % 3 else "malignant" for i in range(30)]
+        assert wsink.feedback("breast_cancer", [{"request_id": f"r{i}", "label": truth[i]}
+                                                for i in range(30)], time.time())
+        worker.close()
+        mon_writer = SegmentWriter(tmp_path, "monitor-2-2", Renderer(), flush_seconds=0.01)
+        pool = ShadowPool(queue_size=100, timeout=5, breaker_failures=3,
+                          breaker_reset_seconds=60, sink=LogSink(mon_writer))
+        labels = ["malignant", "benign"]
+        mirror = ShadowMirror(pool, lambda mo, v: registry.get(mo, v).load(),
+                              unwritten=lambda: mon_writer.unwritten)
+        m = Monitor(engine, LocalEventLog(tmp_path), class_labels_of=lambda *_: labels,
+                    mirror=mirror)
+        m.load()
+        m.tick()
+        assert m.status.lag_events > 0  # the shadows' answers are owed
+        for _ in range(500):  # the lane answers, the writer flushes
+            await asyncio.sleep(0.01)
+            if mirror.pending() == 0:
+                break
+        mon_writer.close()
+        pool.close()
+        m.tick()
+        counts = {(v, var): r["requests"] for v, d in
+                  read_stats(engine, "breast_cancer")["versions"].items()
+                  for var, r in d.items()}
+        assert counts == {("v1", "champion"): 30, ("v3", "shadow"): 30}
+        shadow = read_stats(engine, "breast_cancer")["versions"]["v3"]["shadow"]
+        assert shadow["errors"] == 0
+        v3 = registry.get("breast_cancer", "v3").load()
+        said = [v3.predict(base[i % len(base):i % len(base) + 1])[0]["label"]
+                for i in range(30)]
+        quality = shadow["quality"]["cumulative"]
+        assert quality["labels"] == 30
+        assert quality["accuracy"] == pytest.approx(
+            sum(s == t for s, t in zip(said, truth, strict=True)) / 30)
+        again = Monitor(engine, LocalEventLog(tmp_path), class_labels_of=lambda *_: labels,
+                        mirror=lambda records: pytest.fail("mirrored twice"))
+        again.load()
+        again.tick()
+        assert again.status.lag_events == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_full_shadow_queue_drops_instead_of_waiting(registry: Registry) -> None:
     async def scenario() -> None:
-        events: list[PredictionEvent] = []
-
-        class ListSink:
-            def emit(self, e: PredictionEvent) -> None:
-                events.append(e)
-
         v3 = registry.get("breast_cancer", "v3").load()
         slow = SlowRuntime(v3, 5.0)
-        predictor, pool = _predictor(registry, slow, ListSink(), timeout=10)  # type: ignore[arg-type]
-        names = v3.card.feature_names
-        row = registry.get("breast_cancer", "v1").smoke_rows()[0].tolist()
-        body = {"model": "breast_cancer", "inputs": [dict(zip(names, row, strict=True))]}
-        for _ in range(10):
-            r = await predictor.predict(body, {})
-            assert r.body["variant"] == "champion"
-        lane = pool.lane("breast_cancer", "v3")
-        assert lane.queued() == 4  # bounded: the rest were dropped, not queued
+        metrics = GatewayMetrics(CollectorRegistry())
+        pool = ShadowPool(queue_size=4, timeout=10, breaker_failures=3,
+                          breaker_reset_seconds=60, sink=ListSink(),  # type: ignore[arg-type]
+                          metrics=metrics)
+        mirror = ShadowMirror(pool, lambda m, v: slow)
+        queued = mirror(_logged(registry, 1))  # the lane's thread takes this one
+        for _ in range(200):
+            if pool.lane("breast_cancer", "v3").queued() == 0:
+                break
+            await asyncio.sleep(0.01)
+        queued += mirror(_logged(registry, 10))
+        assert queued == 5
+        assert pool.lane("breast_cancer", "v3").queued() == 4  # bounded: the rest dropped
+        assert metrics.shadow_requests.labels("breast_cancer", "v3", "dropped")._value.get() \
+            == 6
         slow.release.set()
         pool.close()
 
@@ -210,52 +377,3 @@ def test_a_busy_loop_gets_every_shadow_answered_in_batches_each_with_its_own_row
         assert max(picky.calls) > 5  # batched: more rows than any one request has
 
     asyncio.run(scenario())
-
-
-def test_a_lingering_lane_runs_requests_apart_as_one_call_and_counts_each(
-        registry: Registry) -> None:
-    """With ``linger``, jobs offered a few milliseconds apart (requests arriving one by one)
-    are answered by one call of the shadow, and the metrics count every request, row and
-    agreement; without it each request is its own call."""
-    from prometheus_client import CollectorRegistry
-
-    from monitoring.metrics import GatewayMetrics
-
-    def run(linger: float) -> tuple[list[int], list[PredictionEvent], Any]:
-        async def scenario() -> tuple[list[int], list[PredictionEvent], Any]:
-            events: list[PredictionEvent] = []
-
-            class ListSink:
-                def emit(self, e: PredictionEvent) -> None:
-                    events.append(e)
-
-            v1 = registry.get("breast_cancer", "v1").load()
-            counting = PickyRuntime(registry.get("breast_cancer", "v3").load())
-            metrics = GatewayMetrics(CollectorRegistry())
-            pool = ShadowPool(queue_size=64, timeout=5, breaker_failures=100,
-                              breaker_reset_seconds=60, sink=ListSink(),  # type: ignore[arg-type]
-                              metrics=metrics, linger=linger)
-            rows = registry.get("breast_cancer", "v1").smoke_rows()
-            for i in range(8):
-                matrix = rows[i:i + 1 + i % 2]
-                assert pool.submit(ShadowJob(f"r{i}", "breast_cancer", "v3", counting, matrix,
-                                             "v1", v1.predict(matrix))) is None
-                await asyncio.sleep(0.003)  # requests arrive apart
-            for _ in range(200):
-                if len(events) == 8:
-                    break
-                await asyncio.sleep(0.01)
-            pool.close()
-            return counting.calls, events, metrics
-        return asyncio.run(scenario())
-
-    calls, events, metrics = run(linger=0.2)
-    assert calls == [12] and sorted(e.request_id for e in events) == [f"r{i}" for i in range(8)]
-    assert all(e.status == "ok" and e.rows == 1 + int(e.request_id[1:]) % 2 for e in events)
-    sample = metrics.shadow_requests.labels("breast_cancer", "v3", "ok")._value.get()
-    rows = metrics.shadow_rows.labels("breast_cancer", "v3")._value.get()
-    agreed = metrics.shadow_agreement.labels("breast_cancer", "v3")._value.get()
-    expected = sum(round(e.agreement * e.rows) for e in events)  # type: ignore[operator]
-    assert (sample, rows, agreed) == (8, 12, expected)
-    calls, events, _ = run(linger=0.0)  # each as it comes (two may meet on a loaded box)
-    assert len(calls) > 1 and sum(calls) == 12 and len(events) == 8

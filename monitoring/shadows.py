@@ -1,6 +1,13 @@
-"""Shadow traffic: each shadow version behind its own bounded queue, thread, timeout and
-circuit breaker, entirely off the response path. A shadow's answer is compared with the
-primary's and emitted as an event, never returned."""
+"""Shadow traffic, run by the Monitor: each shadow version behind its own bounded queue,
+thread, timeout and circuit breaker. A shadow's answer is compared with the primary's and
+emitted as an event, never returned.
+
+The Gateway worker only decides which shadows see a request (``route``, sampled at each
+shadow's rate) and writes their names in the request's log record. The Monitor reads that
+record, and ``ShadowMirror`` runs the named shadows on its logged inputs, a tick's records in
+one call per shadow. Run in the workers, a shadow took the champion's CPU on the cores that
+serve it: +21-57% on its p50 at a fixed rate, 0.75-0.81x its req/s at saturation.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.inputs import decode_records
 from monitoring.events import EventSink, PredictionEvent, agreement
 from monitoring.metrics import GatewayMetrics
 
@@ -94,10 +102,10 @@ class ShadowLane:
 
     def __init__(self, model: str, version: str, *, queue_size: int, timeout: float,
                  breaker: CircuitBreaker, sink: EventSink, metrics: GatewayMetrics | None,
-                 max_batch_rows: int = 4096, linger: float = 0.0) -> None:
+                 max_batch_rows: int = 4096,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.model, self.version = model, version
         self.timeout = timeout
-        self.linger = min(linger, timeout / 4)
         self.breaker = breaker
         self.max_batch_rows = max_batch_rows
         self._sink = sink
@@ -108,12 +116,19 @@ class ShadowLane:
         self._ready = threading.Condition(self._lock)
         self._batch: list[ShadowJob] = []  # in the thread's hands
         self._batch_started: float | None = None
+        self._recording = 0  # answers taken from the batch, not yet emitted
         self._closed = False
         # One thread per lane: a hung shadow blocks only its own lane.
         self._thread = threading.Thread(target=self._run, name=f"shadow-{model}-{version}",
                                         daemon=True)
         self._thread.start()
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        # the watchdog runs in ``loop`` (default: the running one), also when the lane is
+        # created from another thread (the Monitor's tick runs in one)
+        self._watchdog: asyncio.Task[None] | Any
+        if loop is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        else:
+            self._watchdog = asyncio.run_coroutine_threadsafe(self._watch(), loop)
 
     def offer(self, job: ShadowJob) -> str | None:
         """Queue a job without waiting; the reason it was refused, if it was."""
@@ -131,17 +146,17 @@ class ShadowLane:
     def queued(self) -> int:
         return len(self._queue)
 
+    def pending(self) -> int:
+        """Jobs queued, in the thread's hands, or being recorded: not yet handed to the sink."""
+        with self._lock:
+            return len(self._queue) + len(self._batch) + self._recording
+
     # --------------------------------------------------------------- the lane's thread
 
     def _take(self) -> list[ShadowJob] | None:
         with self._lock:
             while not self._queue and not self._closed:
                 self._ready.wait()
-            if self._closed:
-                return None
-        if self.linger > 0:  # let the next requests' jobs join: one wake-up and call for all
-            time.sleep(self.linger)
-        with self._lock:
             if self._closed:
                 return None
             batch, rows = [], 0
@@ -162,10 +177,14 @@ class ShadowLane:
                 timed_out = self._batch is not batch  # the watchdog recorded it meanwhile
                 self._batch, self._batch_started = [], None
                 if not timed_out:
+                    self._recording = len(results)
                     for _, status, _, _ in results:
                         self.breaker.record(status == "ok")
             if not timed_out:
-                self._record_batch(results, took)
+                try:
+                    self._record_batch(results, took)
+                finally:
+                    self._recording = 0
 
     def _predict(self, batch: list[ShadowJob]
                  ) -> list[tuple[ShadowJob, str, list[dict[str, Any]] | None, str | None]]:
@@ -265,26 +284,33 @@ class ShadowLane:
 
 
 class ShadowPool:
-    """Lanes by (model, version), created on first use inside the worker's event loop."""
+    """Lanes by (model, version), created on first use. Their watchdogs run in ``loop``
+    (default: the loop running when the pool is made)."""
 
     def __init__(self, *, queue_size: int, timeout: float, breaker_failures: int,
                  breaker_reset_seconds: float, sink: EventSink,
                  metrics: GatewayMetrics | None = None, max_batch_rows: int = 4096,
-                 linger: float = 0.0) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._kw = {"queue_size": queue_size, "timeout": timeout,
-                    "max_batch_rows": max_batch_rows, "linger": linger}
+                    "max_batch_rows": max_batch_rows}
         self._breaker = (breaker_failures, breaker_reset_seconds)
         self._sink = sink
         self._metrics = metrics
+        self._loop = loop or asyncio.get_running_loop()
         self._lanes: dict[tuple[str, str], ShadowLane] = {}
+        self._lock = threading.Lock()
 
     def lane(self, model: str, version: str) -> ShadowLane:
         key = (model, version)
         lane = self._lanes.get(key)
         if lane is None:
-            lane = ShadowLane(model, version, breaker=CircuitBreaker(*self._breaker),
-                              sink=self._sink, metrics=self._metrics, **self._kw)
-            self._lanes[key] = lane
+            with self._lock:
+                lane = self._lanes.get(key)
+                if lane is None:
+                    lane = ShadowLane(model, version, breaker=CircuitBreaker(*self._breaker),
+                                      sink=self._sink, metrics=self._metrics,
+                                      loop=self._loop, **self._kw)  # type: ignore[arg-type]
+                    self._lanes[key] = lane
         return lane
 
     def submit(self, job: ShadowJob) -> str | None:
@@ -294,9 +320,125 @@ class ShadowPool:
         return refused
 
     def breaker_states(self) -> dict[tuple[str, str], str]:
-        return {key: lane.breaker.state for key, lane in self._lanes.items()}
+        return {key: lane.breaker.state for key, lane in list(self._lanes.items())}
+
+    def pending(self) -> int:
+        """Jobs of every lane not yet handed to the sink."""
+        return sum(lane.pending() for lane in list(self._lanes.values()))
 
     def close(self) -> None:
-        for lane in self._lanes.values():
-            lane.close()
-        self._lanes.clear()
+        with self._lock:
+            for lane in self._lanes.values():
+                lane.close()
+            self._lanes.clear()
+
+
+class Unloadable:
+    """Stands in for a shadow version that cannot be loaded: each call fails with why, so
+    its jobs are recorded as errors and its breaker opens like any failing shadow's."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        raise RuntimeError(self.reason)
+
+
+class ShadowMirror:
+    """Runs, in the Monitor, the shadows each logged request names (``data["shadows"]``).
+
+    Called with the prediction records of a committed step: for each (model, shadow version)
+    it decodes the requests' logged inputs with the shadow's card and queues one job per
+    request on the version's lane, which runs what is queued as one call and logs each answer
+    (variant ``shadow``, the same request id) for the next tick to read. Never blocks on a
+    shadow: a slow or broken one times out or fails in its own lane.
+
+    ``runtime_of(model, version)`` loads a version (versions are immutable: cached here,
+    dropped after ``keep_seconds`` unused). ``unwritten()`` counts the answers the sink has
+    taken but not yet written where the Monitor reads them.
+    """
+
+    def __init__(self, pool: ShadowPool, runtime_of: Callable[[str, str], Any], *,
+                 unwritten: Callable[[], int] = lambda: 0, keep_seconds: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pool = pool
+        self._runtime_of = runtime_of
+        self._unwritten = unwritten
+        self._keep = keep_seconds
+        self._clock = clock
+        self._runtimes: dict[tuple[str, str], tuple[Any, float]] = {}
+
+    def pending(self) -> int:
+        """Shadow answers owed: queued or running in a lane, or not yet written to the log.
+        The Monitor counts them in its lag, so a lag of 0 means every answer was read."""
+        return self.pool.pending() + self._unwritten()
+
+    def runtime(self, model: str, version: str) -> Any:
+        now = self._clock()
+        key = (model, version)
+        cached = self._runtimes.get(key)
+        if cached is None:
+            try:
+                runtime: Any = self._runtime_of(model, version)
+            except Exception as exc:  # deleted, or broken since it was named
+                log.warning("shadow %s:%s cannot be loaded: %s", model, version, exc)
+                runtime = Unloadable(f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            runtime = cached[0]
+        self._runtimes[key] = (runtime, now)
+        for k, (_, used) in list(self._runtimes.items()):
+            if now - used > self._keep:
+                del self._runtimes[k]
+        return runtime
+
+    def __call__(self, records: list[dict[str, Any]]) -> int:
+        """Queue the shadows of these records' requests; returns the jobs queued."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for data in records:
+            if data.get("status") != "ok" or not data.get("outputs"):
+                continue
+            for version in data.get("shadows") or ():
+                if version != data.get("version"):
+                    groups.setdefault((data["model"], version), []).append(data)
+        queued = 0
+        for (model, version), items in groups.items():
+            runtime = self.runtime(model, version)
+            card = getattr(runtime, "card", None)
+            for data, matrix in zip(items, self._matrices(card, items), strict=True):
+                if matrix is None:
+                    continue
+                job = ShadowJob(str(data["request_id"]), model, version, runtime, matrix,
+                                str(data["version"]), data["outputs"],
+                                card.features if card is not None else None)
+                if self.pool.submit(job) is None:
+                    queued += 1
+        return queued
+
+    @staticmethod
+    def _matrices(card: Any, items: list[dict[str, Any]]) -> list[np.ndarray | None]:
+        """Each request's logged inputs as the shadow's input matrix: all of them decoded at
+        once, one by one when that fails (a request whose inputs no longer decode is
+        skipped and logged)."""
+        if card is None:  # an unloadable version: any matrix fails its call
+            return [np.zeros((len(d.get("inputs") or ()), 0)) for d in items]
+        try:
+            every = decode_records(card, [r for d in items for r in d["inputs"]])
+        except Exception:  # noqa: S110 — decoded one by one below, which names the request
+            pass
+        else:
+            out: list[np.ndarray | None] = []
+            at = 0
+            for d in items:
+                n = len(d["inputs"])
+                out.append(every[at:at + n])
+                at += n
+            return out
+        matrices: list[np.ndarray | None] = []
+        for d in items:
+            try:
+                matrices.append(decode_records(card, d.get("inputs")))
+            except Exception as exc:
+                log.warning("request %s: its logged inputs do not decode for the shadow: %s",
+                            d.get("request_id"), exc)
+                matrices.append(None)
+        return matrices
