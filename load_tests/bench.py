@@ -141,15 +141,22 @@ def hey(url: str, body: dict, seconds: float, connections: int,
             "non_200": float(sum(s != "200" for s in statuses))}
 
 
-def monitor_health(url: str) -> tuple[float | None, float]:
-    """The Monitor's lag (events) and the log's drops, read from the running Vigil."""
+def monitor_health(url: str) -> tuple[float | None, float, str]:
+    """The Monitor's lag (events), the log's drops and what became of the shadows (answered,
+    or shed: dropped, timed out, failed), read from the running Vigil."""
     h = {"Authorization": f"Bearer {TOKEN}"}
     import httpx
 
     stats = httpx.get(f"{url}/admin/models/breast_cancer/stats", headers=h, timeout=30).json()
-    drops = _gauge(httpx.get(f"{url}/metrics", timeout=30).text,
-                   "vigil_prediction_log_dropped_total")
-    return stats["monitor"].get("lag_events"), drops
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    drops = _gauge(text, "vigil_prediction_log_dropped_total")
+    outcomes: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("vigil_shadow_requests_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            outcomes[outcome] = outcomes.get(outcome, 0) + float(line.rsplit(" ", 1)[1])
+    shadows = ", ".join(f"{n:,.0f} {k}" for k, n in sorted(outcomes.items()) if n) or "none"
+    return stats["monitor"].get("lag_events"), drops, shadows
 
 
 def _gauge(text: str, name: str) -> float:
@@ -305,9 +312,9 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                         steady = sustained(servers["vigil"][1] + "/predict",
                                            ROUTES["vigil"][2], y["rps"], seconds)
                 time.sleep(3)  # let the Monitor read the last records
-                lag, drops = monitor_health(servers["vigil"][1])
+                lag, drops, shadows = monitor_health(servers["vigil"][1])
                 health.append(f"{workers} worker(s): Monitor lag {lag} events after the run, "
-                              f"{drops:.0f} log records dropped")
+                              f"{drops:.0f} log records dropped; shadow answers: {shadows}")
             finally:
                 for proc, _ in servers.values():
                     stop(proc)

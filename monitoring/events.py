@@ -25,7 +25,9 @@ class PredictionEvent:
     rows: int
     latency_seconds: float
     status: str  # ok | error | timeout
-    inputs: Any = None  # the request's input matrix (numpy), rendered by the log writer
+    # the request's input matrix (numpy), rendered by the log writer with ``features``; or
+    # its named records already (a list), written as they are
+    inputs: Any = None
     features: Sequence[Any] | None = None  # the card's features, to name the inputs
     outputs: list[dict[str, Any]] | None = None
     error: str | None = None

@@ -94,8 +94,12 @@ def named_inputs(features: Sequence[Feature], matrix: np.ndarray) -> list[dict[s
 def prediction_record(event: PredictionEvent, sample_rate: float = 1.0,
                       inputs: Any = None) -> dict[str, Any]:
     """The CloudEvents record of one answered request (or one shadow's answer to it).
-    ``inputs`` may carry the named inputs already rendered (an ``orjson.Fragment``)."""
-    if inputs is None and event.inputs is not None and event.features is not None:
+    ``inputs`` may carry the named inputs already rendered (an ``orjson.Fragment``); an
+    event's ``inputs`` are a matrix named by its ``features``, or named records (a list: a
+    shadow's, run by the Monitor on the records it read) written as they are."""
+    if inputs is None and isinstance(event.inputs, list):  # named records already
+        inputs = event.inputs
+    elif inputs is None and event.inputs is not None and event.features is not None:
         inputs = named_inputs(event.features, event.inputs)
     data: dict[str, Any] = {
         "request_id": event.request_id, "model": event.model, "version": event.version,
@@ -194,6 +198,10 @@ class SegmentWriter:
     def unwritten(self) -> int:
         """Records taken and not yet written to a segment (queued, or in the writer's hands)."""
         return len(self._queue) + self._in_hand
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue_size
 
     def room(self) -> int:
         """Free places in the queue right now."""
@@ -417,6 +425,19 @@ class LogSink:
         if rate < 1.0 and self._rand() >= rate:
             return
         self.writer.submit(("p", event, rate))
+
+    def wait_for_room(self, n: int, timeout: float) -> bool:
+        """Block until the queue has room for ``n`` records (or all it holds), at most
+        ``timeout`` s: for a producer that may wait, as the Monitor's shadow lanes may (a
+        batch of thousands of answers at once), unlike a request. True if there is room."""
+        if self.writer.room() >= n:
+            return True
+        deadline = time.monotonic() + timeout
+        while (room := self.writer.room()) < min(n, self.writer.queue_size):
+            if time.monotonic() >= deadline or self.writer.failing:
+                return False
+            time.sleep(0.002)
+        return room > 0
 
     def feedback(self, model: str, items: Sequence[dict[str, Any]], ts: float) -> bool:
         """Queue every label or none: False when the queue has no room for the whole batch or

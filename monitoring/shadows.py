@@ -83,6 +83,7 @@ class ShadowJob:
     primary_outputs: list[dict[str, Any]]
     features: Any = None  # the card's features, to name the inputs in the log
     offered: float = 0.0  # time.monotonic() when it was queued
+    logged: list[Any] | None = None  # the request's named inputs as logged: written as they are
 
 
 class ShadowLane:
@@ -114,6 +115,7 @@ class ShadowLane:
         self._queue_size = queue_size
         self._lock = threading.Lock()  # the queue, the breaker and the batch in flight
         self._ready = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)  # the thread took jobs off the queue
         self._batch: list[ShadowJob] = []  # in the thread's hands
         self._batch_started: float | None = None
         self._recording = 0  # answers taken from the batch, not yet emitted
@@ -130,13 +132,20 @@ class ShadowLane:
         else:
             self._watchdog = asyncio.run_coroutine_threadsafe(self._watch(), loop)
 
-    def offer(self, job: ShadowJob) -> str | None:
-        """Queue a job without waiting; the reason it was refused, if it was."""
+    def offer(self, job: ShadowJob, deadline: float | None = None) -> str | None:
+        """Queue a job; the reason it was refused, if it was. With a ``deadline``
+        (``time.monotonic()``) a full queue is waited on until then (the Monitor's tick, which
+        may hand over more requests at once than the queue holds, when it catches up)."""
         with self._lock:
-            if not self.breaker.allow():
+            if self.breaker.state == "open":
                 return "breaker_open"
+            while (len(self._queue) >= self._queue_size and not self._closed
+                   and deadline is not None and (left := deadline - time.monotonic()) > 0):
+                self._room.wait(left)
             if len(self._queue) >= self._queue_size or self._closed:
                 return "dropped"
+            if not self.breaker.allow():  # half-open, its one trial already let through
+                return "breaker_open"
             job.offered = time.monotonic()
             self._queue.append(job)
             if len(self._queue) == 1:
@@ -165,6 +174,7 @@ class ShadowLane:
                 job = self._queue.popleft()
                 batch.append(job)
                 rows += len(job.matrix)
+            self._room.notify_all()
             self._batch, self._batch_started = batch, time.monotonic()
             return batch
 
@@ -229,6 +239,7 @@ class ShadowLane:
                 expired.append(self._queue.popleft())
             for _ in expired:
                 self.breaker.record(False)
+            self._room.notify_all()
         for job in expired:
             self._record(job, "timeout", None, f"no answer within {self.timeout}s",
                          now - job.offered)
@@ -236,10 +247,17 @@ class ShadowLane:
     def _record_batch(self, results: list[tuple[ShadowJob, str, list[dict[str, Any]] | None,
                                                  str | None]], latency: float) -> None:
         """Each answer's event, and the batch's metrics in one increment per series."""
+        # in the lane's own thread (not the watchdog's loop) a full log is waited on, at most
+        # the timeout for the batch, rather than dropping the answers
+        wait = getattr(self._sink, "wait_for_room", None)
+        wait = wait if threading.current_thread() is self._thread else None
+        deadline = time.monotonic() + self.timeout
         statuses: dict[str, int] = {}
         rows = agreed = 0
         for job, status, outputs, error in results:
             statuses[status] = statuses.get(status, 0) + 1
+            if wait is not None:
+                wait(1, max(0.0, deadline - time.monotonic()))
             try:
                 agree = self._emit(job, status, outputs, error, latency)
             except Exception:  # the lane's thread outlives any one record
@@ -268,8 +286,9 @@ class ShadowLane:
             self._sink.emit(PredictionEvent(
                 request_id=job.request_id, model=job.model, version=job.version,
                 variant="shadow", time=time.time(), rows=len(job.matrix),
-                latency_seconds=latency, status=status, inputs=job.matrix,
-                features=job.features, outputs=outputs,
+                latency_seconds=latency, status=status,
+                inputs=job.logged if job.logged is not None else job.matrix,
+                features=None if job.logged is not None else job.features, outputs=outputs,
                 error=error, primary_version=job.primary_version, agreement=agree))
         except Exception:
             log.exception("shadow event sink failed")
@@ -281,6 +300,7 @@ class ShadowLane:
             self._closed = True
             self._queue.clear()
             self._ready.notify_all()
+            self._room.notify_all()
 
 
 class ShadowPool:
@@ -293,6 +313,7 @@ class ShadowPool:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._kw = {"queue_size": queue_size, "timeout": timeout,
                     "max_batch_rows": max_batch_rows}
+        self.timeout = timeout
         self._breaker = (breaker_failures, breaker_reset_seconds)
         self._sink = sink
         self._metrics = metrics
@@ -313,8 +334,8 @@ class ShadowPool:
                     self._lanes[key] = lane
         return lane
 
-    def submit(self, job: ShadowJob) -> str | None:
-        refused = self.lane(job.model, job.version).offer(job)
+    def submit(self, job: ShadowJob, deadline: float | None = None) -> str | None:
+        refused = self.lane(job.model, job.version).offer(job, deadline)
         if refused and self._metrics is not None:
             self._metrics.shadow_requests.labels(job.model, job.version, refused).inc()
         return refused
@@ -401,6 +422,9 @@ class ShadowMirror:
                 if version != data.get("version"):
                     groups.setdefault((data["model"], version), []).append(data)
         queued = 0
+        # a full lane is waited on, at most a shadow's timeout per call: a slow shadow slows
+        # the Monitor that much, a hung one until its breaker opens; then its jobs are dropped
+        deadline = time.monotonic() + self.pool.timeout
         for (model, version), items in groups.items():
             runtime = self.runtime(model, version)
             card = getattr(runtime, "card", None)
@@ -409,8 +433,9 @@ class ShadowMirror:
                     continue
                 job = ShadowJob(str(data["request_id"]), model, version, runtime, matrix,
                                 str(data["version"]), data["outputs"],
-                                card.features if card is not None else None)
-                if self.pool.submit(job) is None:
+                                card.features if card is not None else None,
+                                logged=data["inputs"])
+                if self.pool.submit(job, deadline) is None:
                     queued += 1
         return queued
 

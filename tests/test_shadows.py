@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from models.registry import Registry
 from monitoring.event_log import LocalEventLog
 from monitoring.events import InMemoryStatsSink, PredictionEvent
+from monitoring.export import records
 from monitoring.metrics import GatewayMetrics
 from monitoring.monitor import Monitor, read_stats
 from monitoring.prediction_log import LogSink, Renderer, SegmentWriter, prediction_record
@@ -279,6 +280,15 @@ def test_the_monitor_reads_the_answers_of_the_shadows_it_ran(registry: Registry,
         v3 = registry.get("breast_cancer", "v3").load()
         said = [v3.predict(base[i % len(base):i % len(base) + 1])[0]["label"]
                 for i in range(30)]
+        # the shadow's record carries its request's inputs as logged, and the comparison
+        logged = [r["data"] for r in records(tmp_path) if r["type"] == "vigil.prediction.v1"]
+        primary = {d["request_id"]: d for d in logged if d["variant"] == "champion"}
+        answers = [d for d in logged if d["variant"] == "shadow"]
+        assert sorted(d["request_id"] for d in answers) == sorted(primary)
+        for d in answers:
+            assert d["inputs"] == primary[d["request_id"]]["inputs"]
+            assert (d["version"], d["primary_version"]) == ("v3", "v1")
+            assert d["agreement"] in (0.0, 1.0) and "shadows" not in d
         quality = shadow["quality"]["cumulative"]
         assert quality["labels"] == 30
         assert quality["accuracy"] == pytest.approx(
@@ -292,27 +302,68 @@ def test_the_monitor_reads_the_answers_of_the_shadows_it_ran(registry: Registry,
     asyncio.run(scenario())
 
 
-def test_a_full_shadow_queue_drops_instead_of_waiting(registry: Registry) -> None:
+def test_a_full_lane_is_waited_on_until_the_deadline_then_the_job_is_dropped(
+        registry: Registry) -> None:
+    """A tick that hands over more requests than a lane holds waits for room (the Monitor
+    catching up must not shed shadows), but never past its deadline: then the job is
+    dropped and counted."""
     async def scenario() -> None:
-        v3 = registry.get("breast_cancer", "v3").load()
-        slow = SlowRuntime(v3, 5.0)
+        v1 = registry.get("breast_cancer", "v1").load()
+        slow = SlowRuntime(registry.get("breast_cancer", "v3").load(), 30.0)
         metrics = GatewayMetrics(CollectorRegistry())
         pool = ShadowPool(queue_size=4, timeout=10, breaker_failures=3,
                           breaker_reset_seconds=60, sink=ListSink(),  # type: ignore[arg-type]
                           metrics=metrics)
         mirror = ShadowMirror(pool, lambda m, v: slow)
-        queued = mirror(_logged(registry, 1))  # the lane's thread takes this one
+        lane = pool.lane("breast_cancer", "v3")
+        assert mirror(_logged(registry, 1)) == 1  # the lane's thread takes this one and hangs
         for _ in range(200):
-            if pool.lane("breast_cancer", "v3").queued() == 0:
+            if lane.queued() == 0:
                 break
             await asyncio.sleep(0.01)
-        queued += mirror(_logged(registry, 10))
-        assert queued == 5
-        assert pool.lane("breast_cancer", "v3").queued() == 4  # bounded: the rest dropped
-        assert metrics.shadow_requests.labels("breast_cancer", "v3", "dropped")._value.get() \
-            == 6
-        slow.release.set()
+        assert mirror(_logged(registry, 4)) == 4 and lane.queued() == 4  # full
+        row = registry.get("breast_cancer", "v1").smoke_rows()[:1]
+
+        def job(i: int) -> ShadowJob:
+            return ShadowJob(f"x{i}", "breast_cancer", "v3", slow, row, "v1", v1.predict(row))
+
+        assert pool.submit(job(0), time.monotonic() + 0.05) == "dropped"
+        dropped = metrics.shadow_requests.labels("breast_cancer", "v3", "dropped")
+        assert dropped._value.get() == 1
+        waiting = asyncio.ensure_future(asyncio.to_thread(pool.submit, job(1),
+                                                          time.monotonic() + 30))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # no room yet: it waits
+        slow.release.set()  # the shadow answers; the thread takes the queue: room
+        assert await waiting is None
+        assert dropped._value.get() == 1
         pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lane_waits_for_the_log_rather_than_drop_its_answers(registry: Registry,
+                                                               tmp_path: Path) -> None:
+    """A tick's answers come as one batch, more than the log's queue holds: the lane's thread
+    waits for the writer instead of dropping them."""
+    async def scenario() -> None:
+        drops: list[tuple[str, int]] = []
+        writer = SegmentWriter(tmp_path, "monitor-1-1", Renderer(), queue_size=16,
+                               on_drop=lambda reason, n: drops.append((reason, n)))
+        pool = ShadowPool(queue_size=1000, timeout=5, breaker_failures=3,
+                          breaker_reset_seconds=60, sink=LogSink(writer))
+        mirror = ShadowMirror(pool, lambda m, v: registry.get(m, v).load(),
+                              unwritten=lambda: writer.unwritten)
+        assert mirror(_logged(registry, 200)) == 200
+        for _ in range(1000):
+            if mirror.pending() == 0:
+                break
+            await asyncio.sleep(0.01)
+        pool.close()
+        writer.close()
+        assert drops == []
+        answers = [r for r in records(tmp_path) if r["data"]["variant"] == "shadow"]
+        assert len(answers) == 200
 
     asyncio.run(scenario())
 
