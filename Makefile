@@ -52,7 +52,7 @@ build: venv
 # about 8 minutes: writes load_tests/bench_results.md (the README's table); needs `hey`
 bench: venv
 	command -v hey >/dev/null || (apt-get install -y -q hey || sudo apt-get install -y -q hey)
-	$(BIN)/python -m load_tests.bench --suite --seconds 6
+	$(BIN)/python -m load_tests.bench --suite --seconds 5
 
 bench-monitor: venv
 	$(BIN)/python -m load_tests.monitor_bench --drift

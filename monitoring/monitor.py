@@ -41,6 +41,7 @@ Key = tuple[str, str, str]  # model, version, variant
 LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
 INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
 LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
+LATE_LABEL_SECONDS = 600.0
 
 
 @dataclass
@@ -102,6 +103,10 @@ class Monitor:
         self.status = Status()
         self._labels_cache: dict[tuple[str, str], list[str] | None] = {}
         self._last_housekeeping = 0.0
+        # when a label was last joined (from the start, after a restart): a shadow's answer
+        # is indexed seconds after its request, so without a join in LATE_LABEL_SECONDS no
+        # label can be waiting for it, and the lookup is skipped
+        self._last_join = time.monotonic()
         self._caught_up = False
 
     # ------------------------------------------------------------------ state
@@ -277,6 +282,7 @@ class Monitor:
                 labeled[r.id] = [*labeled[r.id], row_i]
                 truths[r.id] = {**truths[r.id], str(row_i): truth}
                 scored += 1
+                self._last_join = time.monotonic()
             outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")
         updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode(),
                     "_labels": orjson.dumps(truths[rid_]).decode()}
@@ -291,6 +297,8 @@ class Monitor:
                     changed: set[Key]) -> list[tuple[Any, ...]]:
         """Index rows of answers that may come after their request's label (a shadow's):
         each scored with the labels already joined to its request, and marked labelled."""
+        if time.monotonic() - self._last_join > LATE_LABEL_SECONDS:
+            return [(*r, None, None) for r in rows]
         known: dict[tuple[str, str], dict[str, Any]] = {}
         rids = sorted({r[0] for r in rows})
         for i in range(0, len(rids), 500):

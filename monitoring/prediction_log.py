@@ -21,6 +21,7 @@ This module is the writing side; ``monitoring.event_log`` reads the segments bac
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -46,9 +47,22 @@ FEEDBACK = "vigil.feedback.v1"
 # --------------------------------------------------------------------------- records
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted (swapped whole)
+
+
 def iso_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    """``ts`` as RFC 3339 UTC with microseconds, exactly as ``datetime.isoformat`` gives it
+    (rounded half to even), with the date and time of day formatted once per second: the
+    ``datetime`` round trip was 3% of the Monitor's CPU, one per record it writes."""
+    global _SECOND
+    sec = math.floor(ts)
+    us = round((ts - sec) * 1e6)
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    cached = _SECOND
+    if cached[0] != sec:
+        cached = _SECOND = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{us:06d}Z"
 
 
 def parse_time(value: str) -> float:

@@ -3,6 +3,7 @@ rotation mid-read and retention."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.card import Feature
 from monitoring.event_log import LocalEventLog, Position, list_segments
@@ -264,3 +267,17 @@ def test_new_ids_are_distinct_uuid4_hex() -> None:
     for i in ids[::997]:
         u = uuid.UUID(hex=i)
         assert u.version == 4 and u.variant == uuid.RFC_4122 and u.hex == i
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False),
+       st.sampled_from([0.0, 5e-7, -5e-7, 0.9999995]))
+def test_iso_time_is_what_datetime_writes(ts: float, nudge: float) -> None:
+    """The per-second cache writes every timestamp as datetime.isoformat does, including a
+    half microsecond (rounded to even) and one that rounds up into the next second."""
+    from datetime import UTC, datetime
+
+    from monitoring.prediction_log import iso_time
+
+    for t in (ts, math.floor(ts) + nudge if math.floor(ts) + nudge >= 0 else ts):
+        expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
+        assert iso_time(t) == expected.replace("+00:00", "Z")
