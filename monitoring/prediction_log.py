@@ -441,16 +441,22 @@ class LogSink:
         self.writer.submit(("p", event, rate))
 
     def wait_for_room(self, n: int, timeout: float) -> bool:
-        """Block until the queue has room for ``n`` records (or all it holds), at most
-        ``timeout`` s: for a producer that may wait, as the Monitor's shadow lanes may (a
-        batch of thousands of answers at once), unlike a request. True if there is room."""
-        if self.writer.room() >= n:
+        """Block until the queue has room for ``n`` records (or all it holds), for as long
+        as the writer makes progress, giving up after ``timeout`` s without any: for a
+        producer that may wait, as the Monitor's shadow lanes may (a batch of thousands of
+        answers at once), unlike a request. True if there is room."""
+        room = self.writer.room()
+        if room >= n:
             return True
         deadline = time.monotonic() + timeout
-        while (room := self.writer.room()) < min(n, self.writer.queue_size):
+        while room < min(n, self.writer.queue_size):
             if time.monotonic() >= deadline or self.writer.failing:
                 return False
             time.sleep(0.002)
+            now_room = self.writer.room()
+            if now_room > room:  # the writer took records: progress
+                deadline = time.monotonic() + timeout
+            room = now_room
         return room > 0
 
     def feedback(self, model: str, items: Sequence[dict[str, Any]], ts: float) -> bool:

@@ -119,6 +119,7 @@ class ShadowLane:
         self._batch: list[ShadowJob] = []  # in the thread's hands
         self._batch_started: float | None = None
         self._recording = 0  # answers taken from the batch, not yet emitted
+        self._last_take = time.monotonic()  # when the thread last took jobs (its progress)
         self._closed = False
         # One thread per lane: a hung shadow blocks only its own lane.
         self._thread = threading.Thread(target=self._run, name=f"shadow-{model}-{version}",
@@ -132,15 +133,16 @@ class ShadowLane:
         else:
             self._watchdog = asyncio.run_coroutine_threadsafe(self._watch(), loop)
 
-    def offer(self, job: ShadowJob, deadline: float | None = None) -> str | None:
-        """Queue a job; the reason it was refused, if it was. With a ``deadline``
-        (``time.monotonic()``) a full queue is waited on until then (the Monitor's tick, which
-        may hand over more requests at once than the queue holds, when it catches up)."""
+    def offer(self, job: ShadowJob, wait: bool = False) -> str | None:
+        """Queue a job; the reason it was refused, if it was. With ``wait`` a full queue is
+        waited on for as long as the lane's thread keeps taking jobs, and given up once it
+        took none for the timeout (a hung shadow): the Monitor's tick, catching up, may hand
+        over more requests at once than the queue holds, and must not shed them."""
         with self._lock:
             if self.breaker.state == "open":
                 return "breaker_open"
-            while (len(self._queue) >= self._queue_size and not self._closed
-                   and deadline is not None and (left := deadline - time.monotonic()) > 0):
+            while (wait and len(self._queue) >= self._queue_size and not self._closed
+                   and (left := self._last_take + self.timeout - time.monotonic()) > 0):
                 self._room.wait(left)
             if len(self._queue) >= self._queue_size or self._closed:
                 return "dropped"
@@ -149,6 +151,8 @@ class ShadowLane:
             job.offered = time.monotonic()
             self._queue.append(job)
             if len(self._queue) == 1:
+                if not self._batch:  # an idle thread's clock starts with the work
+                    self._last_take = job.offered
                 self._ready.notify()
         return None
 
@@ -174,6 +178,7 @@ class ShadowLane:
                 job = self._queue.popleft()
                 batch.append(job)
                 rows += len(job.matrix)
+            self._last_take = time.monotonic()
             self._room.notify_all()
             self._batch, self._batch_started = batch, time.monotonic()
             return batch
@@ -247,17 +252,16 @@ class ShadowLane:
     def _record_batch(self, results: list[tuple[ShadowJob, str, list[dict[str, Any]] | None,
                                                  str | None]], latency: float) -> None:
         """Each answer's event, and the batch's metrics in one increment per series."""
-        # in the lane's own thread (not the watchdog's loop) a full log is waited on, at most
-        # the timeout for the batch, rather than dropping the answers
+        # in the lane's own thread (not the watchdog's loop) a full log is waited on while
+        # its writer makes progress, rather than dropping the answers
         wait = getattr(self._sink, "wait_for_room", None)
         wait = wait if threading.current_thread() is self._thread else None
-        deadline = time.monotonic() + self.timeout
         statuses: dict[str, int] = {}
         rows = agreed = 0
         for job, status, outputs, error in results:
             statuses[status] = statuses.get(status, 0) + 1
             if wait is not None:
-                wait(1, max(0.0, deadline - time.monotonic()))
+                wait(1, self.timeout)
             try:
                 agree = self._emit(job, status, outputs, error, latency)
             except Exception:  # the lane's thread outlives any one record
@@ -334,8 +338,8 @@ class ShadowPool:
                     self._lanes[key] = lane
         return lane
 
-    def submit(self, job: ShadowJob, deadline: float | None = None) -> str | None:
-        refused = self.lane(job.model, job.version).offer(job, deadline)
+    def submit(self, job: ShadowJob, wait: bool = False) -> str | None:
+        refused = self.lane(job.model, job.version).offer(job, wait)
         if refused and self._metrics is not None:
             self._metrics.shadow_requests.labels(job.model, job.version, refused).inc()
         return refused
@@ -422,9 +426,9 @@ class ShadowMirror:
                 if version != data.get("version"):
                     groups.setdefault((data["model"], version), []).append(data)
         queued = 0
-        # a full lane is waited on, at most a shadow's timeout per call: a slow shadow slows
-        # the Monitor that much, a hung one until its breaker opens; then its jobs are dropped
-        deadline = time.monotonic() + self.pool.timeout
+        # a full lane is waited on while it makes progress (back-pressure on the tick); a
+        # hung one holds the tick up to its timeout, then its jobs are dropped until its
+        # watchdog and breaker take it out
         for (model, version), items in groups.items():
             runtime = self.runtime(model, version)
             card = getattr(runtime, "card", None)
@@ -435,7 +439,7 @@ class ShadowMirror:
                                 str(data["version"]), data["outputs"],
                                 card.features if card is not None else None,
                                 logged=data["inputs"])
-                if self.pool.submit(job, deadline) is None:
+                if self.pool.submit(job, wait=True) is None:
                     queued += 1
         return queued
 

@@ -302,44 +302,70 @@ def test_the_monitor_reads_the_answers_of_the_shadows_it_ran(registry: Registry,
     asyncio.run(scenario())
 
 
-def test_a_full_lane_is_waited_on_until_the_deadline_then_the_job_is_dropped(
+class PacedRuntime:
+    """A shadow that takes ``delay`` per call, whatever the batch."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.card, self.inner, self.delay = inner.card, inner, delay
+
+    def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        time.sleep(self.delay)
+        return self.inner.predict(matrix)
+
+
+def test_a_full_lane_is_waited_on_while_it_works_and_given_up_when_it_hangs(
         registry: Registry) -> None:
-    """A tick that hands over more requests than a lane holds waits for room (the Monitor
-    catching up must not shed shadows), but never past its deadline: then the job is
-    dropped and counted."""
-    async def scenario() -> None:
-        v1 = registry.get("breast_cancer", "v1").load()
-        slow = SlowRuntime(registry.get("breast_cancer", "v3").load(), 30.0)
+    """A tick that hands over more requests than a lane holds waits for room while the
+    lane's thread keeps taking jobs (the Monitor catching up must not shed shadows); when
+    the thread took nothing for the shadow's timeout (hung), the job is dropped and counted."""
+    v1 = registry.get("breast_cancer", "v1").load()
+    v3 = registry.get("breast_cancer", "v3").load()
+    row = registry.get("breast_cancer", "v1").smoke_rows()[:1]
+
+    def job(runtime: Any, i: int) -> ShadowJob:
+        return ShadowJob(f"x{i}", "breast_cancer", "v3", runtime, row, "v1", v1.predict(row))
+
+    def pool_of(timeout: float, sink: Any) -> tuple[ShadowPool, GatewayMetrics]:
         metrics = GatewayMetrics(CollectorRegistry())
-        pool = ShadowPool(queue_size=4, timeout=10, breaker_failures=3,
-                          breaker_reset_seconds=60, sink=ListSink(),  # type: ignore[arg-type]
-                          metrics=metrics)
-        mirror = ShadowMirror(pool, lambda m, v: slow)
+        return ShadowPool(queue_size=4, timeout=timeout, breaker_failures=100,
+                          breaker_reset_seconds=60, sink=sink, metrics=metrics), metrics
+
+    async def working() -> None:
+        sink = ListSink()
+        pool, metrics = pool_of(1.0, sink)
+        paced = PacedRuntime(v3, 0.05)  # each call 50 ms: slower than jobs are offered
+        outcomes = await asyncio.to_thread(
+            lambda: [pool.submit(job(paced, i), True) for i in range(40)])
+        assert outcomes == [None] * 40  # ten times the queue, none shed
+        for _ in range(300):
+            if len(sink.events) == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert len(sink.events) == 40
+        assert pool.submit(job(paced, 99)) is None
+        pool.close()
+
+    async def hung() -> None:
+        pool, metrics = pool_of(0.3, ListSink())
+        slow = SlowRuntime(v3, 30.0)
         lane = pool.lane("breast_cancer", "v3")
-        assert mirror(_logged(registry, 1)) == 1  # the lane's thread takes this one and hangs
+        assert pool.submit(job(slow, 0)) is None  # the lane's thread takes it and hangs
         for _ in range(200):
             if lane.queued() == 0:
                 break
             await asyncio.sleep(0.01)
-        assert mirror(_logged(registry, 4)) == 4 and lane.queued() == 4  # full
-        row = registry.get("breast_cancer", "v1").smoke_rows()[:1]
-
-        def job(i: int) -> ShadowJob:
-            return ShadowJob(f"x{i}", "breast_cancer", "v3", slow, row, "v1", v1.predict(row))
-
-        assert pool.submit(job(0), time.monotonic() + 0.05) == "dropped"
-        dropped = metrics.shadow_requests.labels("breast_cancer", "v3", "dropped")
-        assert dropped._value.get() == 1
-        waiting = asyncio.ensure_future(asyncio.to_thread(pool.submit, job(1),
-                                                          time.monotonic() + 30))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()  # no room yet: it waits
-        slow.release.set()  # the shadow answers; the thread takes the queue: room
-        assert await waiting is None
-        assert dropped._value.get() == 1
+        for i in range(1, 5):
+            assert pool.submit(job(slow, i)) is None
+        assert pool.submit(job(slow, 5)) == "dropped"  # full, and told not to wait
+        # told to wait: it does, until the thread took nothing for the timeout
+        assert await asyncio.to_thread(pool.submit, job(slow, 6), True) == "dropped"
+        assert metrics.shadow_requests.labels("breast_cancer", "v3",
+                                              "dropped")._value.get() == 2
+        slow.release.set()
         pool.close()
 
-    asyncio.run(scenario())
+    asyncio.run(working())
+    asyncio.run(hung())
 
 
 def test_a_lane_waits_for_the_log_rather_than_drop_its_answers(registry: Registry,
