@@ -94,7 +94,7 @@ class Monitor:
         self.on_step = on_step
         self.drift = drift  # monitoring.drift_tracker.DriftTracker, or None
         self.triggers = triggers  # monitoring.triggers.Triggers, or None
-        # monitoring.shadows.ShadowMirror, or None: given a committed step's records that name
+        # monitoring.mirror.ShadowMirror, or None: given a committed step's records that name
         # shadows, after the commit (a step read again after a failed commit mirrors once)
         self.mirror = mirror
         self.checkpoint: Checkpoint = {}

@@ -20,9 +20,10 @@ from monitoring.event_log import LocalEventLog
 from monitoring.events import InMemoryStatsSink, PredictionEvent
 from monitoring.export import records
 from monitoring.metrics import GatewayMetrics
+from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor, read_stats
 from monitoring.prediction_log import LogSink, Renderer, SegmentWriter, prediction_record
-from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowMirror, ShadowPool
+from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowPool
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
 from service.settings import load_settings
