@@ -22,7 +22,12 @@ DATA = load_breast_cancer()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    proc, srv = start_server(tmp_path_factory.mktemp("vigil-rollout"))
+    # The rollout here is about the promotion path. Its load draws real rows, the reference's
+    # own distribution, as fast as 2 workers answer (thousands of canary rows): at the default
+    # false-alarm budget (1 per 100k rows per version) a drift alarm on the canary alone, and
+    # a rightful abort, came in one clean-clone CI run. A 100x smaller budget keeps the gate on.
+    proc, srv = start_server(tmp_path_factory.mktemp("vigil-rollout"),
+                             {"VIGIL_DRIFT__FALSE_ALARMS_PER_100K": "0.01"})
     yield srv
     stop_server(proc)
 
