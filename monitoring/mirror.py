@@ -40,8 +40,9 @@ class ShadowMirror:
     Called with the prediction records of a committed step: for each (model, shadow version)
     it decodes the requests' logged inputs with the shadow's card and queues one job per
     request on the version's lane, which runs what is queued as one call and logs each answer
-    (variant ``shadow``, the same request id) for the next tick to read. Never blocks on a
-    shadow: a slow or broken one times out or fails in its own lane.
+    (variant ``shadow``, the same request id) for the next tick to read. A slow or broken
+    shadow times out or fails in its own lane; the call waits only for room in a full lane,
+    while the lane works (back-pressure), at most the shadow's timeout once it hangs.
 
     ``runtime_of(model, version)`` loads a version (versions are immutable: cached here,
     dropped after ``keep_seconds`` unused). ``unwritten()`` counts the answers the sink has
