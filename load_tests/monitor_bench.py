@@ -25,8 +25,9 @@ if __package__ in (None, ""):
 from models.card import Feature  # noqa: E402
 from monitoring.event_log import LocalEventLog  # noqa: E402
 from monitoring.events import PredictionEvent  # noqa: E402
+from monitoring.log_sink import LogSink, render  # noqa: E402
 from monitoring.monitor import Monitor  # noqa: E402
-from monitoring.prediction_log import LogSink, SegmentWriter, render  # noqa: E402
+from monitoring.prediction_log import SegmentWriter  # noqa: E402
 from store import make_engine, migrate  # noqa: E402
 
 LABELS = ["malignant", "benign"]

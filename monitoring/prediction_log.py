@@ -15,7 +15,8 @@ interval of records); it fsyncs every ``fsync_seconds`` (a crashed *machine* los
 that window). A full queue, an unwritable directory or a directory over its size cap drops the
 newest record and counts it by reason; nothing blocks the caller.
 
-This module is the writing side; ``monitoring.event_log`` reads the segments back.
+This module is the writing side (records and segments; ``monitoring.log_sink`` is what
+producers hand events to); ``monitoring.event_log`` reads the segments back.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,101 +375,3 @@ def directory_bytes(directory: Path) -> int:
     except OSError:
         return 0
     return total
-
-
-# --------------------------------------------------------------------------- the Gateway's sink
-
-
-def render(item: tuple[Any, ...]) -> bytes:
-    """Render a queued ``("p", event, sample_rate)`` or ``("f", model, item, ts)`` tuple."""
-    if item[0] == "p":
-        return encode(prediction_record(item[1], item[2]))
-    return encode(feedback_record(item[1], item[2], item[3]))
-
-
-class Renderer:
-    """``render`` for one writer thread, remembering the named inputs it rendered last: a
-    request and its shadows share one input matrix, so the shadow's record reuses the JSON
-    (for a 1,000-row batch that is most of the record). At most ``entries`` matrices and
-    ``max_bytes`` of JSON are kept; the matrix itself is held so its id is not reused."""
-
-    def __init__(self, entries: int = 16, max_bytes: int = 16 * 2**20) -> None:
-        self.entries, self.max_bytes = entries, max_bytes
-        self._cache: OrderedDict[int, tuple[np.ndarray, Any, bytes]] = OrderedDict()
-        self._bytes = 0
-        self.hits = 0
-
-    def __call__(self, item: tuple[Any, ...]) -> bytes:
-        if item[0] != "p" or item[1].inputs is None or item[1].features is None:
-            return render(item)
-        event = item[1]
-        key = id(event.inputs)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] is event.inputs and (
-                cached[1] is event.features or cached[1] == event.features):
-            self.hits += 1
-            self._cache.move_to_end(key)
-            text = cached[2]
-        else:
-            text = orjson.dumps(named_inputs(event.features, event.inputs))
-            if cached is not None:
-                self._bytes -= len(cached[2])
-            self._cache[key] = (event.inputs, event.features, text)
-            self._cache.move_to_end(key)
-            self._bytes += len(text)
-            while len(self._cache) > self.entries or self._bytes > self.max_bytes:
-                _, (_, _, old) = self._cache.popitem(last=False)
-                self._bytes -= len(old)
-        return encode(prediction_record(event, item[2], orjson.Fragment(text)))
-
-
-class LogSink:
-    """The ``EventSink`` of a Gateway worker: samples per variant, then queues the event for
-    the segment writer (which renders it off the request path)."""
-
-    def __init__(self, writer: SegmentWriter, sample: dict[str, float] | None = None,
-                 rand: Callable[[], float] | None = None) -> None:
-        import random
-
-        self.writer = writer
-        self._sample = dict(sample or {})
-        self._rand = rand or random.random
-
-    def emit(self, event: PredictionEvent) -> None:
-        rate = self._sample.get(event.variant, 1.0)
-        if rate < 1.0 and self._rand() >= rate:
-            return
-        self.writer.submit(("p", event, rate))
-
-    def wait_for_room(self, n: int, timeout: float) -> bool:
-        """Block until the queue has room for ``n`` records (or all it holds), for as long
-        as the writer makes progress, giving up after ``timeout`` s without any: for a
-        producer that may wait, as the Monitor's shadow lanes may (a batch of thousands of
-        answers at once), unlike a request. True if there is room."""
-        room = self.writer.room()
-        if room >= n:
-            return True
-        deadline = time.monotonic() + timeout
-        while room < min(n, self.writer.queue_size):
-            if time.monotonic() >= deadline or self.writer.failing:
-                return False
-            time.sleep(0.002)
-            now_room = self.writer.room()
-            if now_room > room:  # the writer took records: progress
-                deadline = time.monotonic() + timeout
-            room = now_room
-        return room > 0
-
-    def feedback(self, model: str, items: Sequence[dict[str, Any]], ts: float) -> bool:
-        """Queue every label or none: False when the queue has no room for the whole batch or
-        the log is failing (the caller answers 503 and the client retries; labels are never
-        half-taken, nor taken to be dropped)."""
-        if self.writer.failing or self.writer.room() < len(items):
-            return False
-        for item in items:
-            self.writer.submit(("f", model, item, ts))
-        return True
-
-    def close(self) -> None:
-        self.writer.close()
-

@@ -19,11 +19,11 @@ from models.registry import Registry
 from monitoring.drift import DriftConfig, Reference
 from monitoring.drift_tracker import DriftTracker, reference_from_version
 from monitoring.event_log import LocalEventLog
+from monitoring.log_sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
-from monitoring.prediction_log import LogSink
 from monitoring.rollouts import Controller
 from monitoring.shadows import ShadowPool
 from monitoring.triggers import Triggers, policy_from_settings

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from models.card import Feature
 from monitoring.event_log import LocalEventLog
 from monitoring.events import PredictionEvent
+from monitoring.log_sink import LogSink, render
 from monitoring.monitor import Monitor, read_stats
-from monitoring.prediction_log import LogSink, SegmentWriter, render
+from monitoring.prediction_log import SegmentWriter
 
 FEATURES = (Feature("x", "float"),)
 LABELS = ["a", "b"]

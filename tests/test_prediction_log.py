@@ -18,14 +18,13 @@ from hypothesis import strategies as st
 from models.card import Feature
 from monitoring.event_log import LocalEventLog, Position, list_segments
 from monitoring.events import PredictionEvent
+from monitoring.log_sink import LogSink, render
 from monitoring.prediction_log import (
     FEEDBACK,
     PREDICTION,
-    LogSink,
     SegmentWriter,
     named_inputs,
     prediction_record,
-    render,
 )
 
 FEATURES = (Feature("size", "float"), Feature("color", "category", categories=("red", "blue"),
@@ -229,7 +228,7 @@ def test_retention_deletes_only_consumed_segments(tmp_path: Path) -> None:
 def test_the_renderer_reuses_a_request_s_inputs_for_its_shadow_and_writes_the_same_bytes(
 ) -> None:
     from monitoring.events import PredictionEvent
-    from monitoring.prediction_log import Renderer, render
+    from monitoring.log_sink import Renderer, render
 
     features = (Feature(name="a", dtype="float", nullable=True),
                 Feature(name="b", dtype="float"))

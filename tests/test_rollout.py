@@ -16,8 +16,9 @@ from sklearn.datasets import load_breast_cancer
 from models.registry import Registry
 from monitoring.event_log import LocalEventLog
 from monitoring.events import PredictionEvent
+from monitoring.log_sink import LogSink, render
 from monitoring.monitor import Monitor
-from monitoring.prediction_log import LogSink, SegmentWriter, render
+from monitoring.prediction_log import SegmentWriter
 from monitoring.rollout import (
     FAIL,
     PASS,

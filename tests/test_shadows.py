@@ -19,10 +19,11 @@ from models.registry import Registry
 from monitoring.event_log import LocalEventLog
 from monitoring.events import InMemoryStatsSink, PredictionEvent
 from monitoring.export import records
+from monitoring.log_sink import LogSink, Renderer
 from monitoring.metrics import GatewayMetrics
 from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor, read_stats
-from monitoring.prediction_log import LogSink, Renderer, SegmentWriter, prediction_record
+from monitoring.prediction_log import SegmentWriter, prediction_record
 from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowPool
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
