@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -42,6 +42,16 @@ LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
 INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
 LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
 LATE_LABEL_SECONDS = 600.0
+
+
+class Mirror(Protocol):
+    """What runs the shadows a step's records name (``monitoring.mirror.ShadowMirror``)."""
+
+    def __call__(self, records: list[dict[str, Any]]) -> Any: ...
+
+    def pending(self) -> int:
+        """Shadow answers owed (counted in the lag)."""
+        ...
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Monitor:
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
                  drift: Any = None, triggers: Any = None,
-                 mirror: Callable[[list[dict[str, Any]]], Any] | None = None) -> None:
+                 mirror: Mirror | None = None) -> None:
         self.engine = engine
         self.log = log_
         self.class_labels_of = class_labels_of
@@ -224,9 +234,9 @@ class Monitor:
             self._save(conn, batch.checkpoint, changed, now)
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
-        if mirrored:
+        if mirrored and self.mirror is not None:
             try:
-                self.mirror(mirrored)  # type: ignore[misc]
+                self.mirror(mirrored)
             except Exception:  # committed already: a shadow's failure is never the step's
                 log.exception("queuing the shadows of %d requests failed", len(mirrored))
         if self.on_step is not None:
@@ -271,14 +281,9 @@ class Monitor:
                 seen += 1
                 if row_i in labeled[r.id]:
                     continue
-                try:
-                    self._stats(model, version, variant).add_label(outputs[r.id][row_i], truth)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
+                if not self._score(rid, (model, version, variant), outputs[r.id][row_i], truth,
+                                   changed):
                     continue
-                changed.add((model, version, variant))
-                if self.drift is not None:
-                    self.drift.observe_label(model, version, outputs[r.id][row_i], truth)
                 labeled[r.id] = [*labeled[r.id], row_i]
                 truths[r.id] = {**truths[r.id], str(row_i): truth}
                 scored += 1
@@ -292,6 +297,20 @@ class Monitor:
                 prediction_index.c.id == sa.bindparam("_id")).values(
                 labeled_rows=sa.bindparam("_rows"), labels=sa.bindparam("_labels")), updates)
         return outcomes
+
+    def _score(self, rid: str, key: Key, output: Any, truth: Any, changed: set[Key]) -> bool:
+        """One label against one answer's row: the version's quality and its error stream.
+        False when the label does not fit the answer (logged, not counted)."""
+        model, version, _ = key
+        try:
+            self._stats(*key).add_label(output, truth)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("label for %s does not fit %s:%s (%s)", rid, model, version, exc)
+            return False
+        changed.add(key)
+        if self.drift is not None:
+            self.drift.observe_label(model, version, output, truth)
+        return True
 
     def _label_late(self, conn: sa.Connection, rows: list[tuple[Any, ...]],
                     changed: set[Key]) -> list[tuple[Any, ...]]:
@@ -317,19 +336,9 @@ class Monitor:
             outputs = orjson.loads(outputs_json)
             scored: dict[str, Any] = {}
             for row, truth in labels.items():
-                if int(row) >= len(outputs):
-                    continue
-                try:
-                    self._stats(model, version, variant).add_label(outputs[int(row)], truth)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("label for %s does not fit %s:%s (%s)", rid, model, version,
-                                exc)
-                    continue
-                if self.drift is not None:
-                    self.drift.observe_label(model, version, outputs[int(row)], truth)
-                scored[row] = truth
-            if scored:
-                changed.add((model, version, variant))
+                if int(row) < len(outputs) and self._score(
+                        rid, (model, version, variant), outputs[int(row)], truth, changed):
+                    scored[row] = truth
             out.append((rid, model, version, variant, ts, outputs_json,
                         orjson.dumps(sorted(int(r) for r in scored)).decode(),
                         orjson.dumps(scored).decode() if scored else None))
@@ -411,7 +420,7 @@ class Monitor:
         now = self.clock()
         # shadow answers owed count as lag: at 0, every answer of every request was read.
         # Owed first: an answer written after this count is in the backlog read next
-        owed = self.mirror.pending() if hasattr(self.mirror, "pending") else 0
+        owed = self.mirror.pending() if self.mirror is not None else 0
         backlog = self.log.backlog(self.checkpoint)
         self.status.lag_events = backlog.events + owed
         self.status.lag_bytes = backlog.bytes

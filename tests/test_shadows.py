@@ -295,8 +295,15 @@ def test_the_monitor_reads_the_answers_of_the_shadows_it_ran(registry: Registry,
         assert quality["labels"] == 30
         assert quality["accuracy"] == pytest.approx(
             sum(s == t for s, t in zip(said, truth, strict=True)) / 30)
+        class Twice:
+            def __call__(self, records: list[dict[str, Any]]) -> None:
+                pytest.fail("mirrored twice")
+
+            def pending(self) -> int:
+                return 0
+
         again = Monitor(engine, LocalEventLog(tmp_path), class_labels_of=lambda *_: labels,
-                        mirror=lambda records: pytest.fail("mirrored twice"))
+                        mirror=Twice())
         again.load()
         again.tick()
         assert again.status.lag_events == 0
