@@ -30,7 +30,7 @@ from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
-from service.process import lower_priority, tune_gc
+from service.process import collections_paused, lower_priority, tune_gc
 from service.settings import Settings, load_settings
 from store import DeploymentStore, make_engine
 
@@ -212,7 +212,7 @@ class Monitor:
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                await asyncio.to_thread(self.loop.tick)
+                await asyncio.to_thread(self._tick)
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
@@ -236,6 +236,14 @@ class Monitor:
         except Exception:
             log.exception("the Monitor's last tick failed; its records are read on restart")
         await self._close_shadows()
+
+    def _tick(self) -> None:
+        """One tick of the loop; with the GC tuning on, collections wait for its end."""
+        assert self.loop is not None
+        if SETTINGS.server.gc_tuning:
+            collections_paused(self.loop.tick)
+        else:
+            self.loop.tick()
 
     def _publish_shadows(self) -> None:
         if self.mirror is None:

@@ -120,6 +120,33 @@ def test_a_column_crossing_every_few_rows_keeps_its_first_crossing_exact(seed: i
         assert {c: min(t for t, cc, _ in got if cc == c) for c in range(4)} == first
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(20, 600))
+def test_a_column_that_crossed_ends_its_batch_at_pages_value_or_at_most_h_above(
+        seed: int, batch: int) -> None:
+    """Past its first crossing in a batch a column does not restart again (MAX_CROSSINGS =
+    1): where Page's recursion would not cross again, the end state is Page's exactly;
+    where it would, it is above Page's and never above h."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0.3, 1, size=(3000, 5))
+    k, h = np.full(5, 0.25), np.array([2.0, 3.0, 4.0, 6.0, 8.0])
+    bank = CusumBank(k, h)
+    assert bank.MAX_CROSSINGS == 1
+    s = np.zeros(5)
+    for i in range(0, len(y), batch):
+        bank.s = s.copy()  # the same starting state for both
+        bank.update(y[i:i + batch])
+        crossings = np.zeros(5, dtype=int)
+        for t in range(i, min(i + batch, len(y))):
+            s = np.maximum(0.0, s + y[t] - k)
+            crossed = s > h
+            crossings += crossed
+            s[crossed] = 0.0
+        again = crossings > 1
+        np.testing.assert_allclose(bank.s[~again], s[~again], atol=1e-9)
+        assert (bank.s[again] >= s[again] - 1e-9).all() and (bank.s <= h + 1e-9).all()
+
+
 def test_normal_scores_of_reference_draws_are_standard_normal() -> None:
     rng = np.random.default_rng(1)
     skewed = np.column_stack([rng.lognormal(size=20_000), rng.exponential(size=20_000),
