@@ -24,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 
 from monitoring.event_log import Checkpoint, LocalEventLog, Position, list_segments
+from monitoring.label_join import Key, LabelJoin
 from monitoring.prediction_log import FEEDBACK, PREDICTION, parse_time
 from monitoring.stats import VersionStats
 from store.engine import insert_rows
@@ -37,11 +38,9 @@ from store.tables import (
 
 log = logging.getLogger("vigil.monitor")
 
-Key = tuple[str, str, str]  # model, version, variant
 LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
 INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
 LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
-LATE_LABEL_SECONDS = 600.0
 
 
 class Mirror(Protocol):
@@ -113,10 +112,7 @@ class Monitor:
         self.status = Status()
         self._labels_cache: dict[tuple[str, str], list[str] | None] = {}
         self._last_housekeeping = 0.0
-        # when a label was last joined (from the start, after a restart): a shadow's answer
-        # is indexed seconds after its request, so without a join in LATE_LABEL_SECONDS no
-        # label can be waiting for it, and the lookup is skipped
-        self._last_join = time.monotonic()
+        self.label_join = LabelJoin(self._score)
         self._caught_up = False
 
     # ------------------------------------------------------------------ state
@@ -215,8 +211,8 @@ class Monitor:
             insert_rows(conn, prediction_index, INDEX_COLUMNS, index_rows)
             if shadowed:
                 insert_rows(conn, prediction_index, LATE_COLUMNS,
-                            self._label_late(conn, shadowed, changed))
-            outcomes = self._join(conn, [d for d, _ in feedback], changed)
+                            self.label_join.label_late(conn, shadowed, changed))
+            outcomes = self.label_join.join(conn, [d for d, _ in feedback], changed)
             for (data, ts), outcome in zip(feedback, outcomes, strict=True):
                 if outcome == "missing":
                     conn.execute(feedback_pending.insert().values(
@@ -243,61 +239,6 @@ class Monitor:
             self.on_step(result)
         return result
 
-    def _join(self, conn: sa.Connection, items: list[dict[str, Any]],
-              changed: set[Key]) -> list[str]:
-        """Score every version that answered each labelled request. Per item: 'joined',
-        'duplicate', 'missing' (no prediction indexed yet) or 'unmatched' (no such row).
-        One SELECT per 500 request ids and one batched UPDATE, whatever the item count."""
-        if not items:
-            return []
-        found: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
-        rids = sorted({str(d.get("request_id")) for d in items})
-        for i in range(0, len(rids), 500):
-            for r in conn.execute(sa.select(prediction_index).where(
-                    prediction_index.c.request_id.in_(rids[i:i + 500])).order_by(
-                    prediction_index.c.ts, prediction_index.c.id)):
-                # a reused request id: the latest answer of each version counts
-                found.setdefault((r.request_id, r.model), {})[(r.version, r.variant)] = r
-        labeled: dict[int, list[int]] = {}
-        truths: dict[int, dict[str, Any]] = {}
-        outputs: dict[int, list[Any]] = {}
-        outcomes = []
-        for data in items:
-            rid, model = str(data.get("request_id")), str(data.get("model"))
-            answers = found.get((rid, model))
-            if not answers:
-                outcomes.append("missing")
-                continue
-            row_i = int(data.get("row") or 0)
-            truth = data["label"] if "label" in data else data.get("value")
-            scored = seen = 0
-            for (version, variant), r in answers.items():
-                if r.id not in outputs:
-                    outputs[r.id] = orjson.loads(r.outputs)
-                    labeled[r.id] = orjson.loads(r.labeled_rows) if r.labeled_rows else []
-                    truths[r.id] = orjson.loads(r.labels) if r.labels else {}
-                if row_i >= len(outputs[r.id]):
-                    continue
-                seen += 1
-                if row_i in labeled[r.id]:
-                    continue
-                if not self._score(rid, (model, version, variant), outputs[r.id][row_i], truth,
-                                   changed):
-                    continue
-                labeled[r.id] = [*labeled[r.id], row_i]
-                truths[r.id] = {**truths[r.id], str(row_i): truth}
-                scored += 1
-                self._last_join = time.monotonic()
-            outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")
-        updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode(),
-                    "_labels": orjson.dumps(truths[rid_]).decode()}
-                   for rid_, rows in labeled.items() if rows]
-        if updates:
-            conn.execute(prediction_index.update().where(
-                prediction_index.c.id == sa.bindparam("_id")).values(
-                labeled_rows=sa.bindparam("_rows"), labels=sa.bindparam("_labels")), updates)
-        return outcomes
-
     def _score(self, rid: str, key: Key, output: Any, truth: Any, changed: set[Key]) -> bool:
         """One label against one answer's row: the version's quality and its error stream.
         False when the label does not fit the answer (logged, not counted)."""
@@ -312,44 +253,12 @@ class Monitor:
             self.drift.observe_label(model, version, output, truth)
         return True
 
-    def _label_late(self, conn: sa.Connection, rows: list[tuple[Any, ...]],
-                    changed: set[Key]) -> list[tuple[Any, ...]]:
-        """Index rows of answers that may come after their request's label (a shadow's):
-        each scored with the labels already joined to its request, and marked labelled."""
-        if time.monotonic() - self._last_join > LATE_LABEL_SECONDS:
-            return [(*r, None, None) for r in rows]
-        known: dict[tuple[str, str], dict[str, Any]] = {}
-        rids = sorted({r[0] for r in rows})
-        for i in range(0, len(rids), 500):
-            for r in conn.execute(sa.select(
-                    prediction_index.c.request_id, prediction_index.c.model,
-                    prediction_index.c.labels).where(
-                    prediction_index.c.request_id.in_(rids[i:i + 500]),
-                    prediction_index.c.labels.is_not(None))):
-                known.setdefault((r.request_id, r.model), {}).update(orjson.loads(r.labels))
-        out = []
-        for rid, model, version, variant, ts, outputs_json in rows:
-            labels = known.get((rid, model))
-            if not labels:
-                out.append((rid, model, version, variant, ts, outputs_json, None, None))
-                continue
-            outputs = orjson.loads(outputs_json)
-            scored: dict[str, Any] = {}
-            for row, truth in labels.items():
-                if int(row) < len(outputs) and self._score(
-                        rid, (model, version, variant), outputs[int(row)], truth, changed):
-                    scored[row] = truth
-            out.append((rid, model, version, variant, ts, outputs_json,
-                        orjson.dumps(sorted(int(r) for r in scored)).decode(),
-                        orjson.dumps(scored).decode() if scored else None))
-        return out
-
     def _retry_pending(self, conn: sa.Connection, now: float, changed: set[Key],
                        result: StepResult) -> None:
         """Labels that arrived before their prediction was read: join them now, or give up
         after ``pending_label_seconds`` and count them unmatched."""
         pending = conn.execute(sa.select(feedback_pending).order_by(feedback_pending.c.id)).all()
-        outcomes = self._join(conn, [orjson.loads(p.doc) for p in pending], changed)
+        outcomes = self.label_join.join(conn, [orjson.loads(p.doc) for p in pending], changed)
         done = []
         for p, outcome in zip(pending, outcomes, strict=True):
             if outcome == "missing":
