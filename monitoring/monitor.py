@@ -337,6 +337,8 @@ class Monitor:
                                    if backlog.events and backlog.oldest_time else 0.0)
         self.status.torn_tails = backlog.torn_tails
         self._caught_up = backlog.events == 0
+        if self._caught_up:
+            self.label_join.caught_up()
         if total.lines and elapsed > 0:
             self.status.events_per_second = total.lines / elapsed
         self.status.updated_at = now

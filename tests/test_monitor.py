@@ -114,6 +114,37 @@ def test_labels_join_every_version_that_answered(engine: sa.Engine, tmp_path: Pa
     assert (shadow["labels"], shadow["accuracy"]) == (1, 0.0)  # the shadow said "a" for r0
 
 
+def test_a_shadow_answer_read_after_a_restart_is_scored_with_the_label_joined_before(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """The shadow's answer to r0 was written (the lane answered) but not read when the
+    Monitor stopped; r0's label was joined before. The restarted Monitor, which has joined
+    no label itself, still scores the answer with it. Then, caught up, a shadow answer to
+    a request nobody labelled gets no label."""
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer)
+    emit(sink, 0, p_b=0.8)
+    assert sink.feedback("m", [{"request_id": "r0", "label": "b", "row": 0}], 1_700_000_001.0)
+    writer.close()
+    keep = {"index_retention_seconds": 1e10}  # the records are from 2023
+    m = monitor(engine, tmp_path, **keep)
+    assert m.tick().labels == {"joined": 1}
+
+    writer = SegmentWriter(tmp_path, "monitor-9-9", render)  # the lane's answer, unread
+    emit(LogSink(writer), 0, "shadow", "v3", p_b=0.9)
+    writer.close()
+    restarted = monitor(engine, tmp_path, **keep)
+    restarted.tick()
+    shadow = read_stats(engine, "m")["versions"]["v3"]["shadow"]["quality"]["cumulative"]
+    assert (shadow["labels"], shadow["accuracy"]) == (1, 1.0)
+
+    writer = SegmentWriter(tmp_path, "monitor-9-10", render)
+    emit(LogSink(writer), 1, "shadow", "v3", p_b=0.9)
+    writer.close()
+    restarted.tick()
+    stats = read_stats(engine, "m")["versions"]["v3"]["shadow"]
+    assert stats["requests"] == 2 and stats["quality"]["cumulative"]["labels"] == 1
+
+
 def test_invalid_lines_are_counted_not_fatal(engine: sa.Engine, tmp_path: Path) -> None:
     (tmp_path / "gw1-1-1.000001.jsonl").write_bytes(b'not json\n{"type": "x"}\n')
     m = monitor(engine, tmp_path)
