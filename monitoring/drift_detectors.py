@@ -63,19 +63,22 @@ class NormalScores:
 
 class CusumBank:
     """Independent one-sided upper CUSUMs S = max(0, S + y − k), one per column, each with
-    its own k and h. ``update`` takes a (rows, columns) batch and returns every crossing as
-    (row, column, statistic); a column that crosses restarts at 0 (up to ``MAX_CROSSINGS``
-    times a batch; see ``_restarts``).
+    its own k and h. ``update`` takes a (rows, columns) batch and returns each column's first
+    crossing of h in it as (row, column, statistic), exactly as Page's recursion finds it.
+
+    A column that crossed restarts at 0 there and runs the rest of the batch without another
+    restart, ending it at most at h. An alarm reports a signal's first crossing of a batch
+    only, so later crossings would change nothing but the end state: where Page's recursion
+    would cross again before the batch ends, the end state is above Page's (by at most h),
+    so the next batch alarms at most that much sooner. A column in control crosses twice in
+    one batch about once in ARL / batch batches; a drifted one alarms on the next batch
+    either way. Finding every crossing (8 at most, before 2026-11-29) took 15% of the
+    Monitor's CPU under the bench's one row repeated, which crosses every few rows.
 
     Banks that watch the same few series with several allowances and both sides (the mean
     bank: 6 columns a feature) pass the series once with ``src`` and ``sign``: column c's
     increment is ``sign[c] * y[:, src[c]]``. One running sum of the series then serves every
     column (C_t = sign · Σy − k·t), which is most of a bank's cost."""
-
-    # crossings of one column in one batch found exactly (see _restarts): 1, since an alarm
-    # reports the first crossing of a batch only; under a drift that crosses every few rows
-    # (the bench's one row repeated) finding 8 took a Monitor 15% of its CPU
-    MAX_CROSSINGS = 1
 
     def __init__(self, k: np.ndarray, h: np.ndarray) -> None:
         self.k = np.asarray(k, dtype=np.float64)
@@ -118,72 +121,15 @@ class CusumBank:
         else:
             inc = sign[hit_cols] * y[:, src[hit_cols]] - self.k[hit_cols]
         first = np.argmax(over_h[:, hit_cols], axis=0)
-        rows, cols, values, final[hit_cols] = self._restarts(
-            inc, self.h[hit_cols], first, stats[first, hit_cols])
+        # after its first crossing each column starts again from 0: the rows up to it add
+        # nothing to the running sums, whose floor at the end is Page's statistic there
+        inc[np.arange(n)[:, None] <= first[None, :]] = 0.0
+        c = np.cumsum(inc, axis=0)
+        final[hit_cols] = np.minimum(c[-1] - np.minimum(c.min(axis=0), 0.0), self.h[hit_cols])
         self.s = final
-        order = np.lexsort((hit_cols[cols], rows))
-        return list(zip(rows[order].tolist(), hit_cols[cols][order].tolist(),
-                        values[order].tolist(), strict=True))
-
-    def _restarts(self, inc: np.ndarray, h: np.ndarray, first: np.ndarray,
-                  first_values: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The crossings of the columns that crossed, restarting each at 0 after each
-        crossing, and their final statistics. All columns advance together through windows
-        of rows (one vectorised step finds each column's next crossing in its window), so a
-        drifted stream that crosses every few rows costs a few passes, not one pass a
-        crossing.
-
-        A column that has crossed ``MAX_CROSSINGS`` times in the batch runs the rest of it
-        without further restarts and ends it at most at h. Its first crossing in the batch,
-        the one an alarm reports, is exact; where a column would cross again before the
-        batch ends, its end state is above Page's (by at most h), so its next batch alarms
-        at most that much sooner: a column in control crosses twice in one batch about once
-        in (ARL / batch) batches, a drifted one alarms on its next batch either way."""
-        n, m = inc.shape
-        rows, cols, values = [first], [np.arange(m)], [first_values]
-        pos = first.copy()  # the last row consumed by each column; its state after it is s
-        s = np.zeros(m)
-        width = 32
-        ahead = np.arange(1, n + 1)[:, None]
-
-        def window(live: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-            at = pos[live][None, :] + ahead[:width]  # the next rows of each live column
-            valid = at < n
-            seg = inc[np.minimum(at, n - 1), live[None, :]]
-            seg[~valid] = 0.0  # past the end: adds nothing, so no crossing and no change
-            c = np.cumsum(seg, axis=0)
-            c += s[live]
-            return self._floor(c), valid
-
-        crossed = np.ones(m, dtype=np.int64)
-        while True:
-            live = np.nonzero((pos < n - 1) & (crossed < self.MAX_CROSSINGS))[0]
-            if not len(live):
-                break
-            c, valid = window(live, width)
-            over = (c > h[live]) & valid
-            hit = over.any(axis=0)
-            t = np.argmax(over, axis=0)
-            if hit.any():
-                rows.append(pos[live][hit] + 1 + t[hit])
-                cols.append(live[hit])
-                values.append(c[t[hit], np.nonzero(hit)[0]])
-                crossed[live[hit]] += 1
-            last = np.minimum(width, n - 1 - pos[live]) - 1  # the window's last valid row
-            s[live] = np.where(hit, 0.0, c[last, np.arange(len(live))])
-            pos[live] = np.where(hit, pos[live] + 1 + t, pos[live] + 1 + last)
-            if not hit.any():
-                width = min(width * 4, n)  # quiet since the last crossing: take longer strides
-        live = np.nonzero(pos < n - 1)[0]  # only columns that crossed MAX_CROSSINGS times
-        if len(live):  # Page's statistic at the end, from s after each one's last crossing
-            rest = inc[:, live]  # a copy (fancy index): rows up to pos add nothing
-            rest[np.arange(n)[:, None] <= pos[live][None, :]] = 0.0
-            c = np.cumsum(rest, axis=0)
-            c += s[live]
-            end = c[-1] - np.minimum(c.min(axis=0), 0.0)
-            s[live] = np.minimum(end, h[live])
-        return np.concatenate(rows), np.concatenate(cols), np.concatenate(values), s
+        order = np.lexsort((hit_cols, first))
+        return list(zip(first[order].tolist(), hit_cols[order].tolist(),
+                        stats[first, hit_cols][order].tolist(), strict=True))
 
     @property
     def ratio(self) -> np.ndarray:
