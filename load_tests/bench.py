@@ -41,6 +41,7 @@ KINDS = {"vigil": {}, "vigil-noshadow": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUN
          "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
          "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
 TOKEN = "bench-admin-token"
+PACED_ROUNDS = 3  # per part, for its p50 at a fixed rate
 BATCH = [ROW] * 1000
 # kind -> (server kind, path, body)
 ROUTES: dict[str, tuple[str, str, dict]] = {
@@ -292,7 +293,9 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                         # one request's latency (at saturation p50 is mostly queueing)
                         rate = round(min(x["rps"], y["rps"]) * 0.5 / conns) * conns
                         paced: dict[str, list[float]] = {a: [], b: []}
-                        for _ in range(2):  # keeps make bench under 10 min
+                        # 3 rounds: with 2 the p50 ratio moved by ±0.15 run to run; make
+                        # bench stays under 10 min (the batch cell is shorter since 7a09c1a)
+                        for _ in range(PACED_ROUNDS):
                             quiesce(servers)
                             paced[a].append(hey(servers[a][1] + pa, ba, secs, conns,
                                                 rate=rate)["p50"])
@@ -347,7 +350,7 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
         "", "The cost of each part: the same Vigil deployment without it (off) and with it (on), "
         f"A/B alternating over {2 * rounds} rounds of {seconds / 2:g} s: the most each serves "
         "(req/s at 16 connections), then the p50 each gives at a fixed rate of half the "
-        "lower of the two (2 rounds; one paced hey per connection, "
+        f"lower of the two ({PACED_ROUNDS} rounds; one paced hey per connection, "
         "evenly staggered), where latency is the requests' own rather than queueing.", "",
         "| workers | part | connections | off | on | req/s ratio | fixed rate "
         "| p50 off / on (ms) | p50 ratio |", "|---|---|---|---|---|---|---|---|---|", *parts,
