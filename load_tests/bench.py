@@ -334,10 +334,11 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
             finally:
                 for proc, _ in servers.values():
                     stop(proc)
+    took = time.monotonic() - t0
     text = "\n".join([
         "# Benchmark: Vigil against bare BentoML", "",
         f"`make bench` on {platform_line()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"Ran in {(time.monotonic() - t0) // 60:.0f} min {(time.monotonic() - t0) % 60:.0f} s. "
+        f"Ran in {took // 60:.0f} min {took % 60:.0f} s. "
         f"`hey` from a separate process; median of {rounds} rounds of {seconds:g} s per cell "
         f"(the 1,000-row batch: {seconds / 2:g} s), A/B alternating; one 30-feature row a "
         "request unless said. Vigil serves the demo "

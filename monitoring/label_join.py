@@ -97,7 +97,7 @@ class LabelJoin:
         return outcomes
 
     def label_late(self, conn: sa.Connection, rows: list[tuple[Any, ...]],
-                    changed: set[Key]) -> list[tuple[Any, ...]]:
+                   changed: set[Key]) -> list[tuple[Any, ...]]:
         """Index rows of answers that may come after their request's label (a shadow's):
         each scored with the labels already joined to its request, and marked labelled."""
         if self.last_join is not None and time.monotonic() - self.last_join > LATE_LABEL_SECONDS:

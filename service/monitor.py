@@ -231,7 +231,7 @@ class Monitor:
             except TimeoutError:
                 pass
         try:  # the last tick: whatever the workers flushed while stopping, checkpointed
-            await asyncio.to_thread(self.loop.tick)
+            await asyncio.to_thread(self._tick)
             log.info("Monitor stopped at lag %d events", self.loop.status.lag_events)
         except Exception:
             log.exception("the Monitor's last tick failed; its records are read on restart")

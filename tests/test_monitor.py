@@ -118,8 +118,8 @@ def test_a_shadow_answer_read_after_a_restart_is_scored_with_the_label_joined_be
         engine: sa.Engine, tmp_path: Path) -> None:
     """The shadow's answer to r0 was written (the lane answered) but not read when the
     Monitor stopped; r0's label was joined before. The restarted Monitor, which has joined
-    no label itself, still scores the answer with it. Then, caught up, a shadow answer to
-    a request nobody labelled gets no label."""
+    no label itself, still scores the answer with it. Caught up, it skips the lookup until
+    it joins a label again: a label joined after that still reaches the shadow's answer."""
     writer = SegmentWriter(tmp_path, "gw1-1-1", render)
     sink = LogSink(writer)
     emit(sink, 0, p_b=0.8)
@@ -137,12 +137,20 @@ def test_a_shadow_answer_read_after_a_restart_is_scored_with_the_label_joined_be
     shadow = read_stats(engine, "m")["versions"]["v3"]["shadow"]["quality"]["cumulative"]
     assert (shadow["labels"], shadow["accuracy"]) == (1, 1.0)
 
-    writer = SegmentWriter(tmp_path, "monitor-9-10", render)
+    writer = SegmentWriter(tmp_path, "gw1-1-2", render)  # a new request, labelled at once
+    sink = LogSink(writer)
+    emit(sink, 1, p_b=0.2)
+    assert sink.feedback("m", [{"request_id": "r1", "label": "a", "row": 0}], 1_700_000_002.0)
+    writer.close()
+    assert restarted.tick().labels == {"joined": 1}
+    writer = SegmentWriter(tmp_path, "monitor-9-10", render)  # its shadow answers after
     emit(LogSink(writer), 1, "shadow", "v3", p_b=0.9)
     writer.close()
     restarted.tick()
-    stats = read_stats(engine, "m")["versions"]["v3"]["shadow"]
-    assert stats["requests"] == 2 and stats["quality"]["cumulative"]["labels"] == 1
+    shadow = read_stats(engine, "m")["versions"]["v3"]["shadow"]
+    assert shadow["requests"] == 2
+    assert (shadow["quality"]["cumulative"]["labels"],
+            shadow["quality"]["cumulative"]["accuracy"]) == (2, 0.5)  # r1: "b", truly "a"
 
 
 def test_invalid_lines_are_counted_not_fatal(engine: sa.Engine, tmp_path: Path) -> None:
