@@ -4,6 +4,7 @@ them on the logged inputs, off every request's path. A failing shadow trips its 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from monitoring.metrics import GatewayMetrics
 from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor, read_stats
 from monitoring.prediction_log import SegmentWriter, prediction_record
-from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowPool
+from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowLane, ShadowPool
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
 from service.settings import load_settings
@@ -375,6 +376,108 @@ def test_a_full_lane_is_waited_on_while_it_works_and_given_up_when_it_hangs(
 
     asyncio.run(working())
     asyncio.run(hung())
+
+
+def test_a_call_late_because_the_thread_waited_for_a_cpu_is_not_a_timeout(
+        registry: Registry) -> None:
+    """The watchdog takes from a call's time what the lane's thread spent waiting for a CPU:
+    a call 0.6 s late against a 0.2 s timeout is answered when the scheduler held the thread
+    back all along (a starved Monitor), and is a timeout, breaker failure and discarded
+    answer when the thread was blocked meanwhile (a hung shadow)."""
+    v1 = registry.get("breast_cancer", "v1").load()
+    v3 = registry.get("breast_cancer", "v3").load()
+    row = registry.get("breast_cancer", "v1").smoke_rows()[:1]
+
+    async def run(starved: bool) -> list[str]:
+        sink = ListSink()
+        slow = SlowRuntime(v3, 0.6)
+        began = time.monotonic()
+        lane = ShadowLane("breast_cancer", "v3", queue_size=4, timeout=0.2,
+                          breaker=CircuitBreaker(1, 60), sink=sink, metrics=None,
+                          held_back=(lambda: time.monotonic() - began) if starved
+                          else (lambda: 0.0))
+        assert lane.offer(ShadowJob("r0", "breast_cancer", "v3", slow, row, "v1",
+                                    v1.predict(row))) is None
+        for _ in range(200):
+            if slow.finished and not lane.pending():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a discarded answer would have arrived by now
+        states = [e.status for e in sink.events] + [lane.breaker.state]
+        lane.close()
+        return states
+
+    assert asyncio.run(run(starved=True)) == ["ok", "closed"]
+    assert asyncio.run(run(starved=False)) == ["timeout", "open"]
+
+
+STARVED_LANE = """
+import asyncio, json, os, sys, time
+sys.path.insert(0, sys.argv[2])
+from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowLane
+from service.process import lower_priority
+import numpy as np
+
+os.sched_setaffinity(0, {int(sys.argv[1])})
+lower_priority(19)  # the Monitor's own way down, to the bottom
+
+class Busy:  # a healthy shadow: 20 ms of its thread's CPU a call
+    def predict(self, matrix):
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+        return [{"label": 0}] * len(matrix)
+
+class Sink:
+    def __init__(self):
+        self.events = []
+    def emit(self, e):
+        self.events.append(e)
+
+async def run(counted):
+    sink = Sink()
+    lane = ShadowLane("m", "v", queue_size=4, timeout=0.5, breaker=CircuitBreaker(1, 60),
+                      sink=sink, metrics=None, held_back=None if counted else (lambda: 0.0))
+    began = time.monotonic()
+    lane.offer(ShadowJob("r", "m", "v", Busy(), np.zeros((1, 3)), "v0", [{"label": 0}]))
+    while not sink.events and time.monotonic() - began < 60:
+        await asyncio.sleep(0.05)
+    lane.close()
+    return [e.status for e in sink.events], time.monotonic() - began
+
+print(json.dumps({"wall_clock": asyncio.run(run(False)), "run_queue": asyncio.run(run(True))}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/schedstat").exists(),
+                    reason="needs Linux's per-thread scheduler statistics (/proc schedstat)")
+def test_a_shadow_starved_by_the_request_path_is_answered_not_timed_out() -> None:
+    """For real: a lane at nice 19 on one CPU shared with a busy process at nice 0, in
+    sessions of their own as the Monitor and the Gateway workers are. Its healthy shadow
+    (20 ms of CPU a call) takes seconds of wall time. Timed on the wall clock alone, the
+    call is a timeout (which shows the lane was starved); with the run-queue clock, the
+    default, it is answered."""
+    import json
+    import subprocess
+    import sys
+
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, "
+                            f"{{{cpu}}})\nwhile True:\n    pass"], start_new_session=True)
+    try:
+        out = subprocess.run([sys.executable, "-c", STARVED_LANE, str(cpu),
+                              str(Path(__file__).resolve().parent.parent)],
+                             capture_output=True, text=True, timeout=180,
+                             start_new_session=True)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    statuses, wall = result["wall_clock"]
+    assert statuses == ["timeout"], result  # starved: over the timeout in wall time
+    statuses, wall = result["run_queue"]
+    assert statuses == ["ok"] and wall > 0.5, result  # as late, and answered
 
 
 def test_a_lane_waits_for_the_log_rather_than_drop_its_answers(registry: Registry,
