@@ -6,8 +6,11 @@ naming the exact field (``inputs[3].mean radius``) and the reason.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,7 +65,8 @@ def decode_records(card: ModelCard, records: Any, field: str = "inputs") -> np.n
     features = card.features
     if all(type(r) is dict and len(r) == len(features) for r in records):
         try:
-            fast = _numeric_rows(features, [[r[f.name] for f in features] for r in records])
+            fast = _numeric_rows(features, list(map(_values_in_order(
+                tuple(f.name for f in features)), records)))
         except KeyError:  # an unknown or missing feature: the checked path names it
             fast = None
         if fast is not None:
@@ -87,6 +91,16 @@ def decode_records(card: ModelCard, records: Any, field: str = "inputs") -> np.n
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _values_in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A record's values in the card's order as a tuple, picked in C (``itemgetter``): 0.9 µs
+    a 30-feature record against 2.9 µs for a comprehension over the features."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda record: (record[name],)
+    return operator.itemgetter(*names)
+
+
 def _numeric_rows(features: tuple[Feature, ...] | list[Feature], rows: list[Any]
                   ) -> np.ndarray | None:
     """The fast path for a card of numbers only: rows that are all lists of the right width
@@ -96,7 +110,7 @@ def _numeric_rows(features: tuple[Feature, ...] | list[Feature], rows: list[Any]
     width = len(features)
     if any(f.dtype in ("category", "bool") for f in features):
         return None
-    if not all(type(r) is list and len(r) == width for r in rows):
+    if not all((type(r) is list or type(r) is tuple) and len(r) == width for r in rows):
         return None
     if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
         return None

@@ -103,3 +103,21 @@ def test_the_numeric_fast_path_equals_the_checked_path(registry: Any) -> None:
     records = [{f.name: v for f, v in reversed(list(zip(card.features, r, strict=True)))}
                for r in rows]  # keys in another order than the card's
     assert np.array_equal(decode_records(card, records), checked)
+
+
+def test_a_one_feature_card_decodes_records_in_the_fast_path() -> None:
+    """A card of one number: each record's value becomes a one-column row (the fast path's
+    picker returns a tuple for one name as for many); a missing name is still named."""
+    card = parse_card({**_card_doc(),
+                       "inputs": [{"name": "x", "dtype": "float"}]})
+    assert decode_records(card, [{"x": 1.5}, {"x": 2}]).tolist() == [[1.5], [2.0]]
+    with pytest.raises(InputInvalid) as err:
+        decode_records(card, [{"x": 1.5}, {"y": 2.0}])
+    assert err.value.field == "inputs[1].y"
+
+
+def _card_doc() -> dict[str, Any]:
+    return {"name": "m", "version": "1", "task": "regression",
+            "onnx_input": {"name": "X", "layout": "matrix"},
+            "outputs": [{"name": "y", "role": "value"}],
+            "lineage": {"dataset_sha256": "0" * 64, "code_commit": "abc"}}
