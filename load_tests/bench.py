@@ -42,7 +42,7 @@ KINDS = {"vigil": {}, "vigil-noshadow": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUN
          "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
          "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
 TOKEN = "bench-admin-token"
-PACED_ROUNDS = 3  # per part, for its p50 at a fixed rate
+PACED_ROUNDS = 5  # per part, for its p50 at a fixed rate
 HEY_STEP_MS = 0.1  # hey writes response times to 0.1 ms (its CSV's %4.4f s)
 BATCH = [ROW] * 1000
 # kind -> (server kind, path, body)
@@ -309,7 +309,7 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                         # one request's latency (at saturation p50 is mostly queueing)
                         rate = round(min(x["rps"], y["rps"]) * 0.5 / conns) * conns
                         paced: dict[str, list[float]] = {a: [], b: []}
-                        # 3 rounds: with 2 the p50 ratio moved by ±0.15 run to run; make
+                        # 5 rounds: with 2 the p50 ratio moved by ±0.15 run to run; make
                         # bench stays under 10 min (the batch cell is shorter since 7a09c1a)
                         for _ in range(PACED_ROUNDS):
                             quiesce(servers)
@@ -319,11 +319,17 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                             paced[b].append(hey(servers[b][1] + pb, bb, secs, conns,
                                                 rate=rate)["p50"])
                         p_off, p_on = (statistics.median(paced[k]) for k in (a, b))
+                        # each round's off and on run side by side in time: the median of
+                        # the rounds' ratios leaves out the machine's drift between rounds,
+                        # which the ratio of the medians does not (p50 moved 1.0-2.75 ms
+                        # round to round for the same server)
+                        ratio = statistics.median(on / off for off, on in zip(
+                            paced[a], paced[b], strict=True))
                         parts.append(
                             f"| {workers} | {name} | {conns} | {x['rps']:,.0f} req/s | "
                             f"{y['rps']:,.0f} req/s | **{y['rps'] / x['rps']:.2f}** | "
                             f"{rate:,} req/s | {p_off:.2f} / {p_on:.2f} | "
-                            f"**{p_on / p_off:.2f}** |")
+                            f"**{ratio:.2f}** |")
                         print(parts[-1], f"({time.monotonic() - began:.0f} s)", flush=True)
                         continue
                     rows.append(
@@ -368,7 +374,9 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
         f"A/B alternating over {2 * rounds} rounds of {seconds / 2:g} s: the most each serves "
         "(req/s at 16 connections), then the p50 each gives at a fixed rate of half the "
         f"lower of the two ({PACED_ROUNDS} rounds; one paced hey per connection, "
-        "evenly staggered), where latency is the requests' own rather than queueing.", "",
+        "evenly staggered), where latency is the requests' own rather than queueing. p50 is "
+        "the median of the rounds' p50s, interpolated within hey's 0.1 ms steps; its ratio "
+        "is the median of the rounds' ratios (off and on run back to back).", "",
         "| workers | part | connections | off | on | req/s ratio | fixed rate "
         "| p50 off / on (ms) | p50 ratio |", "|---|---|---|---|---|---|---|---|---|", *parts,
         "",

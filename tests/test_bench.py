@@ -1,0 +1,28 @@
+"""The benchmark's own arithmetic: a target's verdict depends on it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from load_tests.bench import quantile
+
+
+def test_quantiles_of_latencies_hey_rounded_to_a_tenth_of_a_ms_move_within_the_step() -> None:
+    """hey writes each latency to 0.1 ms. Read back from the rounded values, the median of
+    latencies spread over 1.20-1.30 ms comes out near 1.25 ms, not at a step's edge, and it
+    follows a 2% shift (a plain order statistic would stay on 1.2 or jump to 1.3)."""
+    rng = np.random.default_rng(7)
+    true = rng.uniform(1.15, 1.35, 20_000)
+    for shift in (1.0, 1.02):
+        rounded = sorted(np.round(true * shift, 1).tolist())
+        assert abs(quantile(rounded, 0.5) - float(np.median(true * shift))) < 0.005
+    base = quantile(sorted(np.round(true, 1).tolist()), 0.5)
+    moved = quantile(sorted(np.round(true * 1.02, 1).tolist()), 0.5)
+    assert 1.01 < moved / base < 1.03
+
+
+def test_quantiles_at_the_extremes_stay_within_the_data() -> None:
+    latencies = [1.0] * 10 + [2.0] * 10 + [30.0]
+    assert 0.95 <= quantile(latencies, 0.0) <= 1.05
+    assert 29.95 <= quantile(latencies, 0.999) <= 30.05
+    assert 1.95 <= quantile(latencies, 0.75) <= 2.05
