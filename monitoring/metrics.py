@@ -123,10 +123,6 @@ class MonitorMetrics:
         self.lag_seconds = Gauge(
             "vigil_monitor_lag_seconds", "Age of the oldest record not yet consumed.",
             multiprocess_mode="livemax", **kw)
-        self.nice = Gauge(
-            "vigil_monitor_nice", "The nice of the Monitor's scheduling group: monitor.nice "
-            "while it keeps up, 0 while it is behind (monitor.max_lag_seconds).",
-            multiprocess_mode="livemax", **kw)
         self.last_tick = Gauge(
             "vigil_monitor_last_tick_timestamp_seconds", "When the Monitor last finished a "
             "tick (Unix time).", multiprocess_mode="livemax", **kw)

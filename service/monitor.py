@@ -30,7 +30,7 @@ from monitoring.triggers import Triggers, policy_from_settings
 from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
-from service.process import LagBoundedYield, collections_paused, lower_priority, tune_gc
+from service.process import collections_paused, lower_priority, tune_gc
 from service.settings import Settings, load_settings
 from store import DeploymentStore, make_engine
 
@@ -157,16 +157,11 @@ class Monitor:
 
     @bentoml.on_startup
     async def start(self) -> None:
-        self.metrics = MonitorMetrics()
-        # the request path comes first on shared cores, as long as the Monitor keeps up
-        self._yield: LagBoundedYield | None = None
-        if SETTINGS.monitor.nice:
-            group = lower_priority(SETTINGS.monitor.nice)
-            if group is not None:  # a session group: its nice can go back up while behind
-                self._yield = LagBoundedYield(group, SETTINGS.monitor.max_lag_seconds)
-                self.metrics.nice.set(group)
+        if SETTINGS.monitor.nice:  # the request path comes first on shared cores
+            lower_priority(SETTINGS.monitor.nice)
         if SETTINGS.server.gc_tuning:
             tune_gc()
+        self.metrics = MonitorMetrics()
         # the shadows' series and the log's, as the Gateway workers name them
         self.gateway_metrics = GatewayMetrics(
             latency_objective_seconds=SETTINGS.server.latency_objective_seconds)
@@ -221,8 +216,6 @@ class Monitor:
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
-                if self._yield is not None:
-                    metrics.nice.set(self._yield.after_tick(self.loop.status.lag_seconds))
                 self._publish_shadows()
                 metrics.observe_quality(self.loop.stats)
                 if self.loop.drift is not None:

@@ -107,10 +107,6 @@ class MonitorSettings(Section):
     # 0 to run at the same priority): under saturation it yields the cores and catches up after
     # (applied to its session's scheduling group too: service.process.lower_priority)
     nice: int = Field(10, ge=0, le=19)
-    # ... until it is this far behind: past half of it, its session's group runs at the
-    # workers' priority until it is back within a quarter (0: always yield; see
-    # service.process.LagBoundedYield)
-    max_lag_seconds: float = Field(1.0, ge=0)
 
 
 class DriftSettings(Section):
