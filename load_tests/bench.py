@@ -238,7 +238,21 @@ def sustained(url: str, body: dict, peak: float, seconds: float, connections: in
     return rows
 
 
-def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> None:
+def median_interval(ratios: list[float], level: float = 0.9, resamples: int = 2000,
+                    seed: int = 7) -> tuple[float, float]:
+    """A bootstrap interval of the median of ``ratios`` (percentile method, seeded): how far
+    the rounds' noise leaves the median uncertain."""
+    import random
+
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios)))
+                     for _ in range(resamples))
+    tail = (1 - level) / 2
+    return medians[int(tail * resamples)], medians[int((1 - tail) * resamples) - 1]
+
+
+def suite(rounds: int, seconds: float, out: Path, only: str | None = None,
+          paced_rounds: int = PACED_ROUNDS) -> None:
     """The full matrix of the performance issue, A/B alternating per round: Vigil against
     bare BentoML, then the cost of the shadow and of logging + Monitor + drift."""
     t0 = time.monotonic()
@@ -311,7 +325,7 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                         paced: dict[str, list[float]] = {a: [], b: []}
                         # 5 rounds: with 2 the p50 ratio moved by ±0.15 run to run; make
                         # bench stays under 10 min (the batch cell is shorter since 7a09c1a)
-                        for _ in range(PACED_ROUNDS):
+                        for _ in range(paced_rounds):
                             quiesce(servers)
                             paced[a].append(hey(servers[a][1] + pa, ba, secs, conns,
                                                 rate=rate)["p50"])
@@ -323,13 +337,14 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
                         # the rounds' ratios leaves out the machine's drift between rounds,
                         # which the ratio of the medians does not (p50 moved 1.0-2.75 ms
                         # round to round for the same server)
-                        ratio = statistics.median(on / off for off, on in zip(
-                            paced[a], paced[b], strict=True))
+                        ratios = [on / off for off, on in zip(paced[a], paced[b],
+                                                              strict=True)]
+                        low, high = median_interval(ratios)
                         parts.append(
                             f"| {workers} | {name} | {conns} | {x['rps']:,.0f} req/s | "
                             f"{y['rps']:,.0f} req/s | **{y['rps'] / x['rps']:.2f}** | "
                             f"{rate:,} req/s | {p_off:.2f} / {p_on:.2f} | "
-                            f"**{ratio:.2f}** |")
+                            f"**{statistics.median(ratios):.2f}** ({low:.2f}–{high:.2f}) |")
                         print(parts[-1], f"({time.monotonic() - began:.0f} s)", flush=True)
                         continue
                     rows.append(
@@ -373,10 +388,11 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None) -> No
         "", "The cost of each part: the same Vigil deployment without it (off) and with it (on), "
         f"A/B alternating over {2 * rounds} rounds of {seconds / 2:g} s: the most each serves "
         "(req/s at 16 connections), then the p50 each gives at a fixed rate of half the "
-        f"lower of the two ({PACED_ROUNDS} rounds; one paced hey per connection, "
+        f"lower of the two ({paced_rounds} rounds; one paced hey per connection, "
         "evenly staggered), where latency is the requests' own rather than queueing. p50 is "
         "the median of the rounds' p50s, interpolated within hey's 0.1 ms steps; its ratio "
-        "is the median of the rounds' ratios (off and on run back to back).", "",
+        "is the median of the rounds' ratios (off and on run back to back), with a 90% "
+        "bootstrap interval of that median.", "",
         "| workers | part | connections | off | on | req/s ratio | fixed rate "
         "| p50 off / on (ms) | p50 ratio |", "|---|---|---|---|---|---|---|---|---|", *parts,
         "",
@@ -409,11 +425,13 @@ def main() -> None:
                         help="the full matrix of the performance issue, as a Markdown table")
     parser.add_argument("--out", type=Path, default=ROOT / "load_tests" / "bench_results.md")
     parser.add_argument("--only", help="with --suite: only the cells whose name holds this")
+    parser.add_argument("--paced-rounds", type=int, default=PACED_ROUNDS,
+                        help="with --suite: rounds of each part's p50 at a fixed rate")
     args = parser.parse_args()
     if args.suite:
         if not shutil.which("hey"):
             sys.exit("needs `hey` (apt-get install hey)")
-        suite(args.rounds, args.seconds, args.out, args.only)
+        suite(args.rounds, args.seconds, args.out, args.only, args.paced_rounds)
         return
     kinds = args.kinds
     if not shutil.which("hey"):

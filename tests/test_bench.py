@@ -26,3 +26,17 @@ def test_quantiles_at_the_extremes_stay_within_the_data() -> None:
     assert 0.95 <= quantile(latencies, 0.0) <= 1.05
     assert 29.95 <= quantile(latencies, 0.999) <= 30.05
     assert 1.95 <= quantile(latencies, 0.75) <= 2.05
+
+
+def test_the_interval_of_a_median_ratio_holds_it_and_narrows_with_rounds() -> None:
+    from load_tests.bench import median_interval
+
+    assert median_interval([1.02] * 5) == (1.02, 1.02)
+    rng = np.random.default_rng(7)
+    few = rng.normal(1.03, 0.1, 5).tolist()
+    many = rng.normal(1.03, 0.1, 40).tolist()
+    for ratios in (few, many):
+        low, high = median_interval(ratios)
+        assert low <= float(np.median(ratios)) <= high
+    assert (median_interval(many)[1] - median_interval(many)[0]
+            < median_interval(few)[1] - median_interval(few)[0])
