@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from load_tests.bench import quantile
+from load_tests.loadgen import quantile
 
 
 def test_quantiles_of_latencies_hey_rounded_to_a_tenth_of_a_ms_move_within_the_step() -> None:
@@ -29,7 +29,7 @@ def test_quantiles_at_the_extremes_stay_within_the_data() -> None:
 
 
 def test_the_interval_of_a_median_ratio_holds_it_and_narrows_with_rounds() -> None:
-    from load_tests.bench import median_interval
+    from load_tests.loadgen import median_interval
 
     assert median_interval([1.02] * 5) == (1.02, 1.02)
     rng = np.random.default_rng(7)
