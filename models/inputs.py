@@ -93,8 +93,8 @@ def decode_records(card: ModelCard, records: Any, field: str = "inputs") -> np.n
 
 @functools.lru_cache(maxsize=64)
 def _values_in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A record's values in the card's order as a tuple, picked in C (``itemgetter``): 0.9 µs
-    a 30-feature record against 2.9 µs for a comprehension over the features."""
+    """A record's values in the card's order as a tuple, picked in C (``itemgetter``): 0.48 µs
+    a 30-feature record against 1.25 µs for a comprehension over the features (600 records)."""
     if len(names) == 1:
         name = names[0]
         return lambda record: (record[name],)
