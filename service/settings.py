@@ -105,11 +105,8 @@ class MonitorSettings(Section):
     quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
     # the Monitor's CPU scheduling priority below the Gateway workers (os.nice increment,
     # 0 to run at the same priority): under saturation it yields the cores and catches up after
-    # (applied to its session's scheduling group too: service.process.lower_priority). At
-    # saturation, 11 alternating rounds: 5 kept the lag under 1 s in every round (0.54-0.96 s)
-    # at 0.87-0.91x the req/s of Vigil without log and Monitor; 10 let it reach 1.26-1.72 s
-    # in 6 of 11 at 0.81-0.88x; 0 held it at 0.27-0.41 s at 0.74x (README, Performance)
-    nice: int = Field(5, ge=0, le=19)
+    # (applied to its session's scheduling group too: service.process.lower_priority)
+    nice: int = Field(10, ge=0, le=19)
 
 
 class DriftSettings(Section):

@@ -121,15 +121,15 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
         time.sleep(2.0)
         monitors = workers(proc.pid, "vigil-monitor")
         assert len(monitors) == 1
-        # the Monitor yields the cores to the workers (monitor.nice, 5 by default)
-        assert monitors[0].nice() == 5 and {p.nice() for p in workers(proc.pid, "vigil")} == {0}
+        # the Monitor yields the cores to the workers (monitor.nice, 10 by default)
+        assert monitors[0].nice() == 10 and {p.nice() for p in workers(proc.pid, "vigil")} == {0}
         # and so does its scheduling group, where the kernel groups tasks by session
         # (the Monitor is alone in its session; a plain nice would not reach past it)
         groups = {p.pid: Path(f"/proc/{p.pid}/autogroup")
                   for p in [*monitors, *workers(proc.pid, "vigil")]}
         if all(g.exists() for g in groups.values()):
             nices = {pid: int(g.read_text().rsplit("nice", 1)[1]) for pid, g in groups.items()}
-            assert nices.pop(monitors[0].pid) == 5 and set(nices.values()) == {0}
+            assert nices.pop(monitors[0].pid) == 10 and set(nices.values()) == {0}
         old_monitor = monitors[0].pid
         os.kill(old_monitor, signal.SIGKILL)
         time.sleep(2.0)
