@@ -45,7 +45,7 @@ from monitoring.drift_calibration import (  # noqa: F401 (re-exported)
     guarded,
     llr_threshold,
 )
-from monitoring.drift_detectors import CusumBank, NormalScores, psi
+from monitoring.drift_detectors import CusumBank, NormalScores, PsiBins
 
 SIGNALS = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
            "error")
@@ -224,6 +224,10 @@ class VersionDrift:
         size = max(config.window, config.keep)
         self.window = np.full((size, len(ref.features)), np.nan)
         self.window_out = np.full((size, len(ref.output_names)), np.nan)
+        self.psi_bins = PsiBins(ref.rows, [
+            len(ref.categories[name]) if kind == "category" else None
+            for name, kind in zip(ref.features, ref.kinds, strict=True)])
+        self.window_bins = np.zeros((size, len(ref.features)), dtype=np.int32)  # binned once
         self.window_pos = 0
         self.window_fill = 0
         self._psi: tuple[int, dict[str, float]] | None = None  # (rows_seen, PSI) last computed
@@ -358,7 +362,8 @@ class VersionDrift:
 
     def _remember(self, matrix: np.ndarray, outputs: np.ndarray) -> None:
         w = len(self.window)
-        for src, dst in ((matrix, self.window), (outputs, self.window_out)):
+        for src, dst in ((matrix, self.window), (outputs, self.window_out),
+                         (self.psi_bins.bin(matrix[-w:]), self.window_bins)):
             rows = src[-w:]
             idx = (self.window_pos + np.arange(len(rows))) % w
             dst[idx] = rows
@@ -392,46 +397,20 @@ class VersionDrift:
 
     def feature_psi(self) -> dict[str, float]:
         """PSI of the last ``window`` live rows against the reference, per feature, on 10
-        reference quantile bins (categories: per category). Computed once per batch of rows
-        (the Monitor's save and its metrics both ask)."""
+        reference quantile bins (categories: per category). Rows are binned as they arrive;
+        this counts the window's bins (once per batch of rows: the Monitor's save and its
+        metrics both ask)."""
         if self.window_fill == 0:
             return {}
         if self._psi is not None and self._psi[0] == self.rows_seen:
             return dict(self._psi[1])
-        live, _ = self.recent(self.config.window)
-        out: dict[str, float] = {}
-        for j, name in enumerate(self.ref.features):
-            bins = self._psi_bins(j)
-            col = live[:, j]
-            col = col[np.isfinite(col)]
-            if bins is None or not len(col):
-                continue
-            edges, rf = bins
-            if edges is None:  # categorical: one bin per category
-                lc = np.bincount(col.astype(int), minlength=len(rf))[:len(rf)]
-            else:
-                lc = np.bincount(np.searchsorted(edges, col, side="right"),
-                                 minlength=len(edges) + 1)
-            out[name] = round(psi(lc.astype(float), rf), 6)
+        n = min(self.config.window, self.window_fill)
+        idx = (self.window_pos - n + np.arange(n)) % len(self.window)
+        values = self.psi_bins.psi(self.window_bins[idx]).tolist()
+        out = {name: round(v, 6) for name, v in zip(self.ref.features, values, strict=True)
+               if v == v}  # NaN: no binned value
         self._psi = (self.rows_seen, out)
         return dict(out)
-
-    def _psi_bins(self, j: int) -> tuple[np.ndarray | None, np.ndarray] | None:
-        """The reference's bins for feature j (10 quantile bins, or its categories), cached."""
-        cache = self.__dict__.setdefault("_bins", {})
-        if j not in cache:
-            ref = self.ref.rows[:, j]
-            ref = ref[np.isfinite(ref)]
-            if not len(ref):
-                cache[j] = None
-            elif self.ref.kinds[j] == "category":
-                k = max(len(self.ref.categories[self.ref.features[j]]), 1)
-                cache[j] = (None, np.bincount(ref.astype(int), minlength=k)[:k] / len(ref))
-            else:
-                edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11))[1:-1])
-                cache[j] = (edges, np.bincount(np.searchsorted(edges, ref, side="right"),
-                                               minlength=len(edges) + 1) / len(ref))
-        return cache[j]  # type: ignore[no-any-return]
 
     def state(self) -> dict[str, Any]:
         """Every signal's detectors: how close each is to alarming."""

@@ -1,5 +1,5 @@
 """The building blocks of drift detection: normal scores against a reference, a bank of
-vectorised one-sided CUSUMs, and the population stability index. Pure: numpy in, numbers out.
+vectorised one-sided CUSUMs, and the population stability index (PSI). Pure: numpy in, numbers out.
 
 The CUSUMs are vectorised over the batch of rows the Monitor reads: Page's recursion
 S_t = max(0, S_{t-1} + y_t − k) equals C_t − min(0, min_{i≤t} C_i) with C the running sum
@@ -8,7 +8,6 @@ started at S_0, so a batch is a cumsum and a running minimum per column.
 
 from __future__ import annotations
 
-import math
 from statistics import NormalDist
 
 import numpy as np
@@ -137,14 +136,77 @@ class CusumBank:
         return self.s / self.h
 
 
-def psi(live_counts: np.ndarray, ref_fractions: np.ndarray) -> float:
-    """Population stability index between live bin counts and reference bin fractions."""
-    counts = np.asarray(live_counts, dtype=np.float64).tolist()
-    total = sum(counts)
-    if total == 0:
-        return 0.0
-    out = 0.0  # plain floats: for ~10 bins, numpy's per-call cost was most of the time
-    for c, q in zip(counts, np.asarray(ref_fractions, dtype=np.float64).tolist(), strict=True):
-        p, q = max(c / total, 1e-4), max(q, 1e-4)
-        out += (p - q) * math.log(p / q)
-    return out
+class PsiBins:
+    """Per-feature PSI bins of a reference: 10 quantile bins for a numeric feature, one a
+    category for a categorical one (values are category codes). ``bin`` maps live rows to
+    bin indices once, as they arrive; ``psi`` scores a window of such indices against the
+    reference in one pass over every feature (a per-feature searchsorted and PSI over the
+    whole window at every Monitor step was 12% of its CPU at 1,000 req/s).
+
+    A value that falls in no bin (a null, ±inf, an unknown code) gets the last slot, which
+    neither side counts; a feature with no finite reference value has no PSI."""
+
+    EDGES = 9  # inner edges of 10 quantile bins
+
+    def __init__(self, reference: np.ndarray, categories: list[int | None]) -> None:
+        """``categories[j]``: feature j's number of categories, or None for numeric."""
+        ref = np.asarray(reference, dtype=np.float64)
+        width = ref.shape[1]
+        self.cat = np.array([c is not None for c in categories], dtype=bool)
+        self.size = np.array([max(c or 1, 1) for c in categories])  # categories a feature
+        edges = np.full((width, self.EDGES), np.inf)
+        fractions: list[np.ndarray | None] = []
+        for j in range(width):
+            col = ref[:, j][np.isfinite(ref[:, j])]
+            if not len(col):
+                fractions.append(None)
+                continue
+            if self.cat[j]:
+                bins = col.astype(int)
+                k = int(self.size[j])
+            else:
+                e = np.unique(np.quantile(col, np.linspace(0, 1, 11))[1:-1])
+                edges[j, :len(e)] = e
+                bins = np.searchsorted(e, col, side="right")
+                k = len(e) + 1
+            fractions.append(np.bincount(bins, minlength=k)[:k] / len(col))
+        self.edges_by_rank = np.ascontiguousarray(edges.T)  # row e: every feature's e-th edge
+        self.slots = max([len(f) for f in fractions if f is not None] + [1]) + 1  # + none
+        self.none = self.slots - 1
+        # padding slots get 1 on both sides: (1 − 1)·ln 1 adds nothing
+        self.ref = np.ones((width, self.slots))
+        self.real = np.zeros((width, self.slots), dtype=bool)
+        for j, f in enumerate(fractions):
+            if f is not None:
+                self.ref[j, :len(f)] = np.maximum(f, 1e-4)
+                self.real[j, :len(f)] = True
+        self.scored = np.array([f is not None for f in fractions], dtype=bool)
+        self.ref[:, self.none] = 1.0
+        self.real[:, self.none] = False
+
+    def bin(self, rows: np.ndarray) -> np.ndarray:
+        """(n, features) values → (n, features) bin indices (``none`` where unbinned)."""
+        x = np.asarray(rows, dtype=np.float64)
+        finite = np.isfinite(x)
+        out = np.zeros(x.shape, dtype=np.int32)
+        for edge in self.edges_by_rank:  # a bin is the edges at or below: side="right"
+            out += (x >= edge).view(np.uint8)  # 9 passes: 3x a broadcast sum, 4x searchsorted
+        if self.cat.any():
+            codes = np.where(finite, x, -1.0)[:, self.cat]
+            ok = (codes >= 0) & (codes < self.size[self.cat])
+            out[:, self.cat] = np.where(ok, codes, self.none).astype(out.dtype)
+        out[~finite] = self.none
+        return out
+
+    def psi(self, binned: np.ndarray) -> np.ndarray:
+        """Bin indices of a window of rows → each feature's PSI; NaN where the window has no
+        binned value of it or the reference none."""
+        n, width = binned.shape
+        flat = (binned + (np.arange(width) * self.slots)[None, :]).ravel()
+        counts = np.bincount(flat, minlength=width * self.slots).reshape(width, self.slots)
+        counts[:, self.none] = 0
+        total = counts.sum(axis=1)
+        p = np.where(self.real, np.maximum(counts / np.maximum(total, 1)[:, None], 1e-4), 1.0)
+        out = ((p - self.ref) * np.log(p / self.ref)).sum(axis=1)
+        out[(total == 0) | ~self.scored] = np.nan
+        return out
