@@ -109,6 +109,17 @@ class _Group:
     src: np.ndarray | None = None  # per column: the series it watches (see CusumBank)
     sign: np.ndarray | None = None
 
+    def features(self) -> tuple[list[str], np.ndarray]:
+        """The features the columns watch, in first-column order, and each column's index
+        among them (cached: a group's columns never change)."""
+        cached = self.__dict__.get("_features")
+        if cached is None or len(cached[1]) != len(self.feature):
+            names = list(dict.fromkeys(self.feature))
+            where = {n: i for i, n in enumerate(names)}
+            cached = self.__dict__["_features"] = (
+                names, np.array([where[f] for f in self.feature], dtype=np.intp))
+        return cached  # type: ignore[no-any-return]
+
 
 class VersionDrift:
     """Every drift detector of one model version."""
@@ -413,15 +424,17 @@ class VersionDrift:
         return dict(out)
 
     def state(self) -> dict[str, Any]:
-        """Every signal's detectors: how close each is to alarming."""
+        """Every signal's detectors: how close each is to alarming (a feature: its closest
+        detector; the ten closest features, ties in card order)."""
         out: dict[str, Any] = {}
         for signal, g in self.groups.items():
-            per: dict[str, float] = {}
-            for c, name in enumerate(g.feature):
-                per[name] = max(per.get(name, 0.0), float(g.bank.s[c] / g.bank.h[c]))
-            out[signal] = {"max_ratio": round(max(per.values(), default=0.0), 4),
-                           "features": {k: round(v, 4) for k, v in sorted(
-                               per.items(), key=lambda kv: -kv[1])[:10]}}
+            names, column_feature = g.features()
+            per = np.zeros(len(names))
+            np.maximum.at(per, column_feature, g.bank.s / g.bank.h)
+            top = np.argsort(-per, kind="stable")[:10].tolist()
+            values = per.tolist()
+            out[signal] = {"max_ratio": round(max(values, default=0.0), 4),
+                           "features": {names[i]: round(values[i], 4) for i in top}}
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from models.registry import ModelVersion, reference_matrix
 from models.runtime import ModelRuntime
 from monitoring.drift import DriftAlarm, DriftConfig, Reference, VersionDrift
+from store.engine import put_rows
 from store.tables import drift_alarms, drift_references, drift_requests, drift_state
 
 log = logging.getLogger("vigil.drift")
@@ -198,7 +199,7 @@ class DriftTracker:
                 alarms += det.update_errors(np.array(errors), now)
         self._raw.clear()
         self._errors.clear()
-        active = self._active_signals(conn)
+        active = self._active_signals(conn) if alarms else set()
         for a in alarms:
             if (a.model, a.version, a.signal) in active:
                 continue  # one open alarm per signal until an operator acknowledges it
@@ -231,12 +232,8 @@ class DriftTracker:
                             "reference": {"source": det.ref.source, "rows": len(det.ref.rows)},
                             "error_rate_reference": det.error_p0},
                            option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        model, version = key
-        if not conn.execute(drift_state.update().where(
-                drift_state.c.model == model, drift_state.c.version == version).values(
-                doc=doc, updated_at=now)).rowcount:
-            conn.execute(drift_state.insert().values(model=model, version=version, doc=doc,
-                                                     updated_at=now))
+        put_rows(conn, drift_state, ("model", "version"), ("doc", "updated_at"),
+                 [(*key, doc, now)])
 
     def process_requests(self, conn: sa.Connection, now: float) -> None:
         """Rebaseline: adopt the last N live rows as the version's reference (the registered

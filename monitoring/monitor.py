@@ -27,7 +27,7 @@ from monitoring.event_log import Checkpoint, LocalEventLog, Position, list_segme
 from monitoring.label_join import Key, LabelJoin
 from monitoring.prediction_log import FEEDBACK, PREDICTION, parse_time
 from monitoring.stats import VersionStats
-from store.engine import insert_rows
+from store.engine import insert_rows, put_rows
 from store.tables import (
     feedback_pending,
     monitor_checkpoints,
@@ -276,32 +276,18 @@ class Monitor:
 
     def _save(self, conn: sa.Connection, checkpoint: Checkpoint, changed: set[Key],
               now: float) -> None:
-        for key in changed:
-            doc = orjson.dumps(self.stats[key].to_dict()).decode()
-            model, version, variant = key
-            updated = conn.execute(monitor_stats.update().where(
-                monitor_stats.c.model == model, monitor_stats.c.version == version,
-                monitor_stats.c.variant == variant).values(doc=doc, updated_at=now)).rowcount
-            if not updated:
-                conn.execute(monitor_stats.insert().values(
-                    model=model, version=version, variant=variant, doc=doc, updated_at=now))
-        for stream, pos in checkpoint.items():
-            if self.checkpoint.get(stream) == pos:
-                continue
-            updated = conn.execute(monitor_checkpoints.update().where(
-                monitor_checkpoints.c.stream == stream).values(
-                seq=pos.seq, offset=pos.offset, updated_at=now)).rowcount
-            if not updated:
-                conn.execute(monitor_checkpoints.insert().values(
-                    stream=stream, seq=pos.seq, offset=pos.offset, updated_at=now))
+        put_rows(conn, monitor_stats, ("model", "version", "variant"), ("doc", "updated_at"),
+                 [(*key, orjson.dumps(self.stats[key].to_dict()).decode(), now)
+                  for key in changed])
+        put_rows(conn, monitor_checkpoints, ("stream",), ("seq", "offset", "updated_at"),
+                 [(stream, pos.seq, pos.offset, now) for stream, pos in checkpoint.items()
+                  if self.checkpoint.get(stream) != pos])
         self._put_state(conn, "counters", self.counters, now)
 
     @staticmethod
     def _put_state(conn: sa.Connection, name: str, doc: Any, now: float) -> None:
-        text = orjson.dumps(doc).decode()
-        if not conn.execute(monitor_state.update().where(monitor_state.c.name == name).values(
-                doc=text, updated_at=now)).rowcount:
-            conn.execute(monitor_state.insert().values(name=name, doc=text, updated_at=now))
+        put_rows(conn, monitor_state, ("name",), ("doc", "updated_at"),
+                 [(name, orjson.dumps(doc).decode(), now)])
 
     def tick(self, budget_seconds: float = 5.0) -> StepResult:
         """Consume what is there (several steps when a batch is cut at its size, until

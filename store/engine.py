@@ -54,6 +54,26 @@ def insert_rows(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     conn.exec_driver_sql(sql, list(rows))
 
 
+def put_rows(conn: sa.Connection, table: sa.Table, key: Sequence[str],
+             columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write rows by their key: an UPDATE of each (key values first, then the other
+    columns'), then one INSERT of those no row matched. Portable across SQLite and
+    PostgreSQL, and with driver SQL built once per call, as ``insert_rows`` does: built as
+    expressions, the Monitor's update-then-insert of its state was a fifth of its CPU at
+    steps of 100 records (py-spy)."""
+    if not rows:
+        return
+    quote = conn.dialect.identifier_preparer
+    mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
+    sql = (f"UPDATE {quote.format_table(table)} SET "
+           f"{', '.join(f'{quote.quote(c)} = {mark}' for c in columns)} WHERE "
+           f"{' AND '.join(f'{quote.quote(c)} = {mark}' for c in key)}")
+    width = len(key)
+    missing = [row for row in rows
+               if not conn.exec_driver_sql(sql, (*row[width:], *row[:width])).rowcount]
+    insert_rows(conn, table, [*key, *columns], missing)
+
+
 def migrate(engine: sa.Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     cfg = Config()

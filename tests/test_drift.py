@@ -306,3 +306,25 @@ def test_psi_follows_the_live_window_as_rows_arrive() -> None:
     assert after["f2"] > before["f2"] + 0.5
     det._psi = None  # computed afresh from the window: the same numbers
     assert det.feature_psi() == after
+
+
+def test_state_names_each_signals_closest_features() -> None:
+    """``state`` (saved with every step, shown by the admin API): per signal, each feature's
+    closest detector as S / h, the ten closest features (ties in card order) and the max."""
+    rng = np.random.default_rng(21)
+    det = detector(21, categorical=True)
+    rows = rng.normal(size=(600, F))
+    rows[:, -1] = rng.choice(3, 600, p=[0.2, 0.3, 0.5])
+    rows[:, 2] += 0.4
+    feed(det, rows)
+    state = det.state()
+    assert set(state) == set(det.groups)
+    for signal, g in det.groups.items():
+        closest: dict[str, float] = {}
+        for name, s, h in zip(g.feature, g.bank.s, g.bank.h, strict=True):
+            closest[name] = max(closest.get(name, 0.0), float(s / h))
+        ranked = sorted(closest.items(), key=lambda kv: -kv[1])[:10]
+        assert state[signal]["features"] == {k: round(v, 4) for k, v in ranked}
+        assert list(state[signal]["features"]) == [k for k, _ in ranked]
+        assert state[signal]["max_ratio"] == round(max(closest.values()), 4)
+    assert max(state["input_mean"]["features"], key=state["input_mean"]["features"].get) == "f2"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from store import (
     AuditLog,
@@ -132,3 +133,22 @@ def test_a_store_with_a_rollout_upgrades_to_rollout_revisions(engine) -> None:  
     with pytest.raises(StaleRollout):
         controller._save("m", doc, 0, 3.0)  # noqa: SLF001
     assert read(engine, "m") == {**doc, "analysis": {"at": 2.0}}
+
+
+def test_put_rows_updates_by_key_and_inserts_the_rest(engine) -> None:  # type: ignore[no-untyped-def]
+    """The Monitor's state writes: a row whose key exists is updated in place, the others are
+    inserted, and a column named by a reserved word ("offset") works on either database."""
+    from store.engine import put_rows
+    from store.tables import monitor_checkpoints
+
+    with engine.begin() as conn:
+        put_rows(conn, monitor_checkpoints, ("stream",), ("seq", "offset", "updated_at"),
+                 [("gw1", 1, 100, 1.0)])
+    with engine.begin() as conn:
+        put_rows(conn, monitor_checkpoints, ("stream",), ("seq", "offset", "updated_at"),
+                 [("gw1", 2, 50, 2.0), ("gw2", 1, 7, 2.0)])
+        put_rows(conn, monitor_checkpoints, ("stream",), ("seq", "offset", "updated_at"), [])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(monitor_checkpoints).order_by(
+            monitor_checkpoints.c.stream)).all()
+    assert [tuple(r) for r in rows] == [("gw1", 2, 50, 2.0), ("gw2", 1, 7, 2.0)]
