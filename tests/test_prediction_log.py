@@ -256,16 +256,24 @@ def test_the_renderer_reuses_a_request_s_inputs_for_its_shadow_and_writes_the_sa
     assert r.hits == 1 and len(r._cache) == 2
 
 
-def test_new_ids_are_distinct_uuid4_hex() -> None:
+def test_new_ids_are_distinct_time_ordered_uuid7_hex() -> None:
+    """Request ids a client did not send: UUID version 7, unique, and ordered by the
+    millisecond they were made in (so the Monitor's request-id index grows at its end)."""
+    import time
     import uuid
 
     from monitoring.ids import new_id
 
-    ids = [new_id() for _ in range(20_000)]  # five refills of the random buffer
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(20_000)]  # several refills of the random buffer
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for i in ids[::997]:
         u = uuid.UUID(hex=i)
-        assert u.version == 4 and u.variant == uuid.RFC_4122 and u.hex == i
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and u.hex == i
+    stamps = [int(i[:12], 16) for i in ids]
+    assert stamps == sorted(stamps)
+    assert before <= stamps[0] and stamps[-1] <= after
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False),
