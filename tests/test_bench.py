@@ -1,4 +1,4 @@
-"""The benchmark's own arithmetic: a target's verdict depends on it."""
+"""The benchmarks' own arithmetic and harness: a target's verdict depends on them."""
 
 from __future__ import annotations
 
@@ -40,3 +40,27 @@ def test_the_interval_of_a_median_ratio_holds_it_and_narrows_with_rounds() -> No
         assert low <= float(np.median(ratios)) <= high
     assert (median_interval(many)[1] - median_interval(many)[0]
             < median_interval(few)[1] - median_interval(few)[0])
+
+
+def test_monitor_bench_hands_the_log_over_a_tick_at_a_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``monitor_bench --per-tick``: the Monitor sees the log grow by about a tick's
+    requests at a time and reads every record once; the segments end as they were written."""
+    from load_tests.monitor_bench import LABELS, by_tick, per_tick_cost, write_log
+    from monitoring.event_log import LocalEventLog
+    from monitoring.monitor import Monitor
+    from store import make_engine, migrate
+
+    log_dir = tmp_path / "log"
+    records = write_log(log_dir, 300, 0.0, 2)  # a prediction and a shadow record a request
+    written = {p.name: p.read_bytes() for p in log_dir.iterdir()}
+    sizes = []
+    for _ in by_tick(log_dir, 50, 300):
+        sizes.append(sum(p.stat().st_size for p in log_dir.iterdir()))
+    assert len(sizes) == 6 and sizes == sorted(sizes)
+    assert {p.name: p.read_bytes() for p in log_dir.iterdir()} == written
+    engine = make_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    migrate(engine)
+    monitor = Monitor(engine, LocalEventLog(log_dir), class_labels_of=lambda m, v: LABELS)
+    read, cost = per_tick_cost(monitor, log_dir, 50, 300)
+    assert read == records == 600 and cost > 0
+    assert {p.name: p.read_bytes() for p in log_dir.iterdir()} == written
