@@ -36,6 +36,14 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
                             pool_timeout=busy_timeout)
 
 
+def _names_and_mark(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
+                    ) -> tuple[str, list[str], str]:
+    """The quoted table and column names, and the driver's placeholder."""
+    quote = conn.dialect.identifier_preparer
+    mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
+    return quote.format_table(table), [quote.quote(c) for c in columns], mark
+
+
 def insert_rows(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                 rows: Sequence[Sequence[Any]]) -> None:
     """Insert many positional rows with one driver ``executemany``.
@@ -46,11 +54,8 @@ def insert_rows(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     """
     if not rows:
         return
-    quote = conn.dialect.identifier_preparer
-    mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
-    sql = (f"INSERT INTO {quote.format_table(table)} "
-           f"({', '.join(quote.quote(c) for c in columns)}) "
-           f"VALUES ({', '.join([mark] * len(columns))})")
+    name, names, mark = _names_and_mark(conn, table, columns)
+    sql = f"INSERT INTO {name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
     conn.exec_driver_sql(sql, list(rows))
 
 
@@ -63,12 +68,10 @@ def put_rows(conn: sa.Connection, table: sa.Table, key: Sequence[str],
     steps of 100 records (py-spy)."""
     if not rows:
         return
-    quote = conn.dialect.identifier_preparer
-    mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
-    sql = (f"UPDATE {quote.format_table(table)} SET "
-           f"{', '.join(f'{quote.quote(c)} = {mark}' for c in columns)} WHERE "
-           f"{' AND '.join(f'{quote.quote(c)} = {mark}' for c in key)}")
     width = len(key)
+    name, names, mark = _names_and_mark(conn, table, [*key, *columns])
+    sql = (f"UPDATE {name} SET {', '.join(f'{n} = {mark}' for n in names[width:])} "
+           f"WHERE {' AND '.join(f'{n} = {mark}' for n in names[:width])}")
     missing = [row for row in rows
                if not conn.exec_driver_sql(sql, (*row[width:], *row[:width])).rowcount]
     insert_rows(conn, table, [*key, *columns], missing)
