@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from monitoring.policy import Observation, Policy, evaluate, event
 from monitoring.webhooks import Target, enqueue
+from store.engine import put_rows
 from store.tables import drift_alarms, monitor_state
 
 log = logging.getLogger("vigil.triggers")
@@ -66,12 +67,8 @@ class Triggers:
                     if enqueue(conn, ev, f.event_id, self.targets, now, model, f.reason):
                         written.append(f.event_id)
                         log.info("retraining trigger %s (%s)", f.event_id, f.reason)
-                text = orjson.dumps(state).decode()
-                if not conn.execute(monitor_state.update().where(
-                        monitor_state.c.name == "policy").values(
-                        doc=text, updated_at=now)).rowcount:
-                    conn.execute(monitor_state.insert().values(name="policy", doc=text,
-                                                               updated_at=now))
+                put_rows(conn, monitor_state, ("name",), ("doc", "updated_at"),
+                         [("policy", orjson.dumps(state).decode(), now)])
         self.fired += written
         return written
 
