@@ -19,8 +19,9 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
+from monitoring.quality import ClassifierQuality
 from monitoring.rollout import Action, Analysis, Spec, State, Window, analyse, decide
-from monitoring.stats import ClassifierQuality, Sketch, VersionStats
+from monitoring.stats import Sketch, VersionStats
 from monitoring.webhooks import Target, enqueue
 from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
 from store.deployments import apply_patch, promoted

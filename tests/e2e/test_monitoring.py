@@ -19,7 +19,7 @@ from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer
 
 from monitoring.export import export_parquet
-from monitoring.stats import AUC_BINS
+from monitoring.quality import AUC_BINS
 from tests.e2e.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
