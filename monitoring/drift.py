@@ -30,7 +30,7 @@ The detectors themselves (normal scores, the CUSUM bank, PSI) are in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from monitoring.drift_calibration import (  # noqa: F401 (re-exported)
     guarded,
     llr_threshold,
 )
-from monitoring.drift_detectors import CusumBank, NormalScores, PsiBins
+from monitoring.drift_detectors import CusumBank, CusumGroup, NormalScores, PsiBins
 
 SIGNALS = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
            "error")
@@ -98,29 +98,6 @@ class DriftConfig:
     error_shifts: tuple[float, ...] = (0.05, 0.10)
 
 
-@dataclass
-class _Group:
-    """A bank of CUSUM columns and what each column means."""
-
-    signal: str
-    bank: CusumBank
-    feature: list[str]  # per column
-    label: list[str] = field(default_factory=list)  # per column: e.g. "mean+0.125"
-    src: np.ndarray | None = None  # per column: the series it watches (see CusumBank)
-    sign: np.ndarray | None = None
-
-    def features(self) -> tuple[list[str], np.ndarray]:
-        """The features the columns watch, in first-column order, and each column's index
-        among them (cached: a group's columns never change)."""
-        cached = self.__dict__.get("_features")
-        if cached is None or len(cached[1]) != len(self.feature):
-            names = list(dict.fromkeys(self.feature))
-            where = {n: i for i, n in enumerate(names)}
-            cached = self.__dict__["_features"] = (
-                names, np.array([where[f] for f in self.feature], dtype=np.intp))
-        return cached  # type: ignore[no-any-return]
-
-
 class VersionDrift:
     """Every drift detector of one model version."""
 
@@ -141,7 +118,7 @@ class VersionDrift:
         n_in = len(self.numeric) * (2 * len(MEAN_KS) + len(self.SCALE_COLUMNS)) + n_cat_cols
         arl_in = budget_arl / SHARES["inputs"] * max(n_in, 1)
         self.scores = NormalScores(ref.rows[:, self.numeric]) if self.numeric else None
-        self.groups: dict[str, _Group] = {}
+        self.groups: dict[str, CusumGroup] = {}
         names = [ref.features[j] for j in self.numeric]
         if self.numeric:
             self.groups["input_mean"] = self._mean_group("input_mean", names, arl_in)
@@ -154,7 +131,7 @@ class VersionDrift:
                     feats.append(name)
                     labels.append(f"scale_{side}@{k:g}")
             m = len(names)
-            self.groups["input_scale"] = _Group(
+            self.groups["input_scale"] = CusumGroup(
                 "input_scale", CusumBank(np.array(ks), np.array(hs)), feats, labels,
                 src=np.tile(np.arange(m), len(self.SCALE_COLUMNS)),
                 sign=np.repeat([1.0 if upper else -1.0 for _, _, upper in self.SCALE_COLUMNS],
@@ -186,7 +163,7 @@ class VersionDrift:
                         cat_feats.append(ref.features[j])
                         cat_labels.append(f"{cats[i]}:{'+' if up else '-'}{d:g}")
         if self.cat_cols:
-            self.groups["input_category"] = _Group(
+            self.groups["input_category"] = CusumGroup(
                 "input_category", CusumBank(np.zeros(len(cat_h)), np.array(cat_h)),
                 cat_feats, cat_labels)
         # predictions: normal scores of the outputs, and (classifiers) the predicted class's
@@ -214,7 +191,7 @@ class VersionDrift:
         arl_pred = budget_arl / SHARES["prediction"] * n_pred
         g = self._mean_group("prediction", ref.output_names, arl_pred)
         if self.class_cols:
-            g = _Group("prediction", CusumBank(
+            g = CusumGroup("prediction", CusumBank(
                 np.append(g.bank.k, np.zeros(len(self.class_cols))),
                 np.append(g.bank.h, [llr_threshold(arl_pred, kl) for kl in class_kl])),
                 [*g.feature, *[ref.output_names[c] for c, _, _ in self.class_cols]],
@@ -244,7 +221,7 @@ class VersionDrift:
         self._psi: tuple[int, dict[str, float]] | None = None  # (rows_seen, PSI) last computed
         self.unseen: set[tuple[str, str]] = set()
 
-    def _mean_group(self, signal: str, names: list[str], arl: float) -> _Group:
+    def _mean_group(self, signal: str, names: list[str], arl: float) -> CusumGroup:
         ks, hs, feats, labels = [], [], [], []
         for k in MEAN_KS:
             h = gaussian_threshold(k, arl)
@@ -255,7 +232,7 @@ class VersionDrift:
                     feats.append(name)
                     labels.append(f"mean_{side}@{k:g}")
         m = len(names)  # columns: for each k, every series up, then every series down
-        return _Group(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels,
+        return CusumGroup(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels,
                       src=np.tile(np.arange(m), 2 * len(MEAN_KS)),
                       sign=np.tile(np.repeat([1.0, -1.0], m), len(MEAN_KS)))
 
@@ -363,11 +340,11 @@ class VersionDrift:
         self.ref_sum += float(errors.sum())
         self.ref_sq += float((errors * errors).sum())
 
-    def _error_group(self, labels: list[str], k: np.ndarray, h: np.ndarray) -> _Group:
+    def _error_group(self, labels: list[str], k: np.ndarray, h: np.ndarray) -> CusumGroup:
         g = self.groups.get("error")
         if g is None or len(g.bank.k) != len(k):
             name = "error_rate" if self.classifier else "residual"
-            g = self.groups["error"] = _Group("error", CusumBank(k, h), [name] * len(k), labels)
+            g = self.groups["error"] = CusumGroup("error", CusumBank(k, h), [name] * len(k), labels)
         g.bank.k, g.bank.h, g.label = k, h, labels
         return g
 
@@ -428,9 +405,9 @@ class VersionDrift:
         detector; the ten closest features, ties in card order)."""
         out: dict[str, Any] = {}
         for signal, g in self.groups.items():
-            names, column_feature = g.features()
+            names = g.names
             per = np.zeros(len(names))
-            np.maximum.at(per, column_feature, g.bank.s / g.bank.h)
+            np.maximum.at(per, g.column_feature, g.bank.s / g.bank.h)
             top = np.argsort(-per, kind="stable")[:10].tolist()
             values = per.tolist()
             out[signal] = {"max_ratio": round(max(values, default=0.0), 4),

@@ -8,6 +8,7 @@ started at S_0, so a batch is a cumsum and a running minimum per column.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -134,6 +135,28 @@ class CusumBank:
     def ratio(self) -> np.ndarray:
         """How close each detector is to alarming: S / h."""
         return self.s / self.h
+
+
+@dataclass
+class CusumGroup:
+    """A bank of CUSUM columns and what each column means: one signal of a version."""
+
+    signal: str
+    bank: CusumBank
+    feature: list[str]  # per column
+    label: list[str] = field(default_factory=list)  # per column: e.g. "mean+0.125"
+    src: np.ndarray | None = None  # per column: the series it watches (see CusumBank)
+    sign: np.ndarray | None = None
+
+    # derived: the features the columns watch, in first-column order, and each column's
+    # index among them (for ``state``)
+    names: list[str] = field(init=False)
+    column_feature: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = list(dict.fromkeys(self.feature))
+        where = {n: i for i, n in enumerate(self.names)}
+        self.column_feature = np.array([where[f] for f in self.feature], dtype=np.intp)
 
 
 class PsiBins:
