@@ -68,7 +68,11 @@ def test_a_mean_shift_raises_an_alarm_naming_the_feature(server: Server) -> None
         assert alarm["features"][0]["feature"] == MOVED
         assert 1200 < alarm["rows"] <= 1200 + 1500 and alarm["score"] >= 1
         assert state["signals"]["input_mean"]["alarm_active"]
+        # PSI is over the last 1,000 rows: read it once every moved row is in (at the alarm
+        # the window may hold 100 moved rows, where another feature's noise still leads)
+        state = wait_for(lambda: drift(c, server), lambda d: d["rows_seen"] >= 1200 + 1500)
         assert max(state["psi"], key=state["psi"].get) == MOVED
+        assert state["psi"][MOVED] > 1.0
 
         # an operator acknowledges; a viewer may not
         assert c.post("/admin/drift/breast_cancer/ack",
