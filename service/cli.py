@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,7 +44,8 @@ for sub, name in ((models_app, "models"), (deploy_app, "deploy"), (drift_app, "d
                   (logs_app, "logs"), (config_app, "config"), (db_app, "db")):
     app.add_typer(sub, name=name)
 
-out = Console()
+# a pipe or a CI log gets wide lines rather than 80 columns (rich's default off a terminal)
+out = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
 err = Console(stderr=True)
 
 
@@ -159,31 +161,41 @@ def status(ctx: typer.Context,
                 "webhooks_pending": sum(1 for w in pending if w["model"] == m)})
 
         def human() -> None:
-            t = Table(title="Vigil status")
-            for col in ("model", "rev", "champion", "canary", "shadows", "req", "err", "p99",
-                        "quality", "drift"):
-                t.add_column(col, no_wrap=True)
-            for r in rows:
-                can = r["canary"]
-                q = r["quality_window"]
-                qtxt = (f"acc {pct(q['accuracy'])} ({q['labels']})" if "accuracy" in q else
-                        f"mae {q['mae']:.3g} ({q['labels']})" if "mae" in q else "—")
-                p99 = r["champion_latency_p99_seconds"]
-                t.add_row(
-                    r["model"], str(r["revision"]), r["champion"],
-                    f"{can['version']} {can['weight']:.0%}" if can else "—",
-                    ", ".join(s["version"] for s in r["shadows"]) or "—",
-                    str(sum(r["requests"].values())),
-                    pct(r["champion_error_rate"]),
-                    "—" if p99 is None else f"{p99 * 1000:.1f}ms", qtxt,
-                    ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
-                              for a in r["drift_active_alarms"]) or "[green]ok[/green]")
+            t = status_table(rows)
             out.print(t)
             waiting = sum(r["webhooks_pending"] for r in rows)
             if waiting:
                 out.print(f"[yellow]{waiting} retraining webhook(s) pending[/yellow]")
         emit(c, {"models": rows}, human)
     run(body)
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """One row a model that fits 80 columns: what serves is one cell of a line a variant,
+    and the quality and drift cells wrap inside their columns; names and numbers never
+    wrap and are never cut short."""
+    t = Table(title="Vigil status", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
+              pad_edge=False, collapse_padding=True)
+    for col in ("model", "rev", "serving", "req", "err", "p99", "quality", "drift"):
+        wraps = col in ("quality", "drift")
+        t.add_column(col, no_wrap=not wraps, overflow="fold", min_width=8 if wraps else None)
+    for r in rows:
+        can = r["canary"]
+        serving = [r["champion"]]
+        if can:
+            serving.append(f"canary {can['version']} {can['weight']:.0%}")
+        serving += [f"shadow {s['version']}" for s in r["shadows"]]
+        q = r["quality_window"]
+        qtxt = (f"acc {pct(q['accuracy'])} ({q['labels']})" if "accuracy" in q else
+                f"mae {q['mae']:.3g} ({q['labels']})" if "mae" in q else "—")
+        p99 = r["champion_latency_p99_seconds"]
+        t.add_row(
+            r["model"], str(r["revision"]), "\n".join(serving),
+            str(sum(r["requests"].values())), pct(r["champion_error_rate"]),
+            "—" if p99 is None else f"{p99 * 1000:.1f}ms", qtxt,
+            ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
+                      for a in r["drift_active_alarms"]) or "[green]ok[/green]")
+    return t
 
 
 # ----------------------------------------------------------------------------- deploy

@@ -27,8 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def vigil(srv: Server, *args: str, role: str = "admin", token: str | None = None,
-          url: str | None = None) -> Any:
-    runner = CliRunner(env={"COLUMNS": "200", "VIGIL_URL": url or srv.url,
+          url: str | None = None, columns: int = 200) -> Any:
+    runner = CliRunner(env={"COLUMNS": str(columns), "VIGIL_URL": url or srv.url,
                             "VIGIL_TOKEN": token or TOKENS[role]})
     return runner.invoke(app, list(args))
 
@@ -61,7 +61,13 @@ def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
     row = next(m for m in status["models"] if m["model"] == "breast_cancer")
     assert row["canary"]["version"] == "v7" and row["champion"] == "v1"
     human = vigil(server, "status", role="viewer")
-    assert human.exit_code == 0 and "v7 30%" in human.stdout and "breast_cancer" in human.stdout
+    assert human.exit_code == 0 and "canary v7 30%" in human.stdout
+    # an 80-column terminal: every name and number whole (rich cut them to "breast_can…")
+    narrow = vigil(server, "status", role="viewer", columns=80)
+    assert narrow.exit_code == 0 and "…" not in narrow.stdout
+    assert max(map(len, narrow.stdout.splitlines())) <= 80
+    for word in ("breast_cancer", "diabetes", "canary v7 30%", "shadow v3", "quality", "drift"):
+        assert word in narrow.stdout, (word, narrow.stdout)
 
     promoted = vigil(server, "promote", "breast_cancer", role="operator")
     assert promoted.exit_code == 0 and "champion v7" in promoted.stdout
