@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, get_args
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
 from models.errors import ModelError
@@ -34,6 +36,7 @@ from service.errors import (
     IncompatibleVersion,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     PreconditionFailed,
 )
 from service.httperrors import JSONBody, error_responses, from_model_error
@@ -239,6 +242,28 @@ class RolloutBody(BaseModel):
         return v
 
 
+async def rollout_body(request: Request) -> RolloutBody:
+    """The rollout spec, read as JSON whatever the Content-Type says, as every other body
+    of this API is: ``curl -d`` sends ``application/x-www-form-urlencoded``, which FastAPI
+    would not parse, and the README's own example was refused as "not a dictionary"."""
+    raw = await request.body()
+    if len(raw) > 64 * 1024:
+        raise PayloadTooLarge("body", "a rollout spec is at most 64 KiB")
+    try:
+        doc = orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", f"is not valid JSON ({exc})") from None
+    try:
+        return RolloutBody.model_validate(doc)
+    except ValidationError as exc:  # the same 422 envelope as any other field error
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors(include_url=False)]) from None
+
+
+ROLLOUT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": RolloutBody.model_json_schema()}}}}
+
+
 @contextmanager
 def rollout_errors(model: str) -> Iterator[None]:
     """The controller's exceptions as HTTP errors: no rollout 404, a wrong state 409 naming
@@ -268,10 +293,12 @@ def _controller(ctx: WorkerContext) -> Controller:
           description="The candidate becomes the canary at the first step's weight; the "
           "Monitor analyses each step (error rate, latency p95, prediction divergence, drift, "
           "quality on labels) and advances, pauses or aborts on its own.",
-          responses=error_responses(*AUTH_ERRORS, 404, 409, 422))
-async def start_rollout(request: Request, model: ModelName, body: RolloutBody,
+          responses=error_responses(*AUTH_ERRORS, 404, 409, 413, 422),
+          openapi_extra=ROLLOUT_BODY)
+async def start_rollout(request: Request, model: ModelName,
                         principal: Annotated[Principal, Depends(
-                            require("operator", "rollout.start"))]) -> JSONBody:
+                            require("operator", "rollout.start"))],
+                        body: Annotated[RolloutBody, Depends(rollout_body)]) -> JSONBody:
     ctx = ctx_of(request)
     spec = Spec.from_dict(body.model_dump())
 

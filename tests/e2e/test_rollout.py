@@ -3,6 +3,7 @@ and is promoted by the Monitor's controller, and no request fails on the way."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -61,8 +62,10 @@ def test_a_short_rollout_is_promoted_under_load_without_a_failed_request(server:
                     "latency_ratio": 3.0}
             assert c.post("/admin/rollouts/breast_cancer", json=spec,
                           headers=server.headers("viewer")).status_code == 403
-            r = c.post("/admin/rollouts/breast_cancer", json=spec,
-                       headers=server.headers("operator"))
+            # as the README's `curl -d` sends it: no JSON Content-Type
+            r = c.post("/admin/rollouts/breast_cancer", content=json.dumps(spec),
+                       headers={**server.headers("operator"),
+                                "Content-Type": "application/x-www-form-urlencoded"})
             assert r.status_code == 201, r.text
             again = c.post("/admin/rollouts/breast_cancer", json=spec,
                            headers=server.headers("operator"))
