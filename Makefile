@@ -29,6 +29,9 @@ token: venv $(TOKEN_FILE)
 	@echo "admin token (role admin, name bootstrap): $(TOKEN_FILE)"
 
 serve: venv $(TOKEN_FILE)
+	@$(BIN)/python -c "import socket, sys; s = socket.socket(); \
+	  sys.exit('port $(PORT) is in use (another Vigil?); try: make serve PORT=3001' \
+	           if s.connect_ex(('127.0.0.1', $(PORT))) == 0 else 0)"
 	@echo "admin token in $(TOKEN_FILE)  (export VIGIL_TOKEN=\$$(cat $(TOKEN_FILE)))"
 	VIGIL_BOOTSTRAP_ADMIN_TOKEN=$${VIGIL_BOOTSTRAP_ADMIN_TOKEN:-$$(cat $(TOKEN_FILE))} \
 	  $(BIN)/bentoml serve service.gateway:Gateway --port $(PORT)

@@ -325,23 +325,18 @@ def logs_export(
 def config_check(config: Annotated[Path | None, typer.Option(
         help="default: $VIGIL_CONFIG or vigil.yaml")] = None) -> None:
     """Validate vigil.yaml and VIGIL_* environment variables; say what is wrong."""
-    from pydantic import ValidationError
-
     if config is not None:
         if not config.is_file():
             err.print(f"[red]error[/red] {config}: no such file")
             raise typer.Exit(EXIT_INVALID)
         os.environ["VIGIL_CONFIG"] = str(config)
-    from service.settings import load_settings
+    from service.settings import load_settings, problems
 
     try:
         s = load_settings()
-    except ValidationError as exc:
-        for e in exc.errors():
-            err.print(f"[red]invalid[/red] {'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
-        raise typer.Exit(EXIT_INVALID) from None
-    except Exception as exc:  # e.g. YAML syntax
-        err.print(f"[red]invalid[/red] {exc}")
+    except Exception as exc:  # a field (ValidationError), or the YAML's syntax
+        for line in problems(exc):
+            err.print(f"[red]invalid[/red] {line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     from monitoring.webhooks import targets_from_config
 

@@ -35,7 +35,7 @@ from service.inference import parse_json, read_body
 from service.limits import AdmissionMiddleware
 from service.monitor import Monitor
 from service.process import tune_gc
-from service.settings import load_settings
+from service.settings import load_settings_or_exit
 
 log = logging.getLogger("vigil.gateway")
 
@@ -50,7 +50,7 @@ def build_versions() -> tuple[str, str, str, str]:
         except PackageNotFoundError:
             return "unknown"
     return v("vigil"), platform.python_version(), v("bentoml"), v("onnxruntime")
-SETTINGS = load_settings()  # the decorator's arguments are read at import
+SETTINGS = load_settings_or_exit()  # the decorator's arguments are read at import
 
 
 class RawBody(IODescriptor):

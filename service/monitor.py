@@ -31,11 +31,11 @@ from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_fro
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
-from service.settings import Settings, load_settings
+from service.settings import Settings, load_settings_or_exit
 from store import DeploymentStore, make_engine
 
 log = logging.getLogger("vigil.monitor")
-SETTINGS = load_settings()
+SETTINGS = load_settings_or_exit()
 
 
 def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None,

@@ -215,3 +215,38 @@ def load_settings(**overrides: Any) -> Settings:
     if token and not settings.auth.bootstrap_admin_token:
         settings.auth.bootstrap_admin_token = token
     return settings
+
+
+def problems(exc: Exception) -> list[str]:
+    """What is wrong with the configuration, a line a field: ``limits.max_rows: Input should
+    be a valid integer (VIGIL_LIMITS__MAX_ROWS='abc')``. For ``vigil config check`` and the
+    server's start."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):  # e.g. the YAML's syntax
+        return [f"{os.environ.get('VIGIL_CONFIG', 'vigil.yaml')}: {exc}"]
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        env = "VIGIL_" + "__".join(str(p).upper() for p in e["loc"])
+        where = f" ({env}={os.environ[env]!r})" if env in os.environ else ""
+        lines.append(f"{loc}: {e['msg']}{where}")
+    return lines
+
+
+def load_settings_or_exit() -> Settings:
+    """``load_settings`` for a server process: a bad configuration stops it with a line a
+    problem on stderr and exit status 2, not a 70-line traceback through BentoML's CLI."""
+    import sys
+
+    try:
+        return load_settings()
+    except Exception as exc:
+        import yaml
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError | OSError | ValueError | yaml.YAMLError):
+            raise
+        print("vigil: invalid configuration (`vigil config check` says the same):",
+              *(f"  {line}" for line in problems(exc)), sep="\n", file=sys.stderr)
+        raise SystemExit(2) from None

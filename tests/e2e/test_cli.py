@@ -4,6 +4,9 @@ promote, rollback, audit; human and ``--json`` output; exit codes a CI job branc
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from load_tests.servers import free_port
+from load_tests.servers import ROOT, free_port
 from service.cli import EXIT_AUTH, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNREACHABLE, app
 from tests.conftest import DEMO
 from tests.e2e.conftest import TOKENS, Server, start_server, stop_server
@@ -112,6 +115,27 @@ def test_config_check_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.Mo
     result = CliRunner().invoke(app, ["config", "check", "--config", str(bad)])
     assert result.exit_code == EXIT_INVALID
     assert "limits.max_rows" in result.stderr and "server.wokers" in result.stderr
+
+
+def test_a_server_with_a_bad_config_stops_with_what_is_wrong(tmp_path: Path) -> None:
+    """``bentoml serve`` on a bad setting exits 2 naming it and where it came from, in a line
+    rather than a traceback through BentoML's CLI; a YAML syntax error names the file."""
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("limits: {max_rows: [1\n")
+    bentoml = Path(sys.executable).with_name("bentoml")
+    for extra, says in (({"VIGIL_LIMITS__MAX_ROWS": "abc"},
+                         ["limits.max_rows", "VIGIL_LIMITS__MAX_ROWS='abc'"]),
+                        ({"VIGIL_CONFIG": str(bad_yaml)}, [str(bad_yaml), "line 1"])):
+        env = {**os.environ, "VIGIL_DATA_DIR": str(tmp_path / "data"),
+               "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+               **extra}
+        run = subprocess.run([str(bentoml), "serve", "service.gateway:Gateway", "--port",
+                              str(free_port())], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert run.stderr.startswith("vigil: invalid configuration"), run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and all(s in run.stderr for s in says)
+        assert len(run.stderr.splitlines()) < 10
 
 
 def test_rollout_commands(server: Server) -> None:
