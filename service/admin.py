@@ -294,6 +294,18 @@ PATCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object"}}}}}
 
 
+async def json_body(request: Request, what: str, limit: int = 64 * 1024) -> Any:
+    """An admin body as JSON whatever its Content-Type (``curl -d`` labels JSON as a form):
+    413 above ``limit`` bytes, 422 naming ``body`` when it does not parse."""
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge("body", f"{what} is at most {limit // 1024} KiB")
+    try:
+        return orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", f"is not valid JSON ({exc})") from None
+
+
 @app.patch("/deployments/{model}", summary="Change canary, shadows or routing key header "
            "(JSON Merge Patch; If-Match: <revision> required)", openapi_extra=PATCH_BODY,
            responses=error_responses(*AUTH_ERRORS, 404, 412, 422, 428))
@@ -301,13 +313,7 @@ async def patch_deployment(
         request: Request, model: ModelName,
         principal: Annotated[Principal, Depends(require("operator", "deployments.patch"))],
         if_match: IfMatch = None) -> JSONBody:
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
-        raise PayloadTooLarge("body", "a deployment patch is at most 64 KiB")
-    try:
-        patch = orjson.loads(raw or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput("body", f"is not valid JSON ({exc})") from None
+    patch = await json_body(request, "a deployment patch")
     expected = _expected_revision(if_match, required=True)
     return await _mutate(request, principal, model, "deployments.patch",
                          lambda current: apply_patch(current, patch), expected)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, get_args
 
-import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -28,7 +27,7 @@ from monitoring.rollouts import read as read_rollout
 from monitoring.rollouts import start as start_rollout_in_store
 from monitoring.triggers import iso
 from monitoring.webhooks import Target, enqueue, list_deliveries, redeliver, targets_from_config
-from service.admin import AUTH_ERRORS, NAME, ModelName, _audit, ctx_of, require
+from service.admin import AUTH_ERRORS, NAME, ModelName, _audit, ctx_of, json_body, require
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
@@ -36,7 +35,6 @@ from service.errors import (
     IncompatibleVersion,
     InvalidInput,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
 )
 from service.httperrors import JSONBody, error_responses, from_model_error
@@ -246,13 +244,7 @@ async def rollout_body(request: Request) -> RolloutBody:
     """The rollout spec, read as JSON whatever the Content-Type says, as every other body
     of this API is: ``curl -d`` sends ``application/x-www-form-urlencoded``, which FastAPI
     would not parse, and the README's own example was refused as "not a dictionary"."""
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
-        raise PayloadTooLarge("body", "a rollout spec is at most 64 KiB")
-    try:
-        doc = orjson.loads(raw or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput("body", f"is not valid JSON ({exc})") from None
+    doc = await json_body(request, "a rollout spec")
     try:
         return RolloutBody.model_validate(doc)
     except ValidationError as exc:  # the same 422 envelope as any other field error
