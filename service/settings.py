@@ -219,8 +219,9 @@ def load_settings(**overrides: Any) -> Settings:
 
 def problems(exc: Exception) -> list[str]:
     """What is wrong with the configuration, a line a field: ``limits.max_rows: Input should
-    be a valid integer (VIGIL_LIMITS__MAX_ROWS='abc')``. For ``vigil config check`` and the
-    server's start."""
+    be a valid integer (from VIGIL_LIMITS__MAX_ROWS)``. The variable is named, its value never
+    printed (it may be a token or a store URL with a password). For ``vigil config check``
+    and the server's start."""
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):  # e.g. the YAML's syntax
@@ -229,7 +230,7 @@ def problems(exc: Exception) -> list[str]:
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"])
         env = "VIGIL_" + "__".join(str(p).upper() for p in e["loc"])
-        where = f" ({env}={os.environ[env]!r})" if env in os.environ else ""
+        where = f" (from {env})" if env in os.environ else ""
         lines.append(f"{loc}: {e['msg']}{where}")
     return lines
 
