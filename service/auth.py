@@ -55,7 +55,7 @@ class Authenticator:
         """The principal if it holds at least ``role``; 401 or 403 otherwise."""
         principal = self.identify(authorization)
         if principal is None:
-            raise Unauthorized()
+            raise Unauthorized(present=bool(authorization and authorization.strip()))
         if RANK[principal.role] < RANK[role]:
             raise Forbidden(f"role '{principal.role}' may not do this; it needs '{role}'",
                             field="authorization", reason="insufficient role")

@@ -116,8 +116,17 @@ class PreconditionRequired(VigilError):
 class Unauthorized(VigilError):
     status = 401
 
-    def __init__(self, message: str = "missing or invalid bearer token") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, present: bool = False) -> None:
+        """``present``: a credential was sent but is not a known bearer token. RFC 6750 §3:
+        no error code for a request without one, ``invalid_token`` for a bad one."""
+        if present:
+            super().__init__("invalid bearer token: not a token this server knows",
+                             field="authorization", reason="unknown token",
+                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        else:
+            super().__init__("missing bearer token: send Authorization: Bearer <token>",
+                             field="authorization", reason="missing",
+                             headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(VigilError):

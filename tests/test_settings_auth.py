@@ -58,4 +58,11 @@ def test_missing_or_unknown_tokens_are_401_with_challenge(
     auth = _auth(monkeypatch)
     with pytest.raises(Unauthorized) as err:
         auth.require(header, "client")
-    assert err.value.headers["WWW-Authenticate"] == "Bearer"
+    body = err.value.to_body()
+    assert body["field"] == "authorization"
+    if header:  # sent but not a known token (RFC 6750 §3: invalid_token)
+        assert err.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert body["reason"] == "unknown token"
+    else:  # none sent: the bare challenge
+        assert err.value.headers["WWW-Authenticate"] == "Bearer"
+        assert body["reason"] == "missing"

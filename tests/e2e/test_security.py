@@ -58,7 +58,9 @@ def test_every_admin_route_enforces_its_role(server: Server) -> None:
                               if path.startswith("/admin/rollouts/nope") else None)
                 if who in (None, "unknown"):
                     expected = {401}
-                    assert r.headers.get("www-authenticate") == "Bearer", (method, path)
+                    assert r.headers.get("www-authenticate") == (
+                        "Bearer" if who is None else 'Bearer error="invalid_token"'), (method, path)
+                    assert r.json()["field"] == "authorization", (method, path)
                 elif ROLES.index(who) < ROLES.index(lowest):
                     expected = {403}
                 else:
