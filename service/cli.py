@@ -173,7 +173,8 @@ def status(ctx: typer.Context,
 def status_table(rows: list[dict[str, Any]]) -> Table:
     """One row a model that fits 80 columns: what serves is one cell of a line a variant,
     and the quality and drift cells wrap inside their columns; names and numbers never
-    wrap and are never cut short."""
+    wrap and are never cut short. ``req`` counts the requests answered (champion, canary,
+    explicit versions), not a shadow's answers to them."""
     t = Table(title="Vigil status", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
               pad_edge=False, collapse_padding=True)
     for col in ("model", "rev", "serving", "req", "err", "p99", "quality", "drift"):
@@ -191,7 +192,8 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         p99 = r["champion_latency_p99_seconds"]
         t.add_row(
             r["model"], str(r["revision"]), "\n".join(serving),
-            str(sum(r["requests"].values())), pct(r["champion_error_rate"]),
+            str(sum(n for k, n in r["requests"].items() if not k.endswith("/shadow"))),
+            pct(r["champion_error_rate"]),
             "—" if p99 is None else f"{p99 * 1000:.1f}ms", qtxt,
             ", ".join(f"[red]{a['signal']}[/red] {a['feature']}"
                       for a in r["drift_active_alarms"]) or "[green]ok[/green]")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -18,6 +19,8 @@ from load_tests.servers import ROOT, free_port
 from service.cli import EXIT_AUTH, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNREACHABLE, app
 from tests.conftest import DEMO
 from tests.e2e.conftest import TOKENS, Server, start_server, stop_server
+from tests.e2e.test_gateway import ROW
+from tests.e2e.test_monitoring import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,9 +63,19 @@ def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
     d = as_json(vigil(server, "deploy", "canary", "breast_cancer", "v7", "--weight", "0.3",
                       "--json", role="operator"))
     assert d["canary"] == {"version": "v7", "weight": 0.3}
-    status = as_json(vigil(server, "status", "--json", role="viewer"))
-    row = next(m for m in status["models"] if m["model"] == "breast_cancer")
+    with httpx.Client(base_url=server.url, timeout=30) as c:  # traffic, mirrored to v3
+        for i in range(12):
+            assert c.post("/predict", json={"model": "breast_cancer", "routing_key": f"k{i}",
+                                            "instances": [ROW]}).status_code == 200
+
+    def breast_cancer() -> dict[str, Any]:
+        status = as_json(vigil(server, "status", "--json", role="viewer"))
+        return next(m for m in status["models"] if m["model"] == "breast_cancer")
+    row = wait_for(breast_cancer, lambda r: r["requests"].get("v3/shadow") == 12)
     assert row["canary"]["version"] == "v7" and row["champion"] == "v1"
+    assert row["requests"].get("v3/shadow") == 12
+    answered = sum(n for k, n in row["requests"].items() if not k.endswith("/shadow"))
+    assert answered == 12  # champion and canary: the requests themselves
     human = vigil(server, "status", role="viewer")
     assert human.exit_code == 0 and "canary v7 30%" in human.stdout
     # an 80-column terminal: every name and number whole (rich cut them to "breast_can…")
@@ -71,6 +84,8 @@ def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
     assert max(map(len, narrow.stdout.splitlines())) <= 80
     for word in ("breast_cancer", "diabetes", "canary v7 30%", "shadow v3", "quality", "drift"):
         assert word in narrow.stdout, (word, narrow.stdout)
+    line = next(t for t in narrow.stdout.splitlines() if t.startswith("breast_cancer"))
+    assert line.split()[3] == "12", line  # req: the 12 requests, not their 12 shadow answers
 
     promoted = vigil(server, "promote", "breast_cancer", role="operator")
     assert promoted.exit_code == 0 and "champion v7" in promoted.stdout
