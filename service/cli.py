@@ -44,8 +44,7 @@ for sub, name in ((models_app, "models"), (deploy_app, "deploy"), (drift_app, "d
                   (logs_app, "logs"), (config_app, "config"), (db_app, "db")):
     app.add_typer(sub, name=name)
 
-# a pipe or a CI log gets wide lines rather than 80 columns (rich's default off a terminal)
-out = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
+out = Console()
 err = Console(stderr=True)
 
 
@@ -73,6 +72,10 @@ def main_options(
         json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] =
         False) -> None:
     ctx.obj = Ctx(url.rstrip("/"), token, json_out)
+    # a pipe or a CI log gets 160 columns rather than rich's 80 off a terminal; decided per
+    # call, since COLUMNS and the output may change between calls in one process
+    wide = not out.is_terminal and "COLUMNS" not in os.environ
+    out.width = 160 if wide else None  # type: ignore[assignment]  # None: rich decides
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -170,16 +173,27 @@ def status(ctx: typer.Context,
     run(body)
 
 
+def table(*columns: str, title: str | None = None) -> Table:
+    """Every table of the CLI: a rule under the header and no box, so 80 columns hold more,
+    and a value too long for its column folds onto the next line instead of being cut to
+    an ellipsis (a timestamp, an action or a target an operator has to read whole)."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
+              pad_edge=False, collapse_padding=True)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    return t
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
     """One row a model that fits 80 columns: what serves is one cell of a line a variant,
     and the quality and drift cells wrap inside their columns; names and numbers never
     wrap and are never cut short. ``req`` counts the requests answered (champion, canary,
     explicit versions), not a shadow's answers to them."""
-    t = Table(title="Vigil status", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1),
-              pad_edge=False, collapse_padding=True)
-    for col in ("model", "rev", "serving", "req", "err", "p99", "quality", "drift"):
-        wraps = col in ("quality", "drift")
-        t.add_column(col, no_wrap=not wraps, overflow="fold", min_width=8 if wraps else None)
+    t = table("model", "rev", "serving", "req", "err", "p99", "quality", "drift",
+              title="Vigil status")
+    for col in t.columns:
+        wraps = col.header in ("quality", "drift")
+        col.no_wrap, col.min_width = not wraps, 8 if wraps else None
     for r in rows:
         can = r["canary"]
         serving = [r["champion"]]
@@ -290,10 +304,11 @@ def audit(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=1000
         d = call(c, "GET", "/admin/audit", params=params).json()
 
         def human() -> None:
-            t = Table("time", "actor", "role", "action", "target", "outcome")
+            t = table("time (UTC)", "actor", "role", "action", "target", "outcome")
             for i in d["items"]:
                 colour = "green" if i["outcome"] == "ok" else "red"
-                t.add_row(i["time"], i["actor"], i.get("role") or "", i["action"], i["target"],
+                when = i["time"][:19].replace("T", " ")  # to the second; --json has it all
+                t.add_row(when, i["actor"], i.get("role") or "", i["action"], i["target"],
                           f"[{colour}]{i['outcome']}[/{colour}]")
             out.print(t)
         emit(c, d, human)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from service.cli import (
     EXIT_INVALID,
@@ -25,6 +24,7 @@ from service.cli import (
     models_app,
     out,
     run,
+    table,
 )
 
 # ----------------------------------------------------------------------------- models
@@ -40,9 +40,7 @@ def models_list(ctx: typer.Context,
         data = call(c, "GET", "/admin/models").json()
 
         def human() -> None:
-            t = Table()
-            for col in ("model", "champion", "versions"):
-                t.add_column(col)
+            t = table("model", "champion", "versions")
             for m in data["models"]:
                 t.add_row(m["name"], m.get("champion") or "—", ", ".join(m["versions"]))
             out.print(t)

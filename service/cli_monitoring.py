@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from service.cli import (
     EXIT_INVALID,
@@ -24,6 +23,7 @@ from service.cli import (
     out,
     rollout_app,
     run,
+    table,
     webhooks_app,
 )
 
@@ -49,7 +49,7 @@ def drift_show(ctx: typer.Context, model: str,
             out.print(f"[bold]{model}:{d['version']}[/bold]  {d['rows_seen']} rows, "
                       f"{d['labels_seen']} labels; reference: {ref.get('source', 'none yet')}"
                       f", {ref.get('rows', 0)} rows")
-            t = Table("signal", "max statistic/threshold", "top features", "alarm")
+            t = table("signal", "max statistic/threshold", "top features", "alarm")
             for signal, s in d["signals"].items():
                 top = ", ".join(f"{k} {v:.2f}" for k, v in list(s["features"].items())[:3])
                 t.add_row(signal, f"{s['max_ratio']:.2f}", top,
@@ -107,7 +107,7 @@ def show_rollout(c: Ctx, d: dict[str, Any]) -> None:
                   + (f" — {state['reason']}" if state.get("reason") else ""))
         analysis = d.get("analysis")
         if analysis:
-            t = Table("gate", "verdict", "value", "threshold", "samples")
+            t = table("gate", "verdict", "value", "threshold", "samples")
             for g in analysis["gates"]:
                 t.add_row(g["name"], g["verdict"], "—" if g["value"] is None else
                           f"{g['value']:.4g}", "—" if g["threshold"] is None else
@@ -180,7 +180,7 @@ def webhooks_list(ctx: typer.Context,
         d = call(c, "GET", "/admin/webhooks/deliveries", params=params).json()
 
         def human() -> None:
-            t = Table("id", "event", "target", "status", "attempts", "last")
+            t = table("id", "event", "target", "status", "attempts", "last")
             for i in d["items"]:
                 colour = {"delivered": "green", "dead": "red"}.get(i["status"], "yellow")
                 t.add_row(str(i["id"]), i["event_id"], i["target"],

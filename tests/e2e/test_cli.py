@@ -100,6 +100,9 @@ def test_a_whole_lifecycle(server: Server, tmp_path: Path) -> None:
     assert TOKENS["operator"] not in json.dumps(audit)
     table = vigil(server, "audit", "--limit", "3", role="viewer")
     assert table.exit_code == 0 and "deployments.rollback" in table.stdout
+    narrow = vigil(server, "audit", "--limit", "3", role="viewer", columns=80)
+    assert narrow.exit_code == 0 and "…" not in narrow.stdout  # folded, never cut short
+    assert max(map(len, narrow.stdout.splitlines())) <= 80 and "operator-token" in narrow.stdout
 
     drift = as_json(vigil(server, "drift", "show", "breast_cancer", "--json", role="viewer"))
     assert drift["version"] == "v1" and "signals" in drift
