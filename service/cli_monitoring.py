@@ -56,7 +56,8 @@ def drift_show(ctx: typer.Context, model: str,
                           "[red]open[/red]" if s["alarm_active"] else "—")
             out.print(t)
             psi = sorted(d["psi"].items(), key=lambda kv: -kv[1])[:5]
-            out.print("PSI  " + ", ".join(f"{k} {v:.3f}" for k, v in psi))
+            out.print("PSI  " + (", ".join(f"{k} {v:.3f}" for k, v in psi)
+                                 or "— (no live rows yet)"))
         emit(c, d, human)
     run(body)
 
