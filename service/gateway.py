@@ -274,6 +274,7 @@ Gateway.add_asgi_middleware(AdmissionMiddleware,
                             max_body_bytes=SETTINGS.limits.max_body_bytes,
                             max_inflight_body_bytes=SETTINGS.limits.max_inflight_body_bytes,
                             on_refuse=_refused)
+Gateway.add_asgi_middleware(openapi.DocsPage)  # "/" without BentoML's tag manager
 # inside admission control (BentoML builds the user middlewares first-added outermost)
 Gateway.add_asgi_middleware(FastRoutes,
                             routes=[*protocol.FAST_ROUTES, (re.compile("/predict"), fast_predict)],

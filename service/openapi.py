@@ -183,9 +183,69 @@ class VigilService(Service):  # type: ignore[type-arg]
         _set_query_maximum(spec, "/admin/drift/{model}/rebaseline", "rows",
                            load_settings().drift.rebaseline_rows)
         _tidy_headers(spec)
-        info = attrs.evolve(spec.info, title="Vigil", description=(
+        info = attrs.evolve(spec.info, title="Vigil", version=vigil_version(), contact=None,
+                            description=(
             "Model-serving gateway with built-in monitoring: BentoML-native /predict and "
             "/feedback, and the operator API under /admin."))
         # FastAPI writes JSON Schema 2020-12 (``type: null``, numeric exclusiveMinimum):
         # that is OpenAPI 3.1, whatever version BentoML stamps on the document.
         return attrs.evolve(spec, openapi="3.1.0", info=info)
+
+
+def vigil_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+# BentoML's own page at "/" loads Google Tag Manager (googletagmanager.com, GTM-WNPGWRM) in
+# the operator's browser whatever BENTOML_DO_NOT_TRACK says, and a GitHub corner, and its
+# Swagger UI asks validator.swagger.io for a badge; this one is the same Swagger UI from the
+# server's own static files, pointed at /docs.json, with the validator off.
+DOCS_PAGE = b"""<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>Vigil API</title>
+    <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"> </script>
+    <script src="./static_content/swagger-ui-standalone-preset.js" charset="UTF-8"> </script>
+    <script>
+      window.onload = function () {
+        window.ui = SwaggerUIBundle({
+          url: "./docs.json", dom_id: "#swagger-ui", deepLinking: true,
+          validatorUrl: null,  // no badge fetched from validator.swagger.io
+          presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+          plugins: [SwaggerUIBundle.plugins.DownloadUrl], layout: "StandaloneLayout",
+        });
+      };
+    </script>
+  </body>
+</html>
+"""
+
+
+class DocsPage:
+    """ASGI middleware answering ``GET``/``HEAD /`` with ``DOCS_PAGE``; everything else goes
+    on unchanged."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in ("/", "/index.html") and \
+                scope["method"] in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(DOCS_PAGE)).encode())]})
+            await send({"type": "http.response.body",
+                        "body": b"" if scope["method"] == "HEAD" else DOCS_PAGE})
+            return
+        await self.app(scope, receive, send)

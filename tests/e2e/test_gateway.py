@@ -304,6 +304,22 @@ def test_openapi_document_tells_the_real_statuses(client: httpx.Client) -> None:
     assert "/admin/deployments/{model}" in doc["paths"]
     assert "412" in doc["paths"]["/admin/deployments/{model}"]["patch"]["responses"]
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    from importlib.metadata import version
+    assert doc["info"]["version"] == version("vigil") and "contact" not in doc["info"]
+
+
+def test_the_docs_page_loads_nothing_from_elsewhere(client: httpx.Client) -> None:
+    """BentoML's page at / loads Google Tag Manager and links GitHub; Vigil's is Swagger UI
+    from the server's own files, on the server's own OpenAPI document."""
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "googletagmanager" not in page.text and "https://" not in page.text
+    assert "swagger-ui" in page.text
+    assert 'url: "./docs.json"' in page.text and "validatorUrl: null" in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css",
+                  "index.css"):
+        assert client.get(f"/static_content/{asset}").status_code == 200, asset
+    assert client.head("/").status_code == 200
 
 
 def test_metrics_add_up_across_workers(client: httpx.Client) -> None:
