@@ -274,9 +274,10 @@ Gateway.add_asgi_middleware(AdmissionMiddleware,
                             max_body_bytes=SETTINGS.limits.max_body_bytes,
                             max_inflight_body_bytes=SETTINGS.limits.max_inflight_body_bytes,
                             on_refuse=_refused)
-Gateway.add_asgi_middleware(openapi.DocsPage)  # "/" without BentoML's tag manager
 # inside admission control (BentoML builds the user middlewares first-added outermost)
 Gateway.add_asgi_middleware(FastRoutes,
                             routes=[*protocol.FAST_ROUTES, (re.compile("/predict"), fast_predict)],
                             context=lambda: getattr(root_app.state, "ctx", None),
                             prefixes=("/v2/models/", "/v1/models/", "/predict"))
+# innermost: the inference POSTs are answered above and never pass through it
+Gateway.add_asgi_middleware(openapi.DocsPage)  # "/" without BentoML's tag manager
