@@ -42,13 +42,8 @@ log = logging.getLogger("vigil.gateway")
 
 def build_versions() -> tuple[str, str, str, str]:
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "unknown"
+    v = openapi.package_version
     return v("vigil"), platform.python_version(), v("bentoml"), v("onnxruntime")
 SETTINGS = load_settings_or_exit()  # the decorator's arguments are read at import
 

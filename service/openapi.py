@@ -183,7 +183,7 @@ class VigilService(Service):  # type: ignore[type-arg]
         _set_query_maximum(spec, "/admin/drift/{model}/rebaseline", "rows",
                            load_settings().drift.rebaseline_rows)
         _tidy_headers(spec)
-        info = attrs.evolve(spec.info, title="Vigil", version=vigil_version(), contact=None,
+        info = attrs.evolve(spec.info, title="Vigil", version=package_version(), contact=None,
                             description=(
             "Model-serving gateway with built-in monitoring: BentoML-native /predict and "
             "/feedback, and the operator API under /admin."))
@@ -192,12 +192,14 @@ class VigilService(Service):  # type: ignore[type-arg]
         return attrs.evolve(spec, openapi="3.1.0", info=info)
 
 
-def vigil_version() -> str:
+def package_version(name: str = "vigil") -> str:
+    """An installed distribution's version; "unknown" when it is not installed (Vigil run
+    from a checkout that never was). For the OpenAPI info and ``vigil_build_info``."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("vigil")
-    except PackageNotFoundError:  # run from a checkout that was never installed
+        return version(name)
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -240,7 +242,7 @@ class DocsPage:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in ("/", "/index.html") and \
+        if scope["type"] == "http" and scope["path"] == "/" and \
                 scope["method"] in ("GET", "HEAD"):
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/html; charset=utf-8"),

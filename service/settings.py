@@ -240,14 +240,11 @@ def load_settings_or_exit() -> Settings:
     problem on stderr and exit status 2, not a 70-line traceback through BentoML's CLI."""
     import sys
 
+    import yaml
+
     try:
         return load_settings()
-    except Exception as exc:
-        import yaml
-        from pydantic import ValidationError
-
-        if not isinstance(exc, ValidationError | OSError | ValueError | yaml.YAMLError):
-            raise
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # ValidationError is a ValueError
         print("vigil: invalid configuration (`vigil config check` says the same):",
               *(f"  {line}" for line in problems(exc)), sep="\n", file=sys.stderr)
         raise SystemExit(2) from None
