@@ -30,11 +30,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.card import Feature  # noqa: E402
-from monitoring.event_log import LocalEventLog  # noqa: E402
-from monitoring.events import PredictionEvent  # noqa: E402
-from monitoring.log_sink import LogSink, render  # noqa: E402
+from monitoring.log.events import PredictionEvent  # noqa: E402
+from monitoring.log.reader import LocalEventLog  # noqa: E402
+from monitoring.log.sink import LogSink, render  # noqa: E402
+from monitoring.log.writer import SegmentWriter  # noqa: E402
 from monitoring.monitor import Monitor  # noqa: E402
-from monitoring.prediction_log import SegmentWriter  # noqa: E402
 from store import make_engine, migrate  # noqa: E402
 
 LABELS = ["malignant", "benign"]
@@ -109,8 +109,8 @@ def per_tick_cost(monitor: Monitor, log_dir: Path, per_tick: int, requests: int
 
 
 def tracker(engine: object) -> object:
-    from monitoring.drift import DriftConfig, Reference
-    from monitoring.drift_tracker import DriftTracker
+    from monitoring.drift.signals import DriftConfig, Reference
+    from monitoring.drift.tracker import DriftTracker
 
     rng = np.random.default_rng(1)
     rows = rng.normal(size=(10_000, 30))

@@ -1,6 +1,8 @@
-"""What watches models: prediction events and their sinks, metrics (and, later, the log,
-drift, triggers, rollouts and webhooks). Never imports ``service``."""
+"""What watches models, one package per concern: ``log`` (prediction events, the segment log),
+``quality`` (statistics and live quality), ``drift``, ``shadows``, ``rollout``, ``retrain``
+(policy, triggers, webhooks); ``monitor`` is the loop that turns the log into derived state and
+``metrics`` the Prometheus side. Never imports ``service``."""
 
-from monitoring.events import EventSink, InMemoryStatsSink, PredictionEvent
+from monitoring.log.events import EventSink, InMemoryStatsSink, PredictionEvent
 
 __all__ = ["EventSink", "InMemoryStatsSink", "PredictionEvent"]

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 
-from monitoring.event_log import Checkpoint, LocalEventLog, Position, list_segments
-from monitoring.label_join import Key, LabelJoin
-from monitoring.prediction_log import FEEDBACK, PREDICTION, parse_time
-from monitoring.stats import VersionStats
+from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segments
+from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
+from monitoring.quality.label_join import Key, LabelJoin
+from monitoring.quality.stats import VersionStats
 from store.engine import insert_rows, put_rows
 from store.tables import (
     feedback_pending,
@@ -44,7 +44,7 @@ LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
 
 
 class Mirror(Protocol):
-    """What runs the shadows a step's records name (``monitoring.mirror.ShadowMirror``)."""
+    """What runs the shadows a step's records name (``monitoring.shadows.mirror.ShadowMirror``)."""
 
     def __call__(self, records: list[dict[str, Any]]) -> Any: ...
 
@@ -60,7 +60,7 @@ class StepResult:
     feedback: int = 0
     invalid: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.DriftAlarm
+    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.signals.DriftAlarm
     more: bool = False  # the batch was cut at its size: more is waiting already
 
 
@@ -101,9 +101,9 @@ class Monitor:
         self.log_max_bytes = log_max_bytes
         self.clock = clock
         self.on_step = on_step
-        self.drift = drift  # monitoring.drift_tracker.DriftTracker, or None
-        self.triggers = triggers  # monitoring.triggers.Triggers, or None
-        # monitoring.mirror.ShadowMirror, or None: given a committed step's records that name
+        self.drift = drift  # monitoring.drift.tracker.DriftTracker, or None
+        self.triggers = triggers  # monitoring.retrain.triggers.Triggers, or None
+        # shadows.mirror.ShadowMirror, or None: given a committed step's records that name
         # shadows, after the commit (a step read again after a failed commit mirrors once)
         self.mirror = mirror
         self.checkpoint: Checkpoint = {}

@@ -14,6 +14,7 @@ import orjson
 from fastapi import Depends, FastAPI, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from models.deployment import Deployment, apply_patch, promoted, rolled_back
 from models.errors import ModelError
 from models.profile import summarize_profile
 from models.registry import NAME_PATTERN
@@ -31,8 +32,7 @@ from service.errors import (
 )
 from service.httperrors import JSONBody, error_responses, from_model_error, install
 from service.inference import request_id_from
-from store import AuditRecord, Deployment, DeploymentNotFound, StaleRevision
-from store.deployments import apply_patch, promoted, rolled_back
+from store import AuditRecord, DeploymentNotFound, StaleRevision
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
                     "< viewer < operator < admin.")

@@ -16,17 +16,24 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
+from models.deployment import apply_patch
 from models.errors import ModelError
-from monitoring.drift_tracker import acknowledge, read_drift, request_rebaseline
-from monitoring.policy import Firing
-from monitoring.policy import event as policy_event
-from monitoring.rollout import Spec
-from monitoring.rollouts import Controller, StaleRollout
-from monitoring.rollouts import operate as operate_rollout_in_store
-from monitoring.rollouts import read as read_rollout
-from monitoring.rollouts import start as start_rollout_in_store
-from monitoring.triggers import iso
-from monitoring.webhooks import Target, enqueue, list_deliveries, redeliver, targets_from_config
+from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
+from monitoring.retrain.policy import Firing
+from monitoring.retrain.policy import event as policy_event
+from monitoring.retrain.triggers import iso
+from monitoring.retrain.webhooks import (
+    Target,
+    enqueue,
+    list_deliveries,
+    redeliver,
+    targets_from_config,
+)
+from monitoring.rollout.analysis import Spec
+from monitoring.rollout.controller import Controller, StaleRollout
+from monitoring.rollout.controller import operate as operate_rollout_in_store
+from monitoring.rollout.controller import read as read_rollout
+from monitoring.rollout.controller import start as start_rollout_in_store
 from service.admin import AUTH_ERRORS, NAME, ModelName, _audit, ctx_of, json_body, require
 from service.auth import Principal
 from service.context import WorkerContext
@@ -40,7 +47,6 @@ from service.errors import (
 from service.httperrors import JSONBody, error_responses, from_model_error
 from service.inference import request_id_from
 from store import AuditRecord, DeploymentNotFound, StaleRevision
-from store.deployments import apply_patch
 
 router = APIRouter()
 

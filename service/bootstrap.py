@@ -7,10 +7,11 @@ import json
 import logging
 from pathlib import Path
 
+from models.deployment import Canary, Deployment, Shadow
 from models.registry import Registry
-from monitoring.webhooks import targets_from_config
+from monitoring.retrain.webhooks import targets_from_config
 from service.settings import Settings
-from store import Canary, Deployment, DeploymentStore, Shadow, make_engine, migrate
+from store import DeploymentStore, make_engine, migrate
 
 log = logging.getLogger("vigil.bootstrap")
 DEMO = Path(__file__).resolve().parent.parent / "models" / "demo" / "artifacts"

@@ -323,7 +323,7 @@ def logs_export(
         log_dir: Annotated[Path | None, typer.Option(help="default: $VIGIL_DATA_DIR/log")] =
         None) -> None:
     """Write prediction records to Parquet, one row per predicted row (reads the local log)."""
-    from monitoring.export import export_parquet, parse_since
+    from monitoring.log.export import export_parquet, parse_since
 
     directory = log_dir or Path(os.environ.get("VIGIL_DATA_DIR", "var")) / "log"
     try:
@@ -355,7 +355,7 @@ def config_check(config: Annotated[Path | None, typer.Option(
         for line in problems(exc):
             err.print(f"[red]invalid[/red] {line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
-    from monitoring.webhooks import targets_from_config
+    from monitoring.retrain.webhooks import targets_from_config
 
     try:
         targets = targets_from_config(s.webhooks.targets, s.webhooks.allow_link_local)

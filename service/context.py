@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from models.registry import Registry
-from monitoring.events import EventSink, InMemoryStatsSink
-from monitoring.log_sink import LogSink, Renderer
+from monitoring.log.events import EventSink, InMemoryStatsSink
+from monitoring.log.sink import LogSink, Renderer
+from monitoring.log.writer import SegmentWriter
 from monitoring.metrics import GatewayMetrics
-from monitoring.prediction_log import SegmentWriter
 from service.auth import Authenticator
 from service.inference import Predictor
 from service.live import LiveDeployments

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from monitoring.feedback import FeedbackInvalid, validate_feedback
+from monitoring.quality.feedback import FeedbackInvalid, validate_feedback
 from service.context import WorkerContext
 from service.errors import InvalidInput, InvalidItems, ModelNotFound, Unavailable
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
+from models.deployment import DeploymentInvalid
 from models.errors import (
     ArtifactInvalid,
     CardInvalid,
@@ -22,7 +23,6 @@ from models.errors import (
     VersionConflict,
 )
 from service.errors import Conflict, InvalidInput, NotFound, Unavailable, VigilError
-from store import DeploymentInvalid
 
 
 class JSONBody(JSONResponse):

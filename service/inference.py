@@ -20,8 +20,8 @@ import orjson
 
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
-from monitoring.events import EventSink, PredictionEvent
-from monitoring.ids import new_id
+from monitoring.log.events import EventSink, PredictionEvent
+from monitoring.log.ids import new_id
 from monitoring.metrics import GatewayMetrics
 from service.errors import (
     InvalidInput,

@@ -14,10 +14,11 @@ import threading
 from dataclasses import dataclass
 
 from models.card import ModelCard
+from models.deployment import Deployment
 from models.errors import ModelError
 from models.registry import Registry
 from models.runtime import ModelRuntime
-from store.deployments import Deployment, DeploymentNotFound, DeploymentStore
+from store.deployments import DeploymentNotFound, DeploymentStore
 
 log = logging.getLogger("vigil.live")
 

@@ -16,18 +16,18 @@ from typing import Any
 import bentoml
 
 from models.registry import Registry
-from monitoring.drift import DriftConfig, Reference
-from monitoring.drift_tracker import DriftTracker, reference_from_version
-from monitoring.event_log import LocalEventLog
-from monitoring.log_sink import LogSink
+from monitoring.drift.signals import DriftConfig, Reference
+from monitoring.drift.tracker import DriftTracker, reference_from_version
+from monitoring.log.reader import LocalEventLog
+from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
-from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
-from monitoring.rollouts import Controller
-from monitoring.shadows import ShadowPool
-from monitoring.triggers import Triggers, policy_from_settings
-from monitoring.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from monitoring.retrain.triggers import Triggers, policy_from_settings
+from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from monitoring.rollout.controller import Controller
+from monitoring.shadows.lanes import ShadowPool
+from monitoring.shadows.mirror import ShadowMirror
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
-from monitoring.ids import new_id
+from monitoring.log.ids import new_id
 from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
 from service.fastpath import RouteHandler
 from service.httperrors import ERROR_SCHEMA, error_responses

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from store.deployments import Deployment
+from models.deployment import Deployment
 
 BUCKETS = 10_000
 CHAMPION, CANARY, SHADOW, EXPLICIT = "champion", "canary", "shadow", "explicit"

@@ -5,26 +5,14 @@ The schema is managed by Alembic migrations in ``store/migrations``.
 """
 
 from store.audit import AuditLog, AuditRecord
-from store.deployments import (
-    Canary,
-    Deployment,
-    DeploymentInvalid,
-    DeploymentNotFound,
-    DeploymentStore,
-    Shadow,
-    StaleRevision,
-)
+from store.deployments import DeploymentNotFound, DeploymentStore, StaleRevision
 from store.engine import make_engine, migrate
 
 __all__ = [
     "AuditLog",
     "AuditRecord",
-    "Canary",
-    "Deployment",
-    "DeploymentInvalid",
     "DeploymentNotFound",
     "DeploymentStore",
-    "Shadow",
     "StaleRevision",
     "make_engine",
     "migrate",

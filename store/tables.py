@@ -48,7 +48,7 @@ monitor_stats = sa.Table(
     sa.Column("model", sa.String(63), primary_key=True),
     sa.Column("version", sa.String(63), primary_key=True),
     sa.Column("variant", sa.String(16), primary_key=True),
-    sa.Column("doc", sa.Text, nullable=False),  # JSON: monitoring.stats.VersionStats.to_dict()
+    sa.Column("doc", sa.Text, nullable=False),  # JSON: quality.stats.VersionStats.to_dict()
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
@@ -104,7 +104,7 @@ drift_alarms = sa.Table(
     sa.Column("model", sa.String(63), nullable=False),
     sa.Column("version", sa.String(63), nullable=False),
     sa.Column("signal", sa.String(32), nullable=False),
-    sa.Column("doc", sa.Text, nullable=False),  # monitoring.drift.DriftAlarm
+    sa.Column("doc", sa.Text, nullable=False),  # monitoring.drift.signals.DriftAlarm
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("acknowledged_at", sa.Float, nullable=True),
     sa.Column("acknowledged_by", sa.String(128), nullable=True),
@@ -192,6 +192,6 @@ rollouts = sa.Table(
     sa.Column("model", sa.String(63), primary_key=True),
     sa.Column("doc", sa.Text, nullable=False),  # spec, state, baselines, last analysis
     sa.Column("updated_at", sa.Float, nullable=False),
-    # every write is a compare-and-set on it (monitoring.rollouts.StaleRollout)
+    # every write is a compare-and-set on it (monitoring.rollout.controller.StaleRollout)
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
 )

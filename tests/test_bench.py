@@ -46,7 +46,7 @@ def test_monitor_bench_hands_the_log_over_a_tick_at_a_time(tmp_path) -> None:  #
     """``monitor_bench --per-tick``: the Monitor sees the log grow by about a tick's
     requests at a time and reads every record once; the segments end as they were written."""
     from load_tests.monitor_bench import LABELS, by_tick, per_tick_cost, write_log
-    from monitoring.event_log import LocalEventLog
+    from monitoring.log.reader import LocalEventLog
     from monitoring.monitor import Monitor
     from store import make_engine, migrate
 

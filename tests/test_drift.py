@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.drift import (
+from monitoring.drift.detectors import CusumBank, NormalScores, PsiBins
+from monitoring.drift.signals import (
     DriftConfig,
     Reference,
     VersionDrift,
     gaussian_delay,
     gaussian_threshold,
 )
-from monitoring.drift_detectors import CusumBank, NormalScores, PsiBins
 
 F = 8
 

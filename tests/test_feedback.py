@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.registry import Registry
-from monitoring.feedback import FeedbackInvalid, validate_feedback
+from monitoring.quality.feedback import FeedbackInvalid, validate_feedback
 
 
 def test_a_classifier_label_is_a_class_or_its_index(registry: Registry) -> None:

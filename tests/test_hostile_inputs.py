@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from models.errors import InputInvalid
 from models.inputs import decode_records, decode_rows
 from models.registry import Registry
-from monitoring.feedback import FeedbackInvalid, validate_feedback
+from monitoring.quality.feedback import FeedbackInvalid, validate_feedback
 from service.errors import VigilError
 from service.inference import parse_json
 from service.tensors import parse_infer

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from models.card import Feature
-from monitoring.event_log import LocalEventLog
-from monitoring.events import PredictionEvent
-from monitoring.log_sink import LogSink, render
+from monitoring.log.events import PredictionEvent
+from monitoring.log.reader import LocalEventLog
+from monitoring.log.sink import LogSink, render
+from monitoring.log.writer import SegmentWriter
 from monitoring.monitor import Monitor, read_stats
-from monitoring.prediction_log import SegmentWriter
 
 FEATURES = (Feature("x", "float"),)
 LABELS = ["a", "b"]
@@ -210,8 +210,8 @@ def test_housekeeping_expires_the_index_and_consumed_segments(engine: sa.Engine,
 
 
 def test_drift_alarms_survive_a_restart_once(engine: sa.Engine, tmp_path: Path) -> None:
-    from monitoring.drift import DriftConfig, Reference
-    from monitoring.drift_tracker import DriftTracker, read_drift
+    from monitoring.drift.signals import DriftConfig, Reference
+    from monitoring.drift.tracker import DriftTracker, read_drift
 
     log_dir = tmp_path / "log"
     rng = np.random.default_rng(2)

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.card import Feature
-from monitoring.event_log import LocalEventLog, Position, list_segments
-from monitoring.events import PredictionEvent
-from monitoring.log_sink import LogSink, render
-from monitoring.prediction_log import (
+from monitoring.log.events import PredictionEvent
+from monitoring.log.reader import LocalEventLog, Position, list_segments
+from monitoring.log.sink import LogSink, render
+from monitoring.log.writer import (
     FEEDBACK,
     PREDICTION,
     SegmentWriter,
@@ -227,8 +227,8 @@ def test_retention_deletes_only_consumed_segments(tmp_path: Path) -> None:
 
 def test_the_renderer_reuses_a_request_s_inputs_for_its_shadow_and_writes_the_same_bytes(
 ) -> None:
-    from monitoring.events import PredictionEvent
-    from monitoring.log_sink import Renderer, render
+    from monitoring.log.events import PredictionEvent
+    from monitoring.log.sink import Renderer, render
 
     features = (Feature(name="a", dtype="float", nullable=True),
                 Feature(name="b", dtype="float"))
@@ -262,7 +262,7 @@ def test_new_ids_are_distinct_time_ordered_uuid7_hex() -> None:
     import time
     import uuid
 
-    from monitoring.ids import new_id
+    from monitoring.log.ids import new_id
 
     before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(20_000)]  # several refills of the random buffer
@@ -283,7 +283,7 @@ def test_iso_time_is_what_datetime_writes(ts: float, nudge: float) -> None:
     half microsecond (rounded to even) and one that rounds up into the next second."""
     from datetime import UTC, datetime
 
-    from monitoring.prediction_log import iso_time
+    from monitoring.log.writer import iso_time
 
     for t in (ts, math.floor(ts) + nudge if math.floor(ts) + nudge >= 0 else ts):
         expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")

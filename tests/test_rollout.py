@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
+from models.deployment import Deployment
 from models.registry import Registry
-from monitoring.event_log import LocalEventLog
-from monitoring.events import PredictionEvent
-from monitoring.log_sink import LogSink, render
+from monitoring.log.events import PredictionEvent
+from monitoring.log.reader import LocalEventLog
+from monitoring.log.sink import LogSink, render
+from monitoring.log.writer import SegmentWriter
 from monitoring.monitor import Monitor
-from monitoring.prediction_log import SegmentWriter
-from monitoring.rollout import (
+from monitoring.rollout.analysis import (
     FAIL,
     PASS,
     Spec,
@@ -30,9 +31,9 @@ from monitoring.rollout import (
     latency_gate,
     quality_gate,
 )
-from monitoring.rollouts import Controller, operate, read, start
+from monitoring.rollout.controller import Controller, operate, read, start
 from service.routing import route
-from store import AuditLog, Deployment, DeploymentStore
+from store import AuditLog, DeploymentStore
 
 DATA = load_breast_cancer()
 LABELS = ["malignant", "benign"]
@@ -165,7 +166,7 @@ def test_too_little_traffic_is_held_then_paused_not_promoted(sim: Sim) -> None:
 def test_an_operator_change_wins_over_the_controller(sim: Sim) -> None:
     sim.run(3)
     d = sim.store.get("breast_cancer")
-    from store.deployments import apply_patch
+    from models.deployment import apply_patch
 
     sim.store.replace(apply_patch(d, {"canary": None}), d.revision)  # an operator clears it
     state = sim.run(3)

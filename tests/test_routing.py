@@ -5,8 +5,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from models.deployment import Canary, Deployment, Shadow
 from service.routing import bucket, route
-from store import Canary, Deployment, Shadow
 
 keys = st.text(min_size=1, max_size=64)
 weights = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)

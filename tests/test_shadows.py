@@ -16,20 +16,20 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from models.deployment import Deployment, Shadow
 from models.registry import Registry
-from monitoring.event_log import LocalEventLog
-from monitoring.events import InMemoryStatsSink, PredictionEvent
-from monitoring.export import records
-from monitoring.log_sink import LogSink, Renderer
+from monitoring.log.events import InMemoryStatsSink, PredictionEvent
+from monitoring.log.export import records
+from monitoring.log.reader import LocalEventLog
+from monitoring.log.sink import LogSink, Renderer
+from monitoring.log.writer import SegmentWriter, prediction_record
 from monitoring.metrics import GatewayMetrics
-from monitoring.mirror import ShadowMirror
 from monitoring.monitor import Monitor, read_stats
-from monitoring.prediction_log import SegmentWriter, prediction_record
-from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowLane, ShadowPool
+from monitoring.shadows.lanes import CircuitBreaker, ShadowJob, ShadowLane, ShadowPool
+from monitoring.shadows.mirror import ShadowMirror
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
 from service.settings import load_settings
-from store import Deployment, Shadow
 
 
 class Clock:
@@ -414,7 +414,7 @@ def test_a_call_late_because_the_thread_waited_for_a_cpu_is_not_a_timeout(
 STARVED_LANE = """
 import asyncio, json, os, sys, time
 sys.path.insert(0, sys.argv[2])
-from monitoring.shadows import CircuitBreaker, ShadowJob, ShadowLane
+from monitoring.shadows.lanes import CircuitBreaker, ShadowJob, ShadowLane
 from service.process import lower_priority
 import numpy as np
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from monitoring.quality import ClassifierQuality, RegressorQuality
-from monitoring.stats import Sketch, VersionStats
+from monitoring.quality.scores import ClassifierQuality, RegressorQuality
+from monitoring.quality.stats import Sketch, VersionStats
 
 
 def _classifier_pairs(k: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,18 +5,17 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from store import (
-    AuditLog,
-    AuditRecord,
+from models.deployment import (
     Canary,
     Deployment,
     DeploymentInvalid,
-    DeploymentNotFound,
-    DeploymentStore,
     Shadow,
-    StaleRevision,
+    apply_patch,
+    merge_patch,
+    promoted,
+    rolled_back,
 )
-from store.deployments import apply_patch, merge_patch, promoted, rolled_back
+from store import AuditLog, AuditRecord, DeploymentNotFound, DeploymentStore, StaleRevision
 
 
 def test_merge_patch_follows_rfc7386() -> None:
@@ -113,7 +112,7 @@ def test_a_store_with_a_rollout_upgrades_to_rollout_revisions(engine) -> None:  
     from alembic import command
     from alembic.config import Config
 
-    from monitoring.rollouts import Controller, StaleRollout, read
+    from monitoring.rollout.controller import Controller, StaleRollout, read
     from store.engine import MIGRATIONS, migrate
 
     cfg = Config()

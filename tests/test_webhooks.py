@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from monitoring.policy import Observation, Policy, evaluate
-from monitoring.webhooks import (
+from monitoring.retrain.policy import Observation, Policy, evaluate
+from monitoring.retrain.webhooks import (
     DEFAULT_SCHEDULE,
     Dispatcher,
     Target,

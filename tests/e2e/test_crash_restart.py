@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from load_tests.servers import descendants
-from monitoring.event_log import pid_alive
+from monitoring.log.reader import pid_alive
 from tests.e2e.conftest import Server, monitor_counts, start_server, stop_server
 from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, ROW, Load, segment_files
 from tests.e2e.test_monitoring import wait_for

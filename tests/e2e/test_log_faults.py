@@ -17,7 +17,7 @@ import orjson
 import psutil
 import pytest
 
-from monitoring.event_log import SEGMENT_RE, pid_alive
+from monitoring.log.reader import SEGMENT_RE, pid_alive
 from tests.e2e.conftest import monitor_counts, start_server, stop_server
 from tests.e2e.test_monitoring import wait_for
 

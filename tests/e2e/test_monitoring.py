@@ -18,8 +18,8 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer
 
-from monitoring.export import export_parquet
-from monitoring.quality import AUC_BINS
+from monitoring.log.export import export_parquet
+from monitoring.quality.scores import AUC_BINS
 from tests.e2e.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.e2e

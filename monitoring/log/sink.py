@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitoring.events import PredictionEvent
-from monitoring.prediction_log import (
+from monitoring.log.events import PredictionEvent
+from monitoring.log.writer import (
     SegmentWriter,
     encode,
     feedback_record,

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from monitoring.policy import Observation, Policy, evaluate, event
-from monitoring.webhooks import Target, enqueue
+from monitoring.retrain.policy import Observation, Policy, evaluate, event
+from monitoring.retrain.webhooks import Target, enqueue
 from store.engine import put_rows
 from store.tables import drift_alarms, monitor_state
 

@@ -24,7 +24,7 @@ for χ²₁ increments, and Wald's root θ = 1 for likelihood ratios. ``load_tes
 measures what they give.
 
 The detectors themselves (normal scores, the CUSUM bank, PSI) are in
-``monitoring.drift_detectors``.
+``monitoring.drift.detectors``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.drift_calibration import (  # noqa: F401 (re-exported)
+from monitoring.drift.calibration import (  # noqa: F401 (re-exported)
     GUARD_SE,
     bernoulli_kl,
     bernoulli_llr,
@@ -45,7 +45,7 @@ from monitoring.drift_calibration import (  # noqa: F401 (re-exported)
     guarded,
     llr_threshold,
 )
-from monitoring.drift_detectors import CusumBank, CusumGroup, NormalScores, PsiBins
+from monitoring.drift.detectors import CusumBank, CusumGroup, NormalScores, PsiBins
 
 SIGNALS = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
            "error")

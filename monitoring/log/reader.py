@@ -3,7 +3,7 @@ positions. Only complete lines are read: a torn last line (a writer killed mid-w
 consumed, and a segment renamed (rotated) or deleted while it is read is followed or skipped.
 
 ``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka — DESIGN §8);
-``LocalEventLog`` implements it over the segment files ``monitoring.prediction_log`` writes.
+``LocalEventLog`` implements it over the segment files ``monitoring.log.writer`` writes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from monitoring.prediction_log import SegmentWriter, parse_time
+from monitoring.log.writer import SegmentWriter, parse_time
 
 log = logging.getLogger("vigil.log")
 

@@ -1,5 +1,5 @@
 """Closed-form CUSUM thresholds for a false-alarm budget (pure math; used by
-``monitoring.drift``): Siegmund's approximation for Gaussian increments, the same with the
+``monitoring.drift.signals``): Siegmund's approximation for Gaussian increments, the same with the
 Cramér root for χ²₁ increments, Wald's root θ = 1 for likelihood ratios, and the one-standard-
 error guard on reference rates."""
 

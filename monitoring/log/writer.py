@@ -15,8 +15,8 @@ interval of records); it fsyncs every ``fsync_seconds`` (a crashed *machine* los
 that window). A full queue, an unwritable directory or a directory over its size cap drops the
 newest record and counts it by reason; nothing blocks the caller.
 
-This module is the writing side (records and segments; ``monitoring.log_sink`` is what
-producers hand events to); ``monitoring.event_log`` reads the segments back.
+This module is the writing side (records and segments; ``monitoring.log.sink`` is what
+producers hand events to); ``monitoring.log.reader`` reads the segments back.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 import orjson
 
 from models.card import Feature
-from monitoring.events import PredictionEvent
-from monitoring.ids import new_id
+from monitoring.log.events import PredictionEvent
+from monitoring.log.ids import new_id
 
 log = logging.getLogger("vigil.log")
 

@@ -1,6 +1,6 @@
 """Shadow lanes: each shadow version behind its own bounded queue, thread, timeout and
 circuit breaker. A lane answers what is queued as one call and emits each answer as an event,
-compared with the primary's, never returned. ``monitoring.mirror`` feeds them in the Monitor.
+compared with the primary's, never returned. ``shadows.mirror`` feeds them in the Monitor.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from monitoring.events import EventSink, PredictionEvent, agreement
+from monitoring.log.events import EventSink, PredictionEvent, agreement
 from monitoring.metrics import GatewayMetrics
 
 log = logging.getLogger("vigil.shadows")

@@ -1,5 +1,5 @@
 """Per model version statistics the Monitor keeps: traffic, latency, the distribution of
-predictions, and quality from joined labels (``monitoring.quality``). Pure: plain values in,
+predictions, and quality from joined labels (``monitoring.quality.scores``). Pure: plain values in,
 plain values out, and every object round-trips through JSON (``to_dict`` / ``from_dict``) so
 the Monitor can commit it with its checkpoint in one transaction.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from monitoring.quality import ClassifierQuality, Moments, RegressorQuality
+from monitoring.quality.scores import ClassifierQuality, Moments, RegressorQuality
 
 
 class Sketch:

@@ -1,5 +1,5 @@
 """The rollout controller: runs in the Monitor, reads each running rollout from the store,
-measures the step's window from the Monitor's stats, lets ``monitoring.rollout`` decide, and
+measures the step's window from the Monitor's stats, lets ``rollout.analysis`` decide, and
 applies the decision — deployment change (compare-and-set on its revision), audit row
 (``system:rollout``), webhook event and the new rollout state — in one transaction. An
 operator's concurrent change wins: the controller's write is a compare-and-set on the
@@ -19,12 +19,12 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from monitoring.quality import ClassifierQuality
-from monitoring.rollout import Action, Analysis, Spec, State, Window, analyse, decide
-from monitoring.stats import Sketch, VersionStats
-from monitoring.webhooks import Target, enqueue
+from models.deployment import apply_patch, promoted
+from monitoring.quality.scores import ClassifierQuality
+from monitoring.quality.stats import Sketch, VersionStats
+from monitoring.retrain.webhooks import Target, enqueue
+from monitoring.rollout.analysis import Action, Analysis, Spec, State, Window, analyse, decide
 from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
-from store.deployments import apply_patch, promoted
 from store.tables import drift_alarms, rollouts
 
 log = logging.getLogger("vigil.rollout")
@@ -318,7 +318,7 @@ def _operate_once(controller: Controller, model: str, command: str, actor: str, 
     elif command == "advance":
         if state.status not in ("running", "paused"):
             raise ValueError(f"status: the rollout is {state.status}")
-        from monitoring.rollout import advance
+        from monitoring.rollout.analysis import advance
 
         state.status = "running"
         action = advance(spec, state, now)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from models.registry import ModelVersion, reference_matrix
 from models.runtime import ModelRuntime
-from monitoring.drift import DriftAlarm, DriftConfig, Reference, VersionDrift
+from monitoring.drift.signals import DriftAlarm, DriftConfig, Reference, VersionDrift
 from store.engine import put_rows
 from store.tables import drift_alarms, drift_references, drift_requests, drift_state
 

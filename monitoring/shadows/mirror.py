@@ -2,7 +2,7 @@
 
 The Gateway worker only decides which shadows see a request (``route``, sampled at each
 shadow's rate) and writes their names in the request's log record. The Monitor reads that
-record, and ``ShadowMirror`` queues the named shadows on their lanes (``monitoring.shadows``)
+record, and ``ShadowMirror`` queues the named shadows on their lanes (``monitoring.shadows.lanes``)
 with the logged inputs, a tick's records at once. Run in the workers, a shadow took the
 champion's CPU on the cores that serve it: +21-57% on its p50 at a fixed rate, 0.75-0.81x its
 req/s at saturation.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.inputs import decode_records
-from monitoring.shadows import ShadowJob, ShadowPool
+from monitoring.shadows.lanes import ShadowJob, ShadowPool
 
 log = logging.getLogger("vigil.shadows")
 

@@ -1,6 +1,6 @@
 """Export prediction records to Parquet: one row per predicted input row.
 
-    python -m monitoring.export --model breast_cancer --since 24h --out preds.parquet
+    python -m monitoring.log.export --model breast_cancer --since 24h --out preds.parquet
 
 Columns: ``time`` (UTC), ``request_id``, ``row``, ``model``, ``version``, ``variant``,
 ``status``, ``latency_seconds``, ``error``, ``agreement`` (shadows), one ``input.<feature>``
@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from monitoring.event_log import list_segments
-from monitoring.prediction_log import PREDICTION, parse_time
+from monitoring.log.reader import list_segments
+from monitoring.log.writer import PREDICTION, parse_time
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -109,7 +109,7 @@ def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.export", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m monitoring.log.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-dir", type=Path,
                         default=Path(os.environ.get("VIGIL_DATA_DIR", "var")) / "log")

@@ -3,7 +3,7 @@ sufficient statistics (a confusion matrix, sums, Welford moments — equal to sc
 the same pairs) and over a rolling window of the last N labels, recomputed exactly from the
 pairs the window holds. Only the cumulative ROC AUC is approximate: it is computed from
 1,000-bin score histograms, so scores closer than 0.001 count as ties (the window's AUC is
-exact). Pure, and JSON round-tripping like ``monitoring.stats``.
+exact). Pure, and JSON round-tripping like ``monitoring.quality.stats``.
 
 Why not ``river.metrics`` objects as the state: their state does not serialize to JSON (a pickle
 would tie snapshots to one River release), and ``river.metrics.ROCAUC`` approximates with 10

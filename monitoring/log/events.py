@@ -2,7 +2,7 @@
 
 The Gateway emits one ``PredictionEvent`` per answered request, naming the shadows that are
 to see it; the Monitor runs them and emits one per shadow prediction (the same
-``request_id``). ``monitoring.prediction_log`` makes them durable records;
+``request_id``). ``monitoring.log.writer`` makes them durable records;
 ``InMemoryStatsSink`` keeps per-version counters in memory (tests, and a worker's own view).
 """
 

@@ -1,0 +1,2 @@
+"""Shadow traffic: ``lanes`` (a bounded queue, thread, timeout and circuit breaker per shadow
+version) and ``mirror`` (feeds the lanes from the logged records, in the Monitor)."""
