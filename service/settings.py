@@ -7,6 +7,7 @@ that is not given explicitly: the SQLite store, the prediction log, the BentoML 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -248,3 +249,10 @@ def load_settings_or_exit() -> Settings:
         print("vigil: invalid configuration (`vigil config check` says the same):",
               *(f"  {line}" for line in problems(exc)), sep="\n", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@functools.cache
+def settings() -> Settings:
+    """The process's Settings, read once (a composition root calls this and passes the object
+    down; nothing else reads the configuration)."""
+    return load_settings_or_exit()
