@@ -196,9 +196,9 @@ class Registry:
         """Every registered model and its versions, oldest first."""
         import bentoml
 
-        models: dict[str, list[tuple[Any, str]]] = {}
+        models: dict[str, list[tuple[Any, str | None]]] = {}
         for m in bentoml.models.list():
             if m.info.module != "vigil.models":
                 continue
             models.setdefault(m.tag.name, []).append((m.info.creation_time, m.tag.version))
-        return {name: [v for _, v in sorted(vs)] for name, vs in sorted(models.items())}
+        return {name: [str(v) for _, v in sorted(vs)] for name, vs in sorted(models.items())}

@@ -30,7 +30,7 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None,
                  latency_objective_seconds: float = 0.1) -> None:
-        kw = {"registry": registry} if registry is not None else {}
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
         buckets = tuple(sorted({*LATENCY_BUCKETS, latency_objective_seconds}))
         self.requests = Counter(
             "vigil_requests_total", "Prediction requests answered, by outcome.",
@@ -110,7 +110,7 @@ class MonitorMetrics:
     """The series the Monitor process writes (one process: gauges keep its latest value)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        kw = {"registry": registry} if registry is not None else {}
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
         self.events = Counter(
             "vigil_monitor_events_total", "Log records the Monitor consumed, by type "
             "(prediction, feedback, invalid).", ["type"], **kw)

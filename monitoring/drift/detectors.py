@@ -118,7 +118,8 @@ class CusumBank:
         self.first_row = stats[int(np.argmax(over_h.any(axis=1)))].copy()  # nothing reset yet
         if src is None:
             inc = y[:, hit_cols] - self.k[hit_cols]
-        else:
+        else:  # a bank that maps columns to series is given both
+            assert sign is not None
             inc = sign[hit_cols] * y[:, src[hit_cols]] - self.k[hit_cols]
         first = np.argmax(over_h[:, hit_cols], axis=0)
         # after its first crossing each column starts again from 0: the rows up to it add

@@ -191,6 +191,7 @@ class VersionDrift:
         arl_pred = budget_arl / SHARES["prediction"] * n_pred
         g = self._mean_group("prediction", ref.output_names, arl_pred)
         if self.class_cols:
+            assert g.src is not None and g.sign is not None  # a mean group maps its columns
             g = CusumGroup("prediction", CusumBank(
                 np.append(g.bank.k, np.zeros(len(self.class_cols))),
                 np.append(g.bank.h, [llr_threshold(arl_pred, kl) for kl in class_kl])),
@@ -434,4 +435,4 @@ class VersionDrift:
                 g = self._error_group([""] * len(s), np.zeros(len(s)), np.ones(len(s)))
             if g is not None and len(s) == len(g.bank.s):
                 g.bank.s = np.array(s, dtype=np.float64)
-        self.unseen = {tuple(x) for x in doc.get("unseen", [])}  # type: ignore[misc]
+        self.unseen = {tuple(x) for x in doc.get("unseen", [])}

@@ -294,7 +294,8 @@ class SegmentWriter:
                 if self._file is None:
                     self._open_segment()
                 room = self._segment_max_bytes - self._written
-                chunk, size = [], 0
+                chunk: list[bytes] = []
+                size = 0
                 while i < len(lines) and (not chunk or size + len(lines[i]) <= room):
                     chunk.append(lines[i])
                     size += len(lines[i])

@@ -87,7 +87,8 @@ def evaluate(policy: Policy, obs: Observation, state: dict[str, Any]) -> list[Fi
         since = state["quality"]["since"]
         firings.append(Firing(
             f"retrain-{obs.model}-quality-{obs.champion}-{int(since)}", "quality",
-            {"metric": policy.quality_metric, "value": obs.quality.get(policy.quality_metric),
+            {"metric": policy.quality_metric,
+             "value": obs.quality.get(policy.quality_metric or ""),
              "threshold": policy.quality_threshold, "labels": obs.quality.get("labels")}))
     if policy.schedule_days:
         period = policy.schedule_days * 86_400

@@ -106,6 +106,10 @@ class ShadowJob:
     logged: list[Any] | None = None  # the request's named inputs as logged: written as they are
 
 
+# a job, its status, its rows (or None) and its error (or None)
+Outcome = tuple[ShadowJob, str, list[dict[str, Any]] | None, str | None]
+
+
 class ShadowLane:
     """One shadow version's queue, thread and breaker.
 
@@ -205,7 +209,8 @@ class ShadowLane:
                 self._ready.wait()
             if self._closed:
                 return None
-            batch, rows = [], 0
+            batch: list[ShadowJob] = []
+            rows = 0
             while self._queue and (not batch or
                                    rows + len(self._queue[0].matrix) <= self.max_batch_rows):
                 job = self._queue.popleft()
@@ -235,22 +240,21 @@ class ShadowLane:
                 finally:
                     self._recording = 0
 
-    def _predict(self, batch: list[ShadowJob]
-                 ) -> list[tuple[ShadowJob, str, list[dict[str, Any]] | None, str | None]]:
+    def _predict(self, batch: list[ShadowJob]) -> list[Outcome]:
         """One call for the batch (jobs of one lane share the runtime and the width); when
         it fails, each job alone, so one bad input fails only its own job."""
+        results: list[Outcome] = []
         if len(batch) > 1:
             try:
                 outputs = batch[0].runtime.predict(np.concatenate([j.matrix for j in batch]))
-                results, at = [], 0
+                at = 0
                 for job in batch:
                     n = len(job.matrix)
                     results.append((job, "ok", outputs[at:at + n], None))
                     at += n
                 return results
             except Exception:  # noqa: S110 — retried one by one below, which names the error
-                pass
-        results = []
+                results = []
         for job in batch:
             try:
                 results.append((job, "ok", job.runtime.predict(job.matrix), None))
