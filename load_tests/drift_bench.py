@@ -30,7 +30,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitoring.drift.signals import DriftConfig, Reference, VersionDrift  # noqa: E402
+from monitoring.drift.base import DriftConfig, Reference  # noqa: E402
+from monitoring.drift.signals import VersionDrift  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PRE, POST, BATCH = 2000, 5000, 500

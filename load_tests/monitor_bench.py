@@ -109,7 +109,7 @@ def per_tick_cost(monitor: Monitor, log_dir: Path, per_tick: int, requests: int
 
 
 def tracker(engine: object) -> object:
-    from monitoring.drift.signals import DriftConfig, Reference
+    from monitoring.drift.base import DriftConfig, Reference
     from monitoring.drift.tracker import DriftTracker
 
     rng = np.random.default_rng(1)

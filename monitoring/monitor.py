@@ -60,7 +60,7 @@ class StepResult:
     feedback: int = 0
     invalid: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.signals.DriftAlarm
+    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.base.DriftAlarm
     more: bool = False  # the batch was cut at its size: more is waiting already
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import bentoml
 
 from models.registry import Registry
-from monitoring.drift.signals import DriftConfig, Reference
+from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
 from monitoring.log.reader import LocalEventLog
 from monitoring.log.sink import LogSink

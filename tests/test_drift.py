@@ -9,14 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitoring.drift.base import DriftConfig, Reference
+from monitoring.drift.calibration import gaussian_delay, gaussian_threshold
 from monitoring.drift.detectors import CusumBank, NormalScores, PsiBins
-from monitoring.drift.signals import (
-    DriftConfig,
-    Reference,
-    VersionDrift,
-    gaussian_delay,
-    gaussian_threshold,
-)
+from monitoring.drift.signals import VersionDrift
 
 F = 8
 

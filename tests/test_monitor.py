@@ -210,7 +210,7 @@ def test_housekeeping_expires_the_index_and_consumed_segments(engine: sa.Engine,
 
 
 def test_drift_alarms_survive_a_restart_once(engine: sa.Engine, tmp_path: Path) -> None:
-    from monitoring.drift.signals import DriftConfig, Reference
+    from monitoring.drift.base import DriftConfig, Reference
     from monitoring.drift.tracker import DriftTracker, read_drift
 
     log_dir = tmp_path / "log"

@@ -25,7 +25,8 @@ from monitoring.log.sink import LogSink, Renderer
 from monitoring.log.writer import SegmentWriter, prediction_record
 from monitoring.metrics import GatewayMetrics
 from monitoring.monitor import Monitor, read_stats
-from monitoring.shadows.lanes import CircuitBreaker, ShadowJob, ShadowLane, ShadowPool
+from monitoring.shadows.guards import CircuitBreaker
+from monitoring.shadows.lanes import ShadowJob, ShadowLane, ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
 from service.inference import Predictor
 from service.live import LiveDeployments, Served
@@ -414,7 +415,8 @@ def test_a_call_late_because_the_thread_waited_for_a_cpu_is_not_a_timeout(
 STARVED_LANE = """
 import asyncio, json, os, sys, time
 sys.path.insert(0, sys.argv[2])
-from monitoring.shadows.lanes import CircuitBreaker, ShadowJob, ShadowLane
+from monitoring.shadows.guards import CircuitBreaker
+from monitoring.shadows.lanes import ShadowJob, ShadowLane
 from service.process import lower_priority
 import numpy as np
 

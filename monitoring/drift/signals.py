@@ -1,4 +1,4 @@
-"""Streaming drift detection, calibrated to a false-alarm budget (DESIGN §4). Pure: numpy in,
+"""Streaming drift detection, calibrated to a false-alarm budget. Pure: numpy in,
 alarms and JSON-able snapshots out.
 
 Signals of one model version:
@@ -23,24 +23,22 @@ simulation: Siegmund's approximation for Gaussian increments, the same with the 
 for χ²₁ increments, and Wald's root θ = 1 for likelihood ratios. ``load_tests/drift_bench.py``
 measures what they give.
 
-The detectors themselves (normal scores, the CUSUM bank, PSI) are in
-``monitoring.drift.detectors``.
+The detectors themselves (normal scores, the CUSUM bank, PSI) are in ``detectors``; what a
+version compares against, its configuration and its alarms in ``base``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from monitoring.drift.calibration import (  # noqa: F401 (re-exported)
-    GUARD_SE,
+from monitoring.drift.base import DriftAlarm, DriftConfig, Reference
+from monitoring.drift.calibration import (
     bernoulli_kl,
     bernoulli_llr,
     chi2_threshold,
-    gaussian_delay,
     gaussian_threshold,
     guarded,
     llr_threshold,
@@ -55,47 +53,6 @@ SCALE_K = SCALE_KS[0]
 PREDICTED_CLASS_SHIFTS = (0.05, 0.10, 0.15)
 # Share of the budget for each signal family (inputs split again over features and sides).
 SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
-
-
-# ----------------------------------------------------------------------------- one version
-
-
-@dataclass
-class DriftAlarm:
-    model: str
-    version: str
-    signal: str
-    features: list[dict[str, Any]]  # ranked: {"feature", "ratio" (S/h), "shift", "psi"?}
-    score: float  # the statistic over its threshold (≥ 1 when raised)
-    rows: int  # rows (or labels, for "error") seen since the reference
-    time: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Reference:
-    """What a version's detectors compare against."""
-
-    features: list[str]
-    kinds: list[str]  # per feature: "numeric" or "category"
-    categories: dict[str, list[str]]  # categorical feature -> its categories (card order)
-    rows: np.ndarray  # reference input matrix (card order; categories as indices)
-    outputs: np.ndarray  # reference prediction scores (n, outputs)
-    output_names: list[str]
-    source: str = "registry"
-
-
-@dataclass
-class DriftConfig:
-    false_alarms_per_100k: float = 1.0
-    window: int = 1000  # rows behind the per-feature PSI score
-    keep: int = 2000  # recent live rows kept for a rebaseline
-    error_warmup: int = 1000  # labels that set the first reference error rate
-    error_delay: int = 5000  # labels join the reference error rate this many labels later
-    category_shifts: tuple[float, ...] = (0.05, 0.10)  # absolute frequency changes watched
-    error_shifts: tuple[float, ...] = (0.05, 0.10)
 
 
 class VersionDrift:
