@@ -2,7 +2,7 @@
 package behind the same interface and JSON form: add, merge, quantile, a JSON round trip (what
 the Monitor's checkpoints and the rollout snapshots do) and ``VersionStats.add_prediction``.
 
-    python -m load_tests.sketch_bench     (needs ``pip install ddsketch``; not a dependency)
+    python -m load_tests.sketch_bench     (``ddsketch`` is a dev extra, for this bench only)
 
 Thread CPU time, best of many repeats, so other jobs on the machine count for less. The
 result decides which one the Monitor uses (see ``monitoring/quality/stats.py``).
