@@ -276,6 +276,26 @@ def test_new_ids_are_distinct_time_ordered_uuid7_hex() -> None:
     assert before <= stamps[0] and stamps[-1] <= after
 
 
+def test_a_forked_worker_never_repeats_its_parents_ids(tmp_path: Path) -> None:
+    """BentoML forks its workers: a child that inherited its parent's generator state must
+    not make the ids the parent makes next (both start in the same milliseconds here)."""
+    from monitoring.log.ids import new_id
+
+    new_id()  # the parent's generator has state before the fork
+    theirs = tmp_path / "child.txt"
+    pid = os.fork()
+    if pid == 0:  # the child: write its ids and leave without running pytest's exit
+        try:
+            theirs.write_text("\n".join(new_id() for _ in range(20_000)))
+        finally:
+            os._exit(0)
+    mine = {new_id() for _ in range(20_000)}
+    assert os.waitpid(pid, 0)[1] == 0
+    child = set(theirs.read_text().split("\n"))
+    assert len(child) == 20_000 and len(mine) == 20_000
+    assert not mine & child
+
+
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False),
        st.sampled_from([0.0, 5e-7, -5e-7, 0.9999995]))
 def test_iso_time_is_what_datetime_writes(ts: float, nudge: float) -> None:

@@ -14,7 +14,17 @@ from monitoring.quality.scores import ClassifierQuality, Moments, RegressorQuali
 
 class Sketch:
     """A DDSketch: quantiles with 1% relative error in constant memory, mergeable, JSON-able.
-    (Masson, Rim & Lee, VLDB 2019.)"""
+    (Masson, Rim & Lee, VLDB 2019.)
+
+    Written here rather than taken from the ``ddsketch`` package because the package loses
+    where this runs per record: ``python -m load_tests.sketch_bench`` (the package behind
+    this interface and JSON form, thread CPU time, µs) measured ``add`` 0.30 here against
+    0.53 (1.76x), a regressor's ``VersionStats.add_prediction`` 1.40 against 1.89, and the
+    JSON round trip of the Monitor's checkpoints 76 against 176 for a 100k-value sketch (the
+    package has no JSON form without its protobuf extra; its dense bins are converted).
+    It wins on ``quantile`` (9 against 20), which only a read of the stats or a rollout
+    analysis calls.
+    """
 
     ALPHA = 0.01
     GAMMA = (1 + ALPHA) / (1 - ALPHA)

@@ -1,7 +1,6 @@
 """``vigil models``: registered models and versions, and registering one with its lineage.
 
-Registered on ``service.cli``'s ``models_app`` (imported at the end of that module); exit
-codes and output are the core's.
+``app`` is the ``models`` group; the root (``service.cli``) joins it with ``add_typer``.
 """
 
 from __future__ import annotations
@@ -14,23 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli import (
-    EXIT_INVALID,
-    Failed,
-    JsonFlag,
-    call,
-    ctx_of,
-    emit,
-    models_app,
-    out,
-    run,
-    table,
-)
+from service.cli.common import EXIT_INVALID, Failed, JsonFlag, call, ctx_of, emit, out, run, table
 
-# ----------------------------------------------------------------------------- models
+app = typer.Typer(help="Registered models and versions.", no_args_is_help=True)
 
 
-@models_app.command("list")
+@app.command("list")
 def models_list(ctx: typer.Context,
         json_out: JsonFlag = False) -> None:
     """Models, their versions and champions."""
@@ -48,7 +36,7 @@ def models_list(ctx: typer.Context,
     run(body)
 
 
-@models_app.command("show")
+@app.command("show")
 def models_show(ctx: typer.Context, model: str, version: str,
         json_out: JsonFlag = False) -> None:
     """A version's card, lineage and reference profile."""
@@ -104,7 +92,7 @@ def complete_lineage(card: dict[str, Any], reference: bytes, cwd: Path) -> list[
     return filled
 
 
-@models_app.command("register")
+@app.command("register")
 def models_register(
         ctx: typer.Context, model: str,
         onnx: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="model.onnx")],
