@@ -238,7 +238,7 @@ class PolicySettings(Section):
 
 
 class Settings(BaseSettings):
-    """Everything Vigil reads from its configuration, in the tree of DESIGN §5."""
+    """Everything Vigil reads from its configuration (the keys: docs/configuration.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", yaml_file=None
