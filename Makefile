@@ -52,7 +52,7 @@ demo-train: venv
 build: venv
 	$(BIN)/bentoml build
 
-# about 8 minutes: writes load_tests/bench_results.md (the README's table); needs `hey`
+# about 8 minutes: writes load_tests/bench_results.md (docs/performance.md copies its tables); needs `hey`
 bench: venv
 	command -v hey >/dev/null || (apt-get install -y -q hey || sudo apt-get install -y -q hey)
 	$(BIN)/python -m load_tests.bench --suite --seconds 5
@@ -60,7 +60,7 @@ bench: venv
 bench-monitor: venv
 	$(BIN)/python -m load_tests.monitor_bench --drift
 
-# seeded, offline, a few minutes: writes load_tests/drift_results.md (the README's table)
+# seeded, offline, a few minutes: writes load_tests/drift_results.md (docs/monitoring.md has its table)
 drift-bench: venv
 	$(BIN)/python -m load_tests.drift_bench --runs 20 --out load_tests/drift_results.md
 

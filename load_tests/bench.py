@@ -210,7 +210,7 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None,
                       ("prediction log + Monitor + drift (no shadow)", 16, "vigil-nolog",
                        "/predict", ROUTES["vigil"][2], "vigil-noshadow", "/predict",
                        ROUTES["vigil"][2])]
-        if only:  # a subset, for measuring one change (the README's table is the full run)
+        if only:  # a subset, for measuring one change (docs/performance.md's table is the full run)
             cells = [c for c in cells if only in c[0]]
             if not cells:
                 continue
@@ -329,8 +329,18 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None,
         "cell.", "",
         "| offered | achieved | latency p50 / p99 / p99.9 (ms) | meets target | Monitor lag "
         "(max) | non-200 |", "|---|---|---|---|---|---|", *steady, ""])
-    out.write_text(text)
+    out.write_text(keep_history(text, out.read_text() if out.exists() else ""))
     print(text)
+
+
+HISTORY = "## Run history"
+
+
+def keep_history(latest: str, previous: str) -> str:
+    """The latest run's tables, then the run history the previous file kept below its
+    ``## Run history`` heading (written by hand: what each run showed and what changed)."""
+    at = previous.find(HISTORY)
+    return latest if at < 0 else latest.rstrip("\n") + "\n\n" + previous[at:]
 
 
 def platform_line() -> str:

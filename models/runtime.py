@@ -86,7 +86,7 @@ class ModelRuntime:
         return self._session.run(self._output_names, feeds)
 
     def predict(self, matrix: np.ndarray) -> list[dict[str, Any]]:
-        """One prediction per row, in the shapes of DESIGN §5."""
+        """One prediction per row, in the shapes of docs/architecture.md, Contracts."""
         outputs = self.run(matrix)
         if not self.card.is_classifier:
             values = np.asarray(outputs[0], dtype=np.float64).reshape(len(matrix))

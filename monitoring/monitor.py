@@ -1,5 +1,5 @@
-"""The Monitor loop (DESIGN §4): the one process that turns the prediction log into derived
-state, counting every event exactly once.
+"""The Monitor loop (docs/architecture.md, The Monitor loop): the one process that turns the
+prediction log into derived state, counting every event exactly once.
 
 Each step reads a batch of complete lines from every writer's segments, starting at the
 checkpointed offsets; updates per (model, version, variant) statistics; writes the compact

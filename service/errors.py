@@ -16,8 +16,9 @@
     ├── Forbidden (403)             role too low
     └── Unavailable (503)           overload or not ready, with ``Retry-After``
 
-The envelope (DESIGN §5) is ``{"error": msg, "field": ..., "reason": ...}``; ``error`` alone is
-what the Open Inference Protocol requires, the rest is present when known.
+The envelope (docs/architecture.md, Contracts) is ``{"error": msg, "field": ..., "reason":
+...}``; ``error`` alone is what the Open Inference Protocol requires, the rest is present
+when known.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Render every error in the DESIGN §5 envelope, for the FastAPI apps Vigil mounts."""
+"""Render every error in the envelope of docs/architecture.md, Contracts, for the FastAPI apps
+Vigil mounts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The path of one prediction request (DESIGN §3), independent of the HTTP framework.
+"""The path of one prediction request (docs/architecture.md, The path of a request),
+independent of the HTTP framework.
 
 decode + validate → route → run the primary session → answer; then, off the response path,
 emit the event (naming the shadows the Monitor is to run on it) and record metrics.

@@ -30,56 +30,91 @@ class Section(BaseModel):
 
 
 class ServerSettings(Section):
-    workers: int = Field(2, ge=1, le=64)
-    port: int = 3000
-    host: str = "0.0.0.0"
-    demo: bool = True  # register the demo models into an empty store at start
-    request_timeout_seconds: float = Field(30.0, gt=0)
-    latency_objective_seconds: float = Field(0.1, gt=0)  # a histogram bucket sits here
+    workers: int = Field(2, ge=1, le=64, description="Gateway worker processes (each its own "
+                         "ONNX sessions, log writer and routing table); read at import by "
+                         "`@bentoml.service`.")
+    port: int = Field(3000, description="Informational: the port is `bentoml serve --port` "
+                      "(`make serve PORT=...`).")
+    host: str = Field("0.0.0.0", description="Informational: the address is `bentoml serve "
+                      "--host`.")
+    demo: bool = Field(True, description="Register the demo models and their deployment into "
+                       "an empty store at start.")
+    request_timeout_seconds: float = Field(30.0, gt=0, description="BentoML's per-request "
+                                           "timeout (`traffic.timeout`).")
+    latency_objective_seconds: float = Field(0.1, gt=0, description="The latency objective: "
+                                             "`vigil_request_duration_seconds` has a bucket "
+                                             "here, for the burn-rate alert.")
     # freeze start-up objects out of the garbage collector and collect less often: fewer
     # long pauses in the slowest requests (measured in load_tests/bench.py)
-    gc_tuning: bool = True
+    gc_tuning: bool = Field(True, description="`gc.freeze()` after start-up and a 50k young "
+                            "generation in every worker and the Monitor.")
     # BentoML's OpenTelemetry middleware opens a span per request even with no exporter: a
     # quarter of a /v2 worker's CPU (py-spy). Off unless an operator wants the spans (and
     # configures BentoML's tracing exporter); Prometheus metrics are unaffected.
-    tracing: bool = False
-    # on SIGTERM, answer readiness 503 but keep serving this long before stopping (service.drain)
-    drain_seconds: float = Field(3.0, ge=0, le=300)
-    base_url: str = "http://127.0.0.1:3000"
+    tracing: bool = Field(False, description="BentoML's per-request OpenTelemetry spans (set "
+                          "true and configure BentoML's exporter to keep them).")
+    drain_seconds: float = Field(3.0, ge=0, le=300, description="On SIGTERM, answer readiness "
+                                 "503 but keep serving this long before stopping "
+                                 "(service/drain.py).")
+    base_url: str = Field("http://127.0.0.1:3000", description="How clients reach this "
+                          "gateway: sent as `gateway` in webhook events.")
 
 
 class LimitsSettings(Section):
-    max_rows: int = Field(1000, ge=1)
-    max_feedback_items: int = Field(1000, ge=1)
-    max_concurrency: int = Field(256, ge=1)  # inference requests in flight per worker → 503
-    max_header_bytes: int = Field(16384, ge=1024)  # → 431
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    # request bodies in flight per worker (by Content-Length) before inference answers 503;
+    max_rows: int = Field(1000, ge=1, description="Rows per prediction request; above: 413.")
+    max_feedback_items: int = Field(1000, ge=1, description="Items per `POST /feedback` "
+                                    "batch; above: the batch is refused (422).")
+    max_concurrency: int = Field(256, ge=1, description="Inference requests in flight per "
+                                 "worker; above: 503 with `Retry-After: 1`.")
+    max_header_bytes: int = Field(16384, ge=1024, description="Request headers, in bytes; "
+                                  "above: 431 (any route).")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="An inference or "
+                                "feedback body, in bytes; above: 413, before the body is "
+                                "read when Content-Length declares it.")
     # parsing a JSON body takes several times its size, so this bounds a flood's memory
-    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Request "
+                                         "bodies in flight per worker (by Content-Length) "
+                                         "before inference answers 503 with `Retry-After`.")
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="A model "
+                                  "registration upload (ONNX file, card, reference rows).")
 
 
 class StoreSettings(Section):
-    url: str | None = None  # default: sqlite:///{data_dir}/vigil.db
-    deployment_poll_seconds: float = Field(0.5, gt=0)
-    # how long a statement waits for a locked SQLite store (or a pooled connection) before
-    # the admin API answers 503 with Retry-After and the Monitor retries its tick
-    busy_timeout_seconds: float = Field(30.0, gt=0)
+    url: str | None = Field(None, description="SQLAlchemy URL of the store; default "
+                            "`sqlite:///{data_dir}/vigil.db`, or "
+                            "`postgresql+psycopg://user@host/db`.")
+    deployment_poll_seconds: float = Field(0.5, gt=0, description="How often every worker "
+                                           "re-reads the deployments' revisions (the worker "
+                                           "that made a change applies it at once).")
+    busy_timeout_seconds: float = Field(30.0, gt=0, description="How long a statement waits "
+                                        "for a locked SQLite store (or a pooled connection) "
+                                        "before the admin API answers 503 with Retry-After "
+                                        "and the Monitor retries its tick.")
 
 
 class LogSettings(Section):
-    enabled: bool = True
-    dir: str | None = None  # default: {data_dir}/log
-    queue_size: int = Field(10_000, ge=1)  # records waiting for the writer; full → drop newest
-    fsync_seconds: float = Field(0.5, gt=0)  # the loss window on a machine crash
-    segment_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    segment_max_seconds: float = Field(3600.0, gt=0)
-    retention_hours: float = Field(72.0, gt=0)  # consumed segments older than this are deleted
-    retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)  # hard cap: writers drop above
-    # share of each variant's predictions written to the log (feedback is never sampled)
+    enabled: bool = Field(True, description="Write the prediction log (without it: no "
+                          "Monitor statistics, drift, shadows or feedback joins).")
+    dir: str | None = Field(None, description="The prediction log's directory; default "
+                            "`{data_dir}/log`.")
+    queue_size: int = Field(10_000, ge=1, description="Records waiting for a worker's writer "
+                            "thread; full: the newest is dropped and counted.")
+    fsync_seconds: float = Field(0.5, gt=0, description="How often the writer fsyncs: the "
+                                 "loss window on a machine crash.")
+    segment_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="A segment rotates "
+                                   "(`.open` → `.jsonl`) past this size.")
+    segment_max_seconds: float = Field(3600.0, gt=0, description="A segment rotates after "
+                                       "this long.")
+    retention_hours: float = Field(72.0, gt=0, description="Consumed segments older than this "
+                                   "are deleted by the Monitor.")
+    retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="Hard cap on "
+                                     "the log directory: writers drop (counted) above it; the "
+                                     "Monitor keeps consumed segments under half of it.")
     sample: dict[Literal["champion", "canary", "shadow", "explicit"],
-                 Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+                 Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        {}, description="Share of each variant's predictions written to the log, e.g. "
+        "`{shadow: 0.1}` (default 1.0 each; feedback is never sampled). Shadows run only on "
+        "logged requests.")
 
     def sample_rate(self, variant: str) -> float:
         return self.sample.get(variant, 1.0)  # type: ignore[call-overload]
@@ -88,98 +123,150 @@ class LogSettings(Section):
 class ShadowSettings(Section):
     """Shadows run in the Monitor, on the logged records of the requests routed to them."""
 
-    queue_size: int = Field(10_000, ge=1)  # requests waiting for one shadow; full → drop
-    timeout_seconds: float = Field(1.0, gt=0)
-    breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the breaker
-    breaker_reset_seconds: float = Field(30.0, gt=0)
-    max_batch_rows: int = Field(4096, ge=1)  # rows a shadow lane runs in one call at most
+    queue_size: int = Field(10_000, ge=1, description="Requests waiting for one shadow; full: "
+                            "dropped and counted.")
+    timeout_seconds: float = Field(1.0, gt=0, description="A shadow call's time limit, less "
+                                   "what its thread waited for a CPU (a starved Monitor is "
+                                   "late, not hung).")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failures or timeouts that "
+                                  "open a shadow's circuit breaker.")
+    breaker_reset_seconds: float = Field(30.0, gt=0, description="How long an open breaker "
+                                         "sheds before trying the shadow again.")
+    max_batch_rows: int = Field(4096, ge=1, description="Rows a shadow lane runs in one call "
+                                "at most.")
 
 
 class MonitorSettings(Section):
-    enabled: bool = True  # run the Monitor service next to the Gateway
+    enabled: bool = Field(True, description="Run the Monitor service next to the Gateway.")
     # lag is about one tick's work: at ~1,900 req/s the largest lag seen was 0.60-0.76 s with
-    # 0.5 s ticks, 0.58-1.10 s with 1 s ticks (load_tests, README)
-    tick_seconds: float = Field(0.5, gt=0)
-    batch_events: int = Field(20_000, ge=1)  # events read and committed per transaction
-    index_retention_days: float = Field(7.0, gt=0)  # how late a label may arrive
-    pending_label_seconds: float = Field(600.0, ge=0)  # a label waits this long for its prediction
-    quality_window: int = Field(1000, ge=10)  # the rolling window of the last N labels
-    # the Monitor's CPU scheduling priority below the Gateway workers (os.nice increment,
-    # 0 to run at the same priority): under saturation it yields the cores and catches up after
+    # 0.5 s ticks, 0.58-1.10 s with 1 s ticks (load_tests, docs/performance.md)
+    tick_seconds: float = Field(0.5, gt=0, description="How often the Monitor reads what the "
+                                "workers wrote since its last tick.")
+    batch_events: int = Field(20_000, ge=1, description="Log records read and committed per "
+                              "transaction.")
+    index_retention_days: float = Field(7.0, gt=0, description="How long the prediction index "
+                                        "keeps a request: how late a label may arrive.")
+    pending_label_seconds: float = Field(600.0, ge=0, description="How long a label may "
+                                         "precede its prediction in the log before it counts "
+                                         "as unmatched.")
+    quality_window: int = Field(1000, ge=10, description="The rolling window of live quality: "
+                                "the last N labels.")
+    # under saturation the Monitor yields the cores and catches up after
     # (applied to its session's scheduling group too: service.process.lower_priority)
-    nice: int = Field(10, ge=0, le=19)
+    nice: int = Field(10, ge=0, le=19, description="The Monitor's CPU priority below the "
+                      "Gateway workers (an `os.nice` increment and its session's autogroup; 0: "
+                      "the same priority).")
 
 
 class DriftSettings(Section):
-    enabled: bool = True
-    false_alarms_per_100k: float = Field(1.0, gt=0)  # per model version, family-wise
-    window: int = Field(1000, ge=100)  # live rows behind each feature's PSI score
-    rebaseline_rows: int = Field(2000, ge=100)  # live rows adopted by a rebaseline
-    error_warmup: int = Field(1000, ge=50)  # labels that set the first reference error rate
-    error_delay: int = Field(5000, ge=0)  # labels join the reference error rate this late
-    sample: float = Field(1.0, gt=0, le=1)  # share of rows the input/prediction detectors see
+    enabled: bool = Field(True, description="Run the drift detectors in the Monitor.")
+    false_alarms_per_100k: float = Field(1.0, gt=0, description="The false-alarm budget per "
+                                         "model version and 100k rows, family-wise over every "
+                                         "signal.")
+    window: int = Field(1000, ge=100, description="Live rows behind each feature's PSI score.")
+    rebaseline_rows: int = Field(2000, ge=100, description="Live rows a rebaseline adopts at "
+                                 "most (kept in the Monitor's memory).")
+    error_warmup: int = Field(1000, ge=50, description="Labels that set the first reference "
+                              "error rate.")
+    error_delay: int = Field(5000, ge=0, description="Labels join the reference error rate "
+                             "this many labels later.")
+    sample: float = Field(1.0, gt=0, le=1, description="Share of rows the input and prediction "
+                          "detectors see (delays grow by 1/sample).")
 
 
 class TokenSettings(Section):
-    name: str
-    role: Role
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(description="The name the audit records (never the token).")
+    role: Role = Field(description="`client`, `feedback`, `viewer`, `operator` or `admin` "
+                       "(each role includes the ones before it).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the token.")
 
 
 class AuthSettings(Section):
-    inference: Literal["open", "required"] = "open"
-    feedback: Literal["open", "required"] = "required"
-    tokens: list[TokenSettings] = []
-    bootstrap_admin_token: str | None = None  # VIGIL_BOOTSTRAP_ADMIN_TOKEN
+    inference: Literal["open", "required"] = Field("open", description="`required`: "
+                                                   "predictions need a token of role "
+                                                   "`client` or above.")
+    feedback: Literal["open", "required"] = Field("required", description="`required`: "
+                                                  "`/feedback` needs a token of role "
+                                                  "`feedback` or above.")
+    tokens: list[TokenSettings] = Field([], description="The bearer tokens, as SHA-256 hashes.")
+    bootstrap_admin_token: str | None = Field(None, description="A plain admin token (name "
+                                              "`bootstrap`), usually from "
+                                              "`VIGIL_BOOTSTRAP_ADMIN_TOKEN`; `make serve` "
+                                              "sets it from `var/admin-token`.")
 
 
 class WebhookSettings(Section):
     # - {name, type: generic|airflow2|airflow3|github_dispatch|github_workflow|prefect, url,
     #    events?, models?, secret_env?, username_env?, password_env?, token_env?, dag_id?,
     #    repository?, workflow?, ref?, event_type?, deployment_id?}
-    targets: list[dict[str, Any]] = []
-    timeout_seconds: float = Field(15.0, gt=0)
-    # delay before each attempt; the default spans about 3 days (Standard Webhooks)
-    schedule_seconds: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
-    jitter: float = Field(0.1, ge=0, le=0.5)
-    dispatch_seconds: float = Field(1.0, gt=0)  # how often the dispatcher looks for due work
-    allow_link_local: bool = False  # refuse link-local / metadata target addresses (SSRF)
+    targets: list[dict[str, Any]] = Field([], description="Retraining webhook targets: `{name, "
+                                          "type, url, ...}`; see docs/operations.md, "
+                                          "Retraining webhooks. A bad target stops the server "
+                                          "at start.")
+    timeout_seconds: float = Field(15.0, gt=0, description="One delivery attempt's timeout.")
+    schedule_seconds: list[float] = Field(
+        [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        description="Delay before each attempt; the default spans about 3 days (Standard "
+        "Webhooks), then the delivery is a dead letter.")
+    jitter: float = Field(0.1, ge=0, le=0.5, description="Random ± share on every retry delay.")
+    dispatch_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for "
+                                    "due deliveries.")
+    allow_link_local: bool = Field(False, description="Allow link-local and cloud-metadata "
+                                   "target addresses (refused by default: SSRF).")
 
 
 class QualityPolicy(Section):
-    metric: str = "accuracy"
-    threshold: float
-    min_labels: int = Field(200, ge=1)
+    metric: str = Field("accuracy", description="A live quality metric (`accuracy`, `f1`, "
+                        "`log_loss`, `mae`, ...).")
+    threshold: float = Field(description="Fires below it (accuracy, f1, ...) or above it "
+                             "(log_loss, mae, rmse).")
+    min_labels: int = Field(200, ge=1, description="Labels the metric must rest on.")
 
 
 class PolicySettings(Section):
     drift_signals: list[Literal["input_mean", "input_scale", "input_category", "input_unseen",
-                                "prediction", "error"]] = []
-    quality: QualityPolicy | None = None
-    schedule_days: float | None = Field(None, gt=0)
-    hold_seconds: float = Field(0.0, ge=0)
-    cooldown_seconds: float = Field(86_400.0, ge=0)
+                                "prediction", "error"]] = Field(
+        [], description="Fire on an open drift alarm of these signals.")
+    quality: QualityPolicy | None = Field(None, description="Fire when live quality passes a "
+                                          "threshold.")
+    schedule_days: float | None = Field(None, gt=0, description="Fire this many days after "
+                                        "the champion was created or the last trigger.")
+    hold_seconds: float = Field(0.0, ge=0, description="A condition must hold this long "
+                                "before it fires.")
+    cooldown_seconds: float = Field(86_400.0, ge=0, description="Per model and reason: no "
+                                    "second firing within this long.")
 
 
 class Settings(BaseSettings):
-    """Everything Vigil reads from its configuration, in the tree of DESIGN §5."""
+    """Everything Vigil reads from its configuration (the keys: docs/configuration.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", yaml_file=None
     )
 
-    data_dir: Path = Path("var")
-    server: ServerSettings = ServerSettings()
-    limits: LimitsSettings = LimitsSettings()
-    store: StoreSettings = StoreSettings()
-    log: LogSettings = LogSettings()
-    shadows: ShadowSettings = ShadowSettings()
-    monitor: MonitorSettings = MonitorSettings()
-    drift: DriftSettings = DriftSettings()
-    policies: dict[str, PolicySettings] = {}  # per model
-    rollouts: dict[str, Any] = {}
-    webhooks: WebhookSettings = WebhookSettings()
-    auth: AuthSettings = AuthSettings()
+    data_dir: Path = Field(Path("var"), description="Roots every path not given explicitly: "
+                           "the SQLite store, the prediction log, the BentoML model "
+                           "store.")
+    server: ServerSettings = Field(ServerSettings(), description="The Gateway service.")
+    limits: LimitsSettings = Field(LimitsSettings(), description="What one request may ask.")
+    store: StoreSettings = Field(StoreSettings(), description="The SQL store: deployments, "
+                                 "audit and the Monitor's state.")
+    log: LogSettings = Field(LogSettings(), description="The prediction log each worker "
+                             "writes.")
+    shadows: ShadowSettings = Field(ShadowSettings(), description="Shadow lanes, run by the "
+                                    "Monitor on the logged records of the requests routed to "
+                                    "them.")
+    monitor: MonitorSettings = Field(MonitorSettings(), description="The Monitor process.")
+    drift: DriftSettings = Field(DriftSettings(), description="Streaming drift detection in "
+                                 "the Monitor.")
+    policies: dict[str, PolicySettings] = Field({}, description="Retraining trigger policies, "
+                                                "per model name.")
+    rollouts: dict[str, Any] = Field({}, description="Accepted and not read: a rollout's "
+                                     "steps and gates come with `POST /admin/rollouts/{model}`.")
+    webhooks: WebhookSettings = Field(WebhookSettings(), description="Retraining and rollout "
+                                      "webhooks.")
+    auth: AuthSettings = Field(AuthSettings(), description="Bearer tokens and which routes "
+                               "need one.")
 
     @classmethod
     def settings_customise_sources(

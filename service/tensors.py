@@ -1,7 +1,7 @@
 """Open Inference Protocol tensors (pure): decode a request's input tensors — JSON or the
 binary tensor data extension, one ``[n, features]`` tensor or one per feature — into the
-model's input matrix, and shape the §5 predictions back into the card's output tensors.
-Every client mistake is an ``InvalidInput`` naming the field."""
+model's input matrix, and shape the predictions (docs/architecture.md, Contracts) back into
+the card's output tensors. Every client mistake is an ``InvalidInput`` naming the field."""
 
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ def parse_infer(card: ModelCard, body: Any, binary: bytes, max_rows: int) -> Inf
 
 def output_tensors(card: ModelCard, predictions: list[dict[str, Any]]
                    ) -> dict[str, tuple[str, list[int], np.ndarray]]:
-    """Every output of the card as (datatype, shape, array), from the §5 predictions."""
+    """Every output of the card as (datatype, shape, array), from the predictions."""
     n = len(predictions)
     out: dict[str, tuple[str, list[int], np.ndarray]] = {}
     for spec in card.raw["outputs"]:

@@ -64,3 +64,12 @@ def test_monitor_bench_hands_the_log_over_a_tick_at_a_time(tmp_path) -> None:  #
     read, cost = per_tick_cost(monitor, log_dir, 50, 300)
     assert read == records == 600 and cost > 0
     assert {p.name: p.read_bytes() for p in log_dir.iterdir()} == written
+
+
+def test_a_bench_run_replaces_the_latest_tables_and_keeps_the_run_history() -> None:
+    from load_tests.bench import keep_history
+
+    previous = "# Benchmark\n\nold table\n\n## Run history\n\n- 09:28: notes\n"
+    assert keep_history("# Benchmark\n\nnew table\n", previous) == (
+        "# Benchmark\n\nnew table\n\n## Run history\n\n- 09:28: notes\n")
+    assert keep_history("# Benchmark\n\nnew table\n", "") == "# Benchmark\n\nnew table\n"

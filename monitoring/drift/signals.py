@@ -1,5 +1,5 @@
-"""Streaming drift detection, calibrated to a false-alarm budget. Pure: numpy in,
-alarms and JSON-able snapshots out.
+"""Streaming drift detection, calibrated to a false-alarm budget (docs/monitoring.md, Drift).
+Pure: numpy in, alarms and JSON-able snapshots out.
 
 Signals of one model version:
 

@@ -2,8 +2,9 @@
 positions. Only complete lines are read: a torn last line (a writer killed mid-write) is never
 consumed, and a segment renamed (rotated) or deleted while it is read is followed or skipped.
 
-``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka — DESIGN §8);
-``LocalEventLog`` implements it over the segment files ``monitoring.log.writer`` writes.
+``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka: see
+docs/architecture.md, Scale-out); ``LocalEventLog`` implements it over the segment files
+``monitoring.log.writer`` writes.
 """
 
 from __future__ import annotations
