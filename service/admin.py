@@ -14,15 +14,15 @@ import orjson
 from fastapi import Depends, FastAPI, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from control.deployments import Actor, change_deployment
 from models.deployment import Deployment, apply_patch, promoted, rolled_back
-from models.errors import ModelError
+from models.errors import ModelError, StateConflict
 from models.profile import summarize_profile
 from models.registry import NAME_PATTERN
 from monitoring.monitor import read_stats
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
-    IncompatibleVersion,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -223,61 +223,40 @@ async def get_deployment(request: Request, model: ModelName, _: Annotated[
                        reason="not deployed") from None
 
 
-def _change(ctx: WorkerContext, model: str, change: Callable[[Deployment], Deployment],
-            expected: int | None) -> tuple[Deployment, Deployment]:
-    """Apply ``change`` under compare-and-set; load and check new versions before commit."""
+def _change(ctx: WorkerContext, principal: Principal, request: Request, model: str,
+            action: str, edit: Callable[[Deployment], Deployment],
+            expected: int | None) -> Deployment:
+    """The deployment use case, its domain errors as HTTP ones; the worker then serves the
+    new revision at once."""
+    by = Actor(principal.name, principal.role, request_id_from(request.headers))
     try:
-        current = ctx.deployments.get(model)
+        change = change_deployment(
+            ctx.deployments, ctx.audit, model, edit, by, action, expected=expected,
+            cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
     except DeploymentNotFound:
         raise NotFound(f"no deployment for model '{model}'", field="model",
                        reason="not deployed") from None
-    new = change(current)  # a body that is wrong for any revision is a 422, checked first
-    if expected is not None and expected != current.revision:
-        raise PreconditionFailed(f"revision {expected} is stale; the deployment is at "
-                                 f"{current.revision}", field="If-Match", reason="stale")
-    champion_card = ctx.registry.get(model, new.champion).card
-    for version in sorted(new.versions() - current.versions()):
-        try:
-            card = ctx.registry.get(model, version).card
-        except ModelError as exc:
-            raise InvalidInput(_field_of(new, version), exc.reason) from None
-        why = champion_card.incompatibility(card)
-        if why:
-            raise IncompatibleVersion(_field_of(new, version), why)
-    try:
-        ctx.live.prepare(new)  # load + smoke-test here first: a broken version never commits
-    except ModelError as exc:
-        raise from_model_error(exc) from None
-    try:
-        committed = ctx.deployments.replace(new, current.revision)
     except StaleRevision as exc:
         raise PreconditionFailed(str(exc), field="If-Match", reason="stale") from None
+    except StateConflict:
+        raise  # a request that is well formed but has nothing to act on: 409, not audited
+    except ModelError as exc:
+        raise from_model_error(exc) from None
     ctx.live.refresh()
     ctx.publish_gauges()
-    return current, committed
-
-
-def _field_of(d: Deployment, version: str) -> str:
-    if d.canary is not None and d.canary.version == version:
-        return "canary.version"
-    for i, s in enumerate(d.shadows):
-        if s.version == version:
-            return f"shadows[{i}].version"
-    return "champion.version"
+    return change.after
 
 
 async def _mutate(request: Request, principal: Principal, model: str, action: str,
-                  change: Callable[[Deployment], Deployment], expected: int | None) -> JSONBody:
+                  edit: Callable[[Deployment], Deployment], expected: int | None) -> JSONBody:
     ctx = ctx_of(request)
-    target = f"deployments/{model}"
     try:
-        before, after = await asyncio.to_thread(_change, ctx, model, change, expected)
+        after = await asyncio.to_thread(_change, ctx, principal, request, model, action, edit,
+                                        expected)
     except VigilError as exc:
-        await asyncio.to_thread(_audit, ctx, principal, request, action, target, "rejected",
-                                detail=exc.message)
+        await asyncio.to_thread(_audit, ctx, principal, request, action,
+                                f"deployments/{model}", "rejected", detail=exc.message)
         raise
-    await asyncio.to_thread(_audit, ctx, principal, request, action, target, "ok",
-                            before.to_public(), after.to_public())
     return _deployment_response(after)
 
 
