@@ -16,8 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
-from models.deployment import apply_patch
-from models.errors import ModelError
 from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
@@ -30,7 +28,7 @@ from monitoring.retrain.webhooks import (
     targets_from_config,
 )
 from monitoring.rollout.analysis import Spec
-from monitoring.rollout.controller import Controller, StaleRollout
+from monitoring.rollout.controller import Controller
 from monitoring.rollout.controller import operate as operate_rollout_in_store
 from monitoring.rollout.controller import read as read_rollout
 from monitoring.rollout.controller import start as start_rollout_in_store
@@ -39,14 +37,14 @@ from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import (
     Conflict,
-    IncompatibleVersion,
     InvalidInput,
     NotFound,
     PreconditionFailed,
 )
-from service.httperrors import JSONBody, error_responses, from_model_error
+from service.httperrors import JSONBody, error_responses
 from service.inference import request_id_from
 from store import AuditRecord, DeploymentNotFound, StaleRevision
+from store.rollouts import RolloutNotFound, StaleRollout
 
 router = APIRouter()
 
@@ -268,12 +266,9 @@ def rollout_errors(model: str) -> Iterator[None]:
     the field, a deployment that moved meanwhile 412."""
     try:
         yield
-    except LookupError:
+    except (RolloutNotFound, DeploymentNotFound):
         raise NotFound(f"no rollout for model '{model}'", field="model",
                        reason="no rollout") from None
-    except ValueError as exc:
-        field, _, reason = str(exc).partition(": ")
-        raise Conflict(str(exc), field=field, reason=reason) from None
     except StaleRevision:
         raise PreconditionFailed("the deployment changed meanwhile; try again",
                                  field="If-Match", reason="stale") from None
@@ -302,26 +297,15 @@ async def start_rollout(request: Request, model: ModelName,
 
     def begin() -> dict[str, Any]:
         try:
-            current = ctx.deployments.get(model)
+            doc = start_rollout_in_store(
+                ctx.engine, model, spec, principal.name, principal.role,
+                cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
         except DeploymentNotFound:
             raise NotFound(f"no deployment for model '{model}'", field="model",
                            reason="not deployed") from None
-        new = apply_patch(current, {"canary": {"version": spec.candidate,
-                                               "weight": spec.steps[0]}})
-        try:
-            card = ctx.registry.get(model, spec.candidate).card
-        except ModelError as exc:
-            raise InvalidInput("candidate", exc.reason) from None
-        why = ctx.registry.get(model, current.champion).card.incompatibility(card)
-        if why:
-            raise IncompatibleVersion("candidate", why)
-        try:
-            ctx.live.prepare(new)
-        except ModelError as exc:
-            raise from_model_error(exc) from None
-        with rollout_errors(model):
-            doc = start_rollout_in_store(ctx.engine, model, spec, principal.name,
-                                         principal.role)
+        except StaleRevision:
+            raise PreconditionFailed("the deployment changed meanwhile; try again",
+                                     field="If-Match", reason="stale") from None
         ctx.live.refresh()
         return doc
     return JSONBody(await asyncio.to_thread(begin), status_code=201)

@@ -114,8 +114,9 @@ def test_a_store_with_a_rollout_upgrades_to_rollout_revisions(engine) -> None:  
     from alembic import command
     from alembic.config import Config
 
-    from monitoring.rollout.controller import Controller, StaleRollout, read
+    from monitoring.rollout.controller import Controller, read
     from store.engine import MIGRATIONS, migrate
+    from store.rollouts import StaleRollout
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
