@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.errors import StateConflict
+
 HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 DEFAULT_HEADER = "X-Routing-Key"
 PATCHABLE = {"canary", "shadows", "routing_key_header"}
@@ -20,7 +22,6 @@ class DeploymentInvalid(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,10 @@ def apply_patch(current: Deployment, patch: Any) -> Deployment:
 
 
 def promoted(current: Deployment) -> Deployment:
-    """The canary becomes champion; the old champion goes to history."""
+    """The canary becomes champion; the old champion goes to history. With no canary there
+    is nothing to promote: ``StateConflict``, as the request itself is well formed."""
     if current.canary is None:
-        raise DeploymentInvalid("canary", "there is no canary to promote")
+        raise StateConflict("canary", "there is no canary to promote")
     history = (*current.history, current.champion)[-HISTORY_LIMIT:]
     shadows = tuple(s for s in current.shadows if s.version != current.canary.version)
     return Deployment(model=current.model, champion=current.canary.version, canary=None,
@@ -163,9 +165,10 @@ def promoted(current: Deployment) -> Deployment:
 
 
 def rolled_back(current: Deployment) -> Deployment:
-    """The previous champion comes back; the canary is cleared."""
+    """The previous champion comes back; the canary is cleared (``StateConflict`` when
+    there is none)."""
     if not current.history:
-        raise DeploymentInvalid("history", "there is no previous champion to roll back to")
+        raise StateConflict("history", "there is no previous champion to roll back to")
     previous = current.history[-1]
     shadows = tuple(s for s in current.shadows if s.version != previous)
     return Deployment(model=current.model, champion=previous, canary=None, shadows=shadows,

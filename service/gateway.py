@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoring.metrics import GatewayMetrics, exposition
-from service import admin, openapi, protocol
+from service import openapi, protocol
+from service.admin.app import create_app as create_admin_app
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
 from service.drain import delay_sigterm, exit_with_parent
@@ -145,6 +146,7 @@ async def fast_predict(wctx: WorkerContext, request: Request) -> Response:
 
 root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 root_app.include_router(protocol.router)  # OIP v2 and KServe V1 (a "/"-mount: see REFERENCE)
+admin_app = create_admin_app()  # its worker context is set in Gateway.__init__
 install(root_app)
 
 
@@ -157,7 +159,7 @@ async def metrics() -> Response:
 
 
 @bentoml.asgi_app(root_app, path="/")
-@bentoml.asgi_app(admin.app, path="/admin")
+@bentoml.asgi_app(admin_app, path="/admin")
 @bentoml.service(
     name="vigil",
     workers=SETTINGS.server.workers,
@@ -184,7 +186,7 @@ class Gateway:
             latency_objective_seconds=SETTINGS.server.latency_objective_seconds)
         self.ctx: WorkerContext = build_context(SETTINGS, metrics, worker=worker)
         self.ctx.live.refresh()
-        admin.app.state.ctx = self.ctx
+        admin_app.state.ctx = self.ctx
         root_app.state.ctx = self.ctx
         self._poll: asyncio.Task[None] | None = None
 

@@ -18,11 +18,14 @@ from models.deployment import DeploymentInvalid
 from models.errors import (
     ArtifactInvalid,
     CardInvalid,
+    IncompatibleVersion,
     InputInvalid,
     ModelError,
+    StateConflict,
     UnknownModel,
     VersionConflict,
 )
+from service import errors
 from service.errors import Conflict, InvalidInput, NotFound, Unavailable, VigilError
 
 
@@ -51,8 +54,10 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def from_model_error(exc: ModelError) -> VigilError:
-    if isinstance(exc, VersionConflict):
+    if isinstance(exc, VersionConflict | StateConflict):
         return Conflict(str(exc), field=exc.field, reason=exc.reason)
+    if isinstance(exc, IncompatibleVersion):
+        return errors.IncompatibleVersion(exc.field, exc.reason)
     if isinstance(exc, UnknownModel):
         return NotFound(exc.reason, field=exc.field, reason="not found")
     if isinstance(exc, CardInvalid | ArtifactInvalid | InputInvalid):

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+Engine = sa.Engine  # the type, for annotations outside store/ (which imports no sqlalchemy)
 
 
 def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:

@@ -192,6 +192,6 @@ rollouts = sa.Table(
     sa.Column("model", sa.String(63), primary_key=True),
     sa.Column("doc", sa.Text, nullable=False),  # spec, state, baselines, last analysis
     sa.Column("updated_at", sa.Float, nullable=False),
-    # every write is a compare-and-set on it (monitoring.rollout.controller.StaleRollout)
+    # every write is a compare-and-set on it (store.rollouts.StaleRollout)
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
 )

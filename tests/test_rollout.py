@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
 from models.deployment import Deployment
+from models.errors import StateConflict
 from models.registry import Registry
 from monitoring.log.events import PredictionEvent
 from monitoring.log.reader import LocalEventLog
@@ -189,8 +190,9 @@ def test_a_pause_made_while_the_controller_works_is_not_written_back(sim: Sim) -
     assert state.status == "paused" and state.reason == "paused by ops"
     assert sim.store.get("breast_cancer").canary == weights
     # and a second pause is a conflict, as the CLI reports it
-    with pytest.raises(ValueError, match="status: the rollout is paused"):
+    with pytest.raises(StateConflict, match="status: the rollout is paused") as err:
         operate(sim.controller, "breast_cancer", "pause", "ops", "operator", now=sim.now)
+    assert (err.value.field, err.value.reason) == ("status", "the rollout is paused, not running")
 
 
 def test_an_operator_command_that_loses_the_race_is_decided_again(sim: Sim) -> None:

@@ -15,6 +15,7 @@ from models.deployment import (
     promoted,
     rolled_back,
 )
+from models.errors import StateConflict
 from store import AuditLog, AuditRecord, DeploymentNotFound, DeploymentStore, StaleRevision
 
 
@@ -67,9 +68,10 @@ def test_promote_then_rollback_restores_the_champion() -> None:
     assert (p.champion, p.canary, p.history) == ("v2", None, ("v1",))
     r = rolled_back(p)
     assert (r.champion, r.canary, r.history) == ("v1", None, ())
-    with pytest.raises(DeploymentInvalid, match="no canary"):
+    # nothing to act on is a state conflict (HTTP 409), not an invalid request
+    with pytest.raises(StateConflict, match="no canary"):
         promoted(r)
-    with pytest.raises(DeploymentInvalid, match="no previous champion"):
+    with pytest.raises(StateConflict, match="no previous champion"):
         rolled_back(r)
 
 
@@ -112,8 +114,9 @@ def test_a_store_with_a_rollout_upgrades_to_rollout_revisions(engine) -> None:  
     from alembic import command
     from alembic.config import Config
 
-    from monitoring.rollout.controller import Controller, StaleRollout, read
+    from monitoring.rollout.controller import Controller, read
     from store.engine import MIGRATIONS, migrate
+    from store.rollouts import StaleRollout
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

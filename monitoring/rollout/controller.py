@@ -16,29 +16,38 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import orjson
-import sqlalchemy as sa
 
-from models.deployment import apply_patch, promoted
+from control.deployments import (
+    Actor,
+    CardOf,
+    Edit,
+    Loader,
+    change_deployment,
+    commit_change,
+    plan_change,
+)
+from models.deployment import Deployment, apply_patch, promoted
+from models.errors import StateConflict
 from monitoring.quality.scores import ClassifierQuality
 from monitoring.quality.stats import Sketch, VersionStats
 from monitoring.retrain.webhooks import Target, enqueue
-from monitoring.rollout.analysis import Action, Analysis, Spec, State, Window, analyse, decide
+from monitoring.rollout.analysis import (
+    Action,
+    Analysis,
+    Spec,
+    State,
+    Window,
+    advance,
+    analyse,
+    decide,
+)
 from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
-from store.tables import drift_alarms, rollouts
+from store.engine import Engine
+from store.rollouts import RolloutNotFound, RolloutStore, StaleRollout
 
 log = logging.getLogger("vigil.rollout")
 ACTOR = "system:rollout"
 OPERATOR_ATTEMPTS = 5  # an operator's command re-read after the controller wrote meanwhile
-
-
-class StaleRollout(Exception):
-    """The rollout was written by someone else since it was read."""
-
-    def __init__(self, model: str, revision: int) -> None:
-        super().__init__(f"the rollout of {model} moved past revision {revision}")
-        self.model = model
-        self.revision = revision
 
 
 def counters(st: VersionStats | None) -> dict[str, Any]:
@@ -103,20 +112,19 @@ def iso(ts: float) -> str:
 
 
 class Controller:
-    def __init__(self, engine: sa.Engine, targets: list[Target], base_url: str = "",
+    def __init__(self, engine: Engine, targets: list[Target], base_url: str = "",
                  on_transition: Callable[[str, str, State], None] | None = None) -> None:
         self.engine = engine
         self.deployments = DeploymentStore(engine)
         self.audit = AuditLog(engine)
+        self.rollouts = RolloutStore(engine)
         self.targets = targets
         self.base_url = base_url
         self.on_transition = on_transition
 
     def running(self) -> list[tuple[str, dict[str, Any], int]]:
         """Every rollout: model, document and the revision a write must find unchanged."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(rollouts)).all()
-        return [(r.model, orjson.loads(r.doc), r.revision) for r in rows]
+        return [(r.model, r.doc, r.revision) for r in self.rollouts.all()]
 
     def tick(self, stats: dict[Any, VersionStats], now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -131,12 +139,6 @@ class Controller:
                 log.info("rollout of %s: an operator changed it meanwhile; next tick", model)
             except Exception:
                 log.exception("rollout of %s failed this tick", model)
-
-    def _alarms(self, model: str, version: str) -> set[str]:
-        with self.engine.connect() as conn:
-            return {r.signal for r in conn.execute(sa.select(drift_alarms.c.signal).where(
-                drift_alarms.c.model == model, drift_alarms.c.version == version,
-                drift_alarms.c.acknowledged_at.is_(None)))}
 
     def _step(self, model: str, doc: dict[str, Any], revision: int,
               stats: dict[Any, VersionStats], now: float) -> None:
@@ -157,8 +159,8 @@ class Controller:
         canary = window(counters(stats.get(canary_key)), doc["baseline"]["canary"])
         champion = window(counters(stats.get(champion_key)), doc["baseline"]["champion"])
         analysis: Analysis = analyse(spec, canary, champion,
-                                     self._alarms(model, spec.candidate),
-                                     self._alarms(model, d.champion),
+                                     self.rollouts.open_alarms(model, spec.candidate),
+                                     self.rollouts.open_alarms(model, d.champion),
                                      now - state.step_started_at)
         doc["analysis"] = {**analysis.to_dict(), "at": now, "step": state.step,
                            "canary": canary.__dict__, "champion": champion.__dict__}
@@ -172,50 +174,29 @@ class Controller:
         self._commit(model, doc, revision, spec, state, action, d, now)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float,
-              conn: sa.Connection | None = None) -> None:
+              conn: Any = None) -> None:
         """Write the document if the rollout is still at ``revision`` (else StaleRollout,
         which rolls back whatever else ``conn``'s transaction did)."""
-        text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-        def write(c: sa.Connection) -> None:
-            if not c.execute(rollouts.update().where(
-                    rollouts.c.model == model, rollouts.c.revision == revision).values(
-                    doc=text, updated_at=now, revision=revision + 1)).rowcount:
-                raise StaleRollout(model, revision)
-        if conn is not None:
-            write(conn)
-        else:
-            with self.engine.begin() as c:
-                write(c)
+        self.rollouts.save(model, doc, revision, now, conn)
 
     def _commit(self, model: str, doc: dict[str, Any], revision: int, spec: Spec,
-                state: State, action: Action, current: Any, now: float, actor: str = ACTOR,
-                role: str | None = None) -> None:
+                state: State, action: Action, current: Deployment, now: float,
+                actor: str = ACTOR, role: str | None = None) -> None:
         """Deployment change + audit + webhook event + rollout state, all or nothing: the
         rollout's compare-and-set comes first, so a stale one changes nothing."""
         doc["state"] = state.to_dict()
+        kind, detail = f"rollout.{action.kind}", state.reason or f"step {state.step + 1}"
+        edit = deployment_edit(spec, action, current)
         with self.engine.begin() as conn:
             self._save(model, doc, revision, now, conn)
-            before = current.to_public()
-            new = None
-            if action.kind == "weight":
-                new = apply_patch(current, {"canary": {"version": spec.candidate,
-                                                       "weight": action.weight}})
-            elif action.kind == "promote":
-                if current.canary is None or current.canary.version != spec.candidate:
-                    current = apply_patch(current, {"canary": {"version": spec.candidate,
-                                                               "weight": 1.0}})
-                new = promoted(current)
-            elif action.kind == "abort" and current.canary is not None and \
-                    current.canary.version == spec.candidate:
-                new = apply_patch(current, {"canary": None})
-            if new is not None:
-                new = self.deployments.replace(new, current.revision, conn=conn)
-            self.audit.write(AuditRecord(
-                actor=actor, role=role, action=f"rollout.{action.kind}",
-                target=f"deployments/{model}", outcome="ok", before=before,
-                after=new.to_public() if new is not None else None,
-                detail=state.reason or f"step {state.step + 1}"), conn)
+            if edit is not None:  # a compare-and-set on the revision ``current`` was read at
+                change_deployment(self.deployments, self.audit, model, edit,
+                                  Actor(actor, role), kind, current=current, detail=detail,
+                                  conn=conn)
+            else:
+                self.audit.write(AuditRecord(
+                    actor=actor, role=role, action=kind, target=f"deployments/{model}",
+                    outcome="ok", before=current.to_public(), detail=detail), conn)
             if action.event is not None:
                 event_id = f"{action.event}-{model}-{spec.candidate}-{int(now * 1000)}"
                 ev = {"type": action.event, "timestamp": iso(now), "data": {
@@ -228,52 +209,57 @@ class Controller:
             self.on_transition(model, action.kind, state)
 
 
-def start(engine: sa.Engine, model: str, spec: Spec, actor: str, role: str,
-          now: float | None = None) -> dict[str, Any]:
-    """Begin a rollout: the candidate becomes the canary at the first step's weight (a
-    compare-and-set on the deployment), all in one transaction with the audit row."""
+def deployment_edit(spec: Spec, action: Action, current: Deployment) -> Edit | None:
+    """What ``action`` does to the deployment; None when it leaves it alone (a pause, or an
+    abort whose canary an operator already changed)."""
+    candidate = spec.candidate
+    if action.kind == "weight":
+        return lambda d: apply_patch(d, {"canary": {"version": candidate,
+                                                    "weight": action.weight}})
+    if action.kind == "promote":
+        def promote(d: Deployment) -> Deployment:
+            if d.canary is None or d.canary.version != candidate:
+                d = apply_patch(d, {"canary": {"version": candidate, "weight": 1.0}})
+            return promoted(d)
+        return promote
+    if action.kind == "abort" and current.canary is not None and \
+            current.canary.version == candidate:
+        return lambda d: apply_patch(d, {"canary": None})
+    return None
+
+
+def start(engine: Engine, model: str, spec: Spec, actor: str, role: str,
+          now: float | None = None, *, cards: CardOf | None = None,
+          loader: Loader | None = None) -> dict[str, Any]:
+    """Begin a rollout: the candidate becomes the canary at the first step's weight. The
+    change is checked (and, given ``cards`` and ``loader``, the candidate loaded) first; then
+    one transaction refuses a rollout already running or paused, compares-and-sets the
+    deployment, writes the audit row and the rollout."""
     now = time.time() if now is None else now
-    store = DeploymentStore(engine)
-    current = store.get(model)
-    if spec.candidate == current.champion:
-        raise ValueError("candidate: is already the champion")
+    deployments, rollouts = DeploymentStore(engine), RolloutStore(engine)
+    change = plan_change(
+        deployments, model,
+        lambda d: apply_patch(d, {"canary": {"version": spec.candidate,
+                                             "weight": spec.steps[0]}}),
+        cards=cards, loader=loader, field_of=lambda d, v: "candidate")
+    state = State(status="running", step=0, step_started_at=now)
+    doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
+           "started_by": actor}
     with engine.begin() as conn:
-        existing = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
-            rollouts.c.model == model)).first()
-        if existing and State.from_dict(orjson.loads(existing.doc)["state"]).status in (
-                "running", "paused"):
-            raise ValueError("model: a rollout is already running or paused; abort it first")
-        new = apply_patch(current, {"canary": {"version": spec.candidate,
-                                               "weight": spec.steps[0]}})
-        new = store.replace(new, current.revision, conn=conn)
-        state = State(status="running", step=0, step_started_at=now)
-        doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
-               "started_by": actor}
-        text = orjson.dumps(doc).decode()
-        conn.execute(rollouts.delete().where(rollouts.c.model == model))
-        # the revision goes on counting across rollouts: a controller holding the last
-        # rollout's revision must not match the new one
-        conn.execute(rollouts.insert().values(
-            model=model, doc=text, updated_at=now,
-            revision=existing.revision + 1 if existing else 0))
-        AuditLog(engine).write(AuditRecord(
-            actor=actor, role=role, action="rollout.start", target=f"deployments/{model}",
-            outcome="ok", before=current.to_public(), after=new.to_public(),
-            detail=f"{spec.candidate} at {spec.steps[0]:.0%}"), conn)
+        previous = rollouts.get(model, conn)
+        if previous and State.from_dict(previous.doc["state"]).status in ("running", "paused"):
+            raise StateConflict("model", "a rollout is already running or paused; abort it "
+                                         "first")
+        commit_change(deployments, AuditLog(engine), change, Actor(actor, role),
+                      "rollout.start", detail=f"{spec.candidate} at {spec.steps[0]:.0%}",
+                      conn=conn)
+        rollouts.begin(model, doc, now, previous, conn)
     return doc
 
 
-def read(engine: sa.Engine, model: str) -> dict[str, Any] | None:
-    found = read_with_revision(engine, model)
-    return found[0] if found else None
-
-
-def read_with_revision(engine: sa.Engine, model: str) -> tuple[dict[str, Any], int] | None:
-    """The rollout's document and the revision a write must find unchanged."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(rollouts.c.doc, rollouts.c.revision).where(
-            rollouts.c.model == model)).first()
-    return (orjson.loads(row.doc), row.revision) if row else None
+def read(engine: Engine, model: str) -> dict[str, Any] | None:
+    found = RolloutStore(engine).get(model)
+    return found.doc if found else None
 
 
 def operate(controller: Controller, model: str, command: str, actor: str, role: str,
@@ -293,39 +279,37 @@ def operate(controller: Controller, model: str, command: str, actor: str, role: 
 
 def _operate_once(controller: Controller, model: str, command: str, actor: str, role: str,
                   now: float) -> dict[str, Any]:
-    found = read_with_revision(controller.engine, model)
+    found = controller.rollouts.get(model)
     if found is None:
-        raise LookupError(model)
-    doc, revision = found
+        raise RolloutNotFound(model)
+    doc, revision = found.doc, found.revision
     spec, state = Spec.from_dict(doc["spec"]), State.from_dict(doc["state"])
     current = controller.deployments.get(model)
     if command == "pause":
         if state.status != "running":
-            raise ValueError(f"status: the rollout is {state.status}, not running")
+            raise StateConflict("status", f"the rollout is {state.status}, not running")
         state.status, state.reason = "paused", f"paused by {actor}"
         action = Action("pause", None, "vigil.rollout.paused")
     elif command == "resume":
         if state.status != "paused":
-            raise ValueError(f"status: the rollout is {state.status}, not paused")
+            raise StateConflict("status", f"the rollout is {state.status}, not paused")
         state.status, state.reason, state.step_started_at = "running", "", now
         doc.pop("baseline", None)  # a fresh window from now
         action = Action("weight", spec.steps[state.step], None)
     elif command == "abort":
         if state.status not in ("running", "paused"):
-            raise ValueError(f"status: the rollout is {state.status}")
+            raise StateConflict("status", f"the rollout is {state.status}")
         state.status, state.reason = "aborted", f"aborted by {actor}"
         action = Action("abort", 0.0, "vigil.rollout.aborted")
     elif command == "advance":
         if state.status not in ("running", "paused"):
-            raise ValueError(f"status: the rollout is {state.status}")
-        from monitoring.rollout.analysis import advance
-
+            raise StateConflict("status", f"the rollout is {state.status}")
         state.status = "running"
         action = advance(spec, state, now)
         doc.pop("baseline", None)
         state.reason = state.reason or f"advanced by {actor}"
     else:
-        raise ValueError(f"command: unknown {command!r}")
+        raise ValueError(f"unknown rollout command {command!r}")  # the route allows only four
     controller._commit(model, doc, revision, spec, state, action, current, now,  # noqa: SLF001
                        actor, role)
     return read(controller.engine, model) or doc

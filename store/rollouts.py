@@ -1,0 +1,91 @@
+"""Rollouts, stored: one row per model (its latest rollout) whose document holds the spec,
+the state, the step's baselines and the last analysis. Every write is a compare-and-set on
+the row's revision, so the controller and an operator never overwrite each other: the loser
+gets ``StaleRollout`` and reads again. The decisions are ``monitoring.rollout``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from store.tables import drift_alarms, rollouts
+
+
+class RolloutNotFound(LookupError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"no rollout for model '{model}'")
+        self.model = model
+
+
+class StaleRollout(Exception):
+    """The rollout was written by someone else since it was read."""
+
+    def __init__(self, model: str, revision: int) -> None:
+        super().__init__(f"the rollout of {model} moved past revision {revision}")
+        self.model = model
+        self.revision = revision
+
+
+@dataclass(frozen=True)
+class StoredRollout:
+    """A rollout's document and the revision a write must find unchanged."""
+
+    model: str
+    doc: dict[str, Any]
+    revision: int
+
+
+def _row(r: Any) -> StoredRollout:
+    return StoredRollout(r.model, orjson.loads(r.doc), r.revision)
+
+
+class RolloutStore:
+    """Reads and compare-and-set writes of rollouts; ``conn`` joins a caller's transaction."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def all(self) -> list[StoredRollout]:
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(sa.select(rollouts)).all()]
+
+    def get(self, model: str, conn: sa.Connection | None = None) -> StoredRollout | None:
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.get(model, own)
+        row = conn.execute(sa.select(rollouts).where(rollouts.c.model == model)).first()
+        return _row(row) if row else None
+
+    def save(self, model: str, doc: dict[str, Any], revision: int, now: float,
+             conn: sa.Connection | None = None) -> None:
+        """Write ``doc`` if the rollout is still at ``revision``, else ``StaleRollout`` (which
+        rolls back whatever else ``conn``'s transaction did)."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.save(model, doc, revision, now, own)
+        text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        if not conn.execute(rollouts.update().where(
+                rollouts.c.model == model, rollouts.c.revision == revision).values(
+                doc=text, updated_at=now, revision=revision + 1)).rowcount:
+            raise StaleRollout(model, revision)
+        return None
+
+    def begin(self, model: str, doc: dict[str, Any], now: float,
+              previous: StoredRollout | None, conn: sa.Connection) -> None:
+        """A new rollout replaces the model's last one. Its revision goes on counting from
+        ``previous``'s: a controller holding the last rollout's revision must not match it."""
+        conn.execute(rollouts.delete().where(rollouts.c.model == model))
+        conn.execute(rollouts.insert().values(
+            model=model, doc=orjson.dumps(doc).decode(), updated_at=now,
+            revision=previous.revision + 1 if previous else 0))
+
+    def open_alarms(self, model: str, version: str) -> set[str]:
+        """The drift signals with an unacknowledged alarm on a version (the drift gate)."""
+        with self.engine.connect() as conn:
+            return {r.signal for r in conn.execute(sa.select(drift_alarms.c.signal).where(
+                drift_alarms.c.model == model, drift_alarms.c.version == version,
+                drift_alarms.c.acknowledged_at.is_(None)))}
