@@ -15,24 +15,22 @@ from fastapi import Depends, FastAPI, File, Form, Header, Path, Query, Request, 
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.deployment import Deployment, apply_patch, promoted, rolled_back
-from models.errors import ModelError
+from models.errors import (
+    IncompatibleVersion,
+    InvalidInput,
+    NotFound,
+    StaleRevision,
+    VigilError,
+)
 from models.profile import summarize_profile
 from models.registry import NAME_PATTERN
 from monitoring.monitor import read_stats
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import (
-    IncompatibleVersion,
-    InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    PreconditionFailed,
-    PreconditionRequired,
-    VigilError,
-)
-from service.httperrors import JSONBody, error_responses, from_model_error, install
+from service.errors import PayloadTooLarge, PreconditionRequired
+from service.httperrors import JSONBody, error_responses, install
 from service.inference import request_id_from
-from store import AuditRecord, DeploymentNotFound, StaleRevision
+from store import AuditRecord
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
                     "< viewer < operator < admin.")
@@ -87,8 +85,8 @@ def _deployment_response(d: Deployment, status: int = 200) -> JSONBody:
 def _expected_revision(if_match: str | None, required: bool) -> int | None:
     if if_match is None:
         if required:
-            raise PreconditionRequired("If-Match with the deployment's revision is required",
-                                       field="If-Match", reason="missing")
+            raise PreconditionRequired("If-Match", "missing", message=(
+                "If-Match with the deployment's revision is required"))
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
     if not value.isdigit():
@@ -122,7 +120,7 @@ async def model_stats(request: Request, model: ModelName,
     ctx = ctx_of(request)
     stats = await asyncio.to_thread(read_stats, ctx.engine, model)
     if not stats["versions"] and model not in await asyncio.to_thread(ctx.registry.list):
-        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+        raise NotFound("model", "unknown model", message=f"model '{model}' not found")
     return stats
 
 
@@ -132,10 +130,7 @@ async def get_version(request: Request, model: ModelName, version: VersionName,
                       _: Annotated[Principal, Depends(require("viewer", "models.read"))]
                       ) -> dict[str, Any]:
     ctx = ctx_of(request)
-    try:
-        mv = await asyncio.to_thread(ctx.registry.get, model, version)
-    except ModelError as exc:
-        raise from_model_error(exc) from None
+    mv = await asyncio.to_thread(ctx.registry.get, model, version)
     return {"name": model, "version": version, "created_at": mv.created_at,
             "onnx_sha256": mv.onnx_sha256, "card": mv.card.raw,
             "profile": summarize_profile(mv.profile)}
@@ -167,12 +162,8 @@ async def register_version(
             raise InvalidInput("card", f"is not valid JSON ({exc})") from None
         if not isinstance(card_data, dict) or card_data.get("name") != model:
             raise InvalidInput("card.name", f"must equal the model in the path ({model!r})")
-        try:
-            mv, created = await asyncio.to_thread(
-                ctx.registry.register, onnx_bytes, card_data, ref_bytes,
-                reference.filename or "")
-        except ModelError as exc:
-            raise from_model_error(exc) from None
+        mv, created = await asyncio.to_thread(
+            ctx.registry.register, onnx_bytes, card_data, ref_bytes, reference.filename or "")
         deployment = None
         if created:
             deployment = await asyncio.to_thread(_first_deployment, ctx, model, mv.version)
@@ -216,42 +207,27 @@ async def list_deployments(request: Request, _: Annotated[
 async def get_deployment(request: Request, model: ModelName, _: Annotated[
         Principal, Depends(require("viewer", "deployments.read"))]) -> JSONBody:
     ctx = ctx_of(request)
-    try:
-        return _deployment_response(await asyncio.to_thread(ctx.deployments.get, model))
-    except DeploymentNotFound:
-        raise NotFound(f"no deployment for model '{model}'", field="model",
-                       reason="not deployed") from None
+    return _deployment_response(await asyncio.to_thread(ctx.deployments.get, model))
 
 
 def _change(ctx: WorkerContext, model: str, change: Callable[[Deployment], Deployment],
             expected: int | None) -> tuple[Deployment, Deployment]:
     """Apply ``change`` under compare-and-set; load and check new versions before commit."""
-    try:
-        current = ctx.deployments.get(model)
-    except DeploymentNotFound:
-        raise NotFound(f"no deployment for model '{model}'", field="model",
-                       reason="not deployed") from None
+    current = ctx.deployments.get(model)  # or DeploymentNotFound
     new = change(current)  # a body that is wrong for any revision is a 422, checked first
     if expected is not None and expected != current.revision:
-        raise PreconditionFailed(f"revision {expected} is stale; the deployment is at "
-                                 f"{current.revision}", field="If-Match", reason="stale")
+        raise StaleRevision(expected, current.revision)
     champion_card = ctx.registry.get(model, new.champion).card
     for version in sorted(new.versions() - current.versions()):
         try:
             card = ctx.registry.get(model, version).card
-        except ModelError as exc:
-            raise InvalidInput(_field_of(new, version), exc.reason) from None
+        except VigilError as exc:
+            raise InvalidInput(_field_of(new, version), exc.reason or exc.message) from None
         why = champion_card.incompatibility(card)
         if why:
             raise IncompatibleVersion(_field_of(new, version), why)
-    try:
-        ctx.live.prepare(new)  # load + smoke-test here first: a broken version never commits
-    except ModelError as exc:
-        raise from_model_error(exc) from None
-    try:
-        committed = ctx.deployments.replace(new, current.revision)
-    except StaleRevision as exc:
-        raise PreconditionFailed(str(exc), field="If-Match", reason="stale") from None
+    ctx.live.prepare(new)  # load + smoke-test here first: a broken version never commits
+    committed = ctx.deployments.replace(new, current.revision)  # or StaleRevision
     ctx.live.refresh()
     ctx.publish_gauges()
     return current, committed

@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
 from models.deployment import apply_patch
-from models.errors import ModelError
+from models.errors import (
+    Conflict,
+    DeploymentNotFound,
+    IncompatibleVersion,
+    InvalidInput,
+    NotFound,
+    RolloutNotFound,
+    StaleRevision,
+    VigilError,
+)
 from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
@@ -37,16 +46,9 @@ from monitoring.rollout.controller import start as start_rollout_in_store
 from service.admin import AUTH_ERRORS, NAME, ModelName, _audit, ctx_of, json_body, require
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import (
-    Conflict,
-    IncompatibleVersion,
-    InvalidInput,
-    NotFound,
-    PreconditionFailed,
-)
-from service.httperrors import JSONBody, error_responses, from_model_error
+from service.httperrors import JSONBody, error_responses
 from service.inference import request_id_from
-from store import AuditRecord, DeploymentNotFound, StaleRevision
+from store import AuditRecord
 
 router = APIRouter()
 
@@ -63,15 +65,15 @@ async def _drift_version(ctx: WorkerContext, model: str, version: str | None) ->
         try:
             d = await asyncio.to_thread(ctx.deployments.get, model)
         except DeploymentNotFound:
-            raise NotFound(f"model '{model}' is not deployed", field="model",
-                           reason="unknown model") from None
+            raise NotFound("model", "unknown model",
+                           message=f"model '{model}' is not deployed") from None
         return d.champion
     versions = (await asyncio.to_thread(ctx.registry.list)).get(model)
     if versions is None:
-        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+        raise NotFound("model", "unknown model", message=f"model '{model}' not found")
     if version not in versions:
-        raise NotFound(f"version '{version}' of model '{model}' not found", field="version",
-                       reason="unknown version")
+        raise NotFound("version", "unknown version",
+                       message=f"version '{version}' of model '{model}' not found")
     return version
 
 
@@ -147,8 +149,8 @@ async def retrain(request: Request, model: ModelName, principal: Annotated[
     try:
         d = await asyncio.to_thread(ctx.deployments.get, model)
     except DeploymentNotFound:
-        raise NotFound(f"model '{model}' is not deployed", field="model",
-                       reason="unknown model") from None
+        raise NotFound("model", "unknown model",
+                       message=f"model '{model}' is not deployed") from None
     mv = await asyncio.to_thread(ctx.registry.get, model, d.champion)
     now = time.time()
     event_id = f"retrain-{model}-manual-{uuid.uuid4().hex[:16]}"
@@ -187,8 +189,8 @@ async def redeliver_one(request: Request, delivery_id: Annotated[
         Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
     ctx = ctx_of(request)
     if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):
-        raise NotFound(f"delivery {delivery_id} not found", field="delivery_id",
-                       reason="unknown delivery")
+        raise NotFound("delivery_id", "unknown delivery",
+                       message=f"delivery {delivery_id} not found")
     await asyncio.to_thread(_audit, ctx, principal, request, "webhooks.redeliver",
                             f"deliveries/{delivery_id}", "ok")
     return {"id": delivery_id, "status": "pending"}
@@ -202,8 +204,8 @@ async def test_target(request: Request, target: str, principal: Annotated[
     ctx = ctx_of(request)
     targets = _targets(ctx)
     if target not in {t.name for t in targets}:
-        raise NotFound(f"webhook target '{target}' is not configured", field="target",
-                       reason="unknown target")
+        raise NotFound("target", "unknown target",
+                       message=f"webhook target '{target}' is not configured")
     now = time.time()
     event_id = f"test-{target}-{uuid.uuid4().hex[:16]}"
     ev = {"type": "vigil.test", "timestamp": iso(now),
@@ -268,18 +270,17 @@ def rollout_errors(model: str) -> Iterator[None]:
     the field, a deployment that moved meanwhile 412."""
     try:
         yield
-    except LookupError:
-        raise NotFound(f"no rollout for model '{model}'", field="model",
-                       reason="no rollout") from None
+    except (LookupError, DeploymentNotFound):
+        raise RolloutNotFound(model) from None
     except ValueError as exc:
         field, _, reason = str(exc).partition(": ")
-        raise Conflict(str(exc), field=field, reason=reason) from None
-    except StaleRevision:
-        raise PreconditionFailed("the deployment changed meanwhile; try again",
-                                 field="If-Match", reason="stale") from None
+        raise Conflict(field, reason, message=str(exc)) from None
+    except StaleRevision as exc:
+        raise StaleRevision(exc.expected, exc.current,
+                            message="the deployment changed meanwhile; try again") from None
     except StaleRollout:  # the controller kept writing it through every retry
-        raise Conflict("the rollout changed meanwhile; try again", field="model",
-                       reason="changed meanwhile") from None
+        raise Conflict("model", "changed meanwhile",
+                       message="the rollout changed meanwhile; try again") from None
 
 
 def _controller(ctx: WorkerContext) -> Controller:
@@ -301,24 +302,17 @@ async def start_rollout(request: Request, model: ModelName,
     spec = Spec.from_dict(body.model_dump())
 
     def begin() -> dict[str, Any]:
-        try:
-            current = ctx.deployments.get(model)
-        except DeploymentNotFound:
-            raise NotFound(f"no deployment for model '{model}'", field="model",
-                           reason="not deployed") from None
+        current = ctx.deployments.get(model)  # or DeploymentNotFound
         new = apply_patch(current, {"canary": {"version": spec.candidate,
                                                "weight": spec.steps[0]}})
         try:
             card = ctx.registry.get(model, spec.candidate).card
-        except ModelError as exc:
-            raise InvalidInput("candidate", exc.reason) from None
+        except VigilError as exc:
+            raise InvalidInput("candidate", exc.reason or exc.message) from None
         why = ctx.registry.get(model, current.champion).card.incompatibility(card)
         if why:
             raise IncompatibleVersion("candidate", why)
-        try:
-            ctx.live.prepare(new)
-        except ModelError as exc:
-            raise from_model_error(exc) from None
+        ctx.live.prepare(new)
         with rollout_errors(model):
             doc = start_rollout_in_store(ctx.engine, model, spec, principal.name,
                                          principal.role)
@@ -334,7 +328,7 @@ async def get_rollout(request: Request, model: ModelName,
                       ) -> dict[str, Any]:
     doc = await asyncio.to_thread(read_rollout, ctx_of(request).engine, model)
     if doc is None:
-        raise NotFound(f"no rollout for model '{model}'", field="model", reason="no rollout")
+        raise RolloutNotFound(model)
     return doc
 
 

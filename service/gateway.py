@@ -22,15 +22,15 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models.errors import InvalidInput, VigilError
 from monitoring.metrics import GatewayMetrics, exposition
 from service import admin, openapi, protocol
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
 from service.drain import delay_sigterm, exit_with_parent
-from service.errors import InvalidInput, VigilError
 from service.fastpath import FastRoutes
 from service.feedback import accept_feedback
-from service.httperrors import install
+from service.httperrors import body_of, headers_of, install, status_of
 from service.inference import parse_json, read_body
 from service.limits import AdmissionMiddleware
 from service.monitor import Monitor
@@ -111,9 +111,9 @@ async def answer(wctx: WorkerContext, headers: Mapping[str, str], raw: Any, role
             raise InvalidInput("body", "is required")
         status, body, out = await handle(raw)
     except VigilError as exc:
+        status, body, out = status_of(exc), body_of(exc), headers_of(exc)
         if wctx.metrics is not None:
-            wctx.metrics.request_errors.labels(str(exc.status)).inc()
-        status, body, out = exc.status, exc.to_body(), exc.headers
+            wctx.metrics.request_errors.labels(str(status)).inc()
     return _json(status, body, out)
 
 

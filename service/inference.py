@@ -18,18 +18,17 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.errors import InputInvalid
+from models.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    VersionNotFound,
+)
 from models.inputs import decode_records, decode_rows
 from monitoring.log.events import EventSink, PredictionEvent
 from monitoring.log.ids import new_id
 from monitoring.metrics import GatewayMetrics
-from service.errors import (
-    InvalidInput,
-    ModelNotFound,
-    PayloadTooLarge,
-    VersionNotFound,
-    VigilError,
-)
+from service.errors import PayloadTooLarge
 from service.live import LiveDeployments, Served
 from service.routing import Route, route
 from service.settings import Settings
@@ -130,10 +129,7 @@ class Predictor:
         rows = body[field]
         if isinstance(rows, list):
             self.check_rows(len(rows), field)
-        try:
-            matrix = (decode_records if has_inputs else decode_rows)(served.card, rows, field)
-        except InputInvalid as exc:
-            raise InvalidInput(exc.field, exc.reason) from None
+        matrix = (decode_records if has_inputs else decode_rows)(served.card, rows, field)
         return served, matrix, key
 
     async def predict(self, body: Any, headers: Mapping[str, str]) -> Prediction:
@@ -161,8 +157,7 @@ class Predictor:
                 outputs = runtime.predict(matrix)
         except Exception as exc:  # a broken model is a counted, logged 500, never a hang
             self._failed(served, chosen, matrix, request_id, start, exc)
-            raise VigilError(f"model '{deployment.model}' version '{chosen.version}' failed "
-                             "on this input", reason=type(exc).__name__) from None
+            raise InferenceFailed(deployment.model, chosen.version, exc) from None
         done = time.perf_counter()
         if self.metrics is not None:
             self.metrics.inference.labels(deployment.model, chosen.version).observe(done - began)

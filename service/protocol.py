@@ -22,13 +22,12 @@ from fastapi import APIRouter, Path, Request
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
-from models.errors import InputInvalid
+from models.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
 from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
 from monitoring.log.ids import new_id
-from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
 from service.fastpath import RouteHandler
-from service.httperrors import ERROR_SCHEMA, error_responses
+from service.httperrors import ERROR_SCHEMA, error_response, error_responses
 from service.inference import REQUEST_ID_RE, Prediction, parse_json, read_body
 from service.live import Served
 from service.tensors import (
@@ -98,11 +97,11 @@ def response_headers(result: Prediction) -> dict[str, str]:
             "X-Vigil-Version": result.route.version, "X-Vigil-Revision": str(result.revision)}
 
 
-def error_response(exc: VigilError, ctx: Any = None) -> Response:
-    if ctx is not None and ctx.metrics is not None:
-        ctx.metrics.request_errors.labels(str(exc.status)).inc()
-    return Response(orjson.dumps(exc.to_body()), status_code=exc.status,
-                    media_type="application/json", headers=exc.headers)
+def counted_error(exc: VigilError, ctx: Any) -> Response:
+    response = error_response(exc)
+    if ctx.metrics is not None:
+        ctx.metrics.request_errors.labels(str(response.status_code)).inc()
+    return response
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -184,7 +183,7 @@ async def _infer(ctx: Any, request: Request, model: str, version: str | None = N
         result = await ctx.predictor.run(served, req.matrix, key, version, rid, start)
         return infer_response(served, result, req)
     except VigilError as exc:
-        return error_response(exc, ctx)
+        return counted_error(exc, ctx)
 
 
 @router.post("/v2/models/{model}/infer", summary="OIP infer through the champion/canary split",
@@ -319,18 +318,15 @@ async def _v1_predict(ctx: Any, request: Request, model: str) -> Response:
         rows = body["instances"]
         if isinstance(rows, list):
             ctx.predictor.check_rows(len(rows), "instances")
-        try:
-            named = isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict)
-            matrix = (decode_records if named else decode_rows)(served.card, rows, "instances")
-        except InputInvalid as exc:
-            raise InvalidInput(exc.field, exc.reason) from None
+        named = isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict)
+        matrix = (decode_records if named else decode_rows)(served.card, rows, "instances")
         key = request.headers.get(served.deployment.routing_key_header.lower()) or None
         result = await ctx.predictor.run(served, matrix, key, None,
                                          request_id_for(request.headers, None), start)
         return Response(orjson.dumps({"predictions": result.body["predictions"]}),
                         media_type="application/json", headers=response_headers(result))
     except VigilError as exc:
-        return error_response(exc, ctx)
+        return counted_error(exc, ctx)
 
 
 # ----------------------------------------------------------------------------- fast path
