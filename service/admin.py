@@ -26,10 +26,10 @@ from models.profile import summarize_profile
 from models.registry import NAME_PATTERN
 from monitoring.monitor import read_stats
 from service.auth import Principal
-from service.context import WorkerContext
+from service.context import WorkerContext, current_context, current_metrics
 from service.errors import PayloadTooLarge, PreconditionRequired
+from service.front import request_id
 from service.httperrors import JSONBody, error_responses, install
-from service.inference import request_id_from
 from store import AuditRecord
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
@@ -43,11 +43,11 @@ IfMatch = Annotated[str | None, Header(pattern=r'^\s*(W/)?"?[0-9]{1,18}"?\s*$',
 
 app = FastAPI(title="Vigil admin API", version="0.1.0", docs_url=None, redoc_url=None,
               openapi_url=None, default_response_class=JSONBody)
-install(app)
+install(app, current_metrics)
 
 
 def ctx_of(request: Request) -> WorkerContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return current_context()
 
 
 def require(role: str, action: str) -> Callable[..., Any]:
@@ -64,7 +64,7 @@ def require(role: str, action: str) -> Callable[..., Any]:
             await asyncio.to_thread(ctx.audit.write, AuditRecord(
                 actor=who.name if who else "anonymous", role=who.role if who else None,
                 action=action, target=request.url.path, outcome="denied",
-                request_id=request_id_from(request.headers), detail=exc.message))
+                request_id=request_id(request.headers), detail=exc.message))
             raise
 
     return dependency
@@ -75,7 +75,7 @@ def _audit(ctx: WorkerContext, principal: Principal, request: Request, action: s
            detail: str | None = None) -> None:
     ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
                                 target=target, outcome=outcome, before=before, after=after,
-                                request_id=request_id_from(request.headers), detail=detail))
+                                request_id=request_id(request.headers), detail=detail))
 
 
 def _deployment_response(d: Deployment, status: int = 200) -> JSONBody:

@@ -46,8 +46,8 @@ from monitoring.rollout.controller import start as start_rollout_in_store
 from service.admin import AUTH_ERRORS, NAME, ModelName, _audit, ctx_of, json_body, require
 from service.auth import Principal
 from service.context import WorkerContext
+from service.front import request_id
 from service.httperrors import JSONBody, error_responses
-from service.inference import request_id_from
 from store import AuditRecord
 
 router = APIRouter()
@@ -353,4 +353,4 @@ def _audit_in(conn: Any, ctx: WorkerContext, principal: Principal, request: Requ
               action: str, target: str, after: Any) -> None:
     ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
                                 target=target, outcome="ok", after=after,
-                                request_id=request_id_from(request.headers)), conn)
+                                request_id=request_id(request.headers)), conn)

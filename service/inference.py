@@ -1,7 +1,7 @@
-"""The path of one prediction request (DESIGN §3), independent of the HTTP framework.
-
-decode + validate → route → run the primary session → answer; then, off the response path,
-emit the event (naming the shadows the Monitor is to run on it) and record metrics.
+"""A prediction, independent of the HTTP framework and of the protocol it came in by:
+route → run the primary session → answer; then, off the response path, emit the event (naming
+the shadows the Monitor is to run on it) and record metrics. Also the body reading every
+adapter shares (a limit in bytes, JSON by orjson).
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,30 +20,16 @@ import orjson
 from models.errors import (
     InferenceFailed,
     InvalidInput,
-    ModelNotFound,
     VersionNotFound,
 )
-from models.inputs import decode_records, decode_rows
 from monitoring.log.events import EventSink, PredictionEvent
-from monitoring.log.ids import new_id
 from monitoring.metrics import GatewayMetrics
 from service.errors import PayloadTooLarge
-from service.live import LiveDeployments, Served
+from service.live import Served
 from service.routing import Route, route
-from service.settings import Settings
 
 log = logging.getLogger("vigil.inference")
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-PREDICT_FIELDS = {"model", "inputs", "instances", "routing_key"}
 OFFLOAD_ROWS = 64  # batches above this run in a thread so the event loop keeps serving
-
-
-def request_id_from(headers: Mapping[str, str]) -> str:
-    """The client's ``X-Request-ID`` when it is ≤ 128 safe characters, else a new one."""
-    given = headers.get("x-request-id")
-    if given and REQUEST_ID_RE.match(given):
-        return given
-    return new_id()
 
 
 async def read_body(request: Any, limit: int) -> bytes:
@@ -87,63 +72,18 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, settings: Settings, live: LiveDeployments, sink: EventSink,
-                 metrics: GatewayMetrics | None = None,
+    """Route, run the primary session, and hand the rest off the response path (the event
+    for the log, the metrics); shared by every protocol (``service.front``)."""
+
+    def __init__(self, sink: EventSink, metrics: GatewayMetrics | None = None,
                  rand: Callable[[], float] = random.random) -> None:
-        self.settings = settings
-        self.live = live
         self.sink = sink
         self.metrics = metrics
         self.rand = rand
 
-    def served(self, model: Any) -> Served:
-        if not isinstance(model, str) or not model:
-            raise InvalidInput("model", "is required and must be a model name")
-        served = self.live.get(model)
-        if served is None:
-            raise ModelNotFound(model)
-        return served
-
-    def check_rows(self, n: int, field: str) -> None:
-        limit = self.settings.limits.max_rows
-        if n > limit:
-            raise PayloadTooLarge(field, f"{n} rows; the limit is {limit} per request")
-
-    def decode_body(self, body: Any) -> tuple[Served, np.ndarray, str | None]:
-        """Validate a ``/predict`` body; returns what serves it, the matrix and the key."""
-        if not isinstance(body, dict):
-            raise InvalidInput("body", "must be a JSON object")
-        unknown = sorted(set(body) - PREDICT_FIELDS)
-        if unknown:
-            raise InvalidInput(unknown[0] or repr(unknown[0]),
-                               f"unknown field (allowed: {sorted(PREDICT_FIELDS)})")
-        served = self.served(body.get("model"))
-        key = body.get("routing_key")
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
-            raise InvalidInput("routing_key", "must be a string of 1–256 characters")
-        has_inputs, has_instances = "inputs" in body, "instances" in body
-        if has_inputs == has_instances:
-            raise InvalidInput("inputs", "give exactly one of 'inputs' (named records) or "
-                               "'instances' (rows in the card's feature order)")
-        field = "inputs" if has_inputs else "instances"
-        rows = body[field]
-        if isinstance(rows, list):
-            self.check_rows(len(rows), field)
-        matrix = (decode_records if has_inputs else decode_rows)(served.card, rows, field)
-        return served, matrix, key
-
-    async def predict(self, body: Any, headers: Mapping[str, str]) -> Prediction:
-        """Answer a ``/predict`` body."""
-        start = time.perf_counter()
-        request_id = request_id_from(headers)
-        served, matrix, key = self.decode_body(body)
-        if key is None:
-            key = headers.get(served.deployment.routing_key_header.lower()) or None
-        return await self.run(served, matrix, key, None, request_id, start)
-
     async def run(self, served: Served, matrix: np.ndarray, key: str | None,
                   version: str | None, request_id: str, start: float) -> Prediction:
-        """Route, run the primary, and hand off the rest; shared by every protocol."""
+        """The prediction for ``matrix``: routed by ``key`` (or to ``version``, when named)."""
         deployment = served.deployment
         chosen = route(deployment, key, version, self.rand)
         if chosen is None:

@@ -16,7 +16,7 @@ from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
 from models.registry import NAME_PATTERN
 from service.httperrors import ERROR_SCHEMA
-from service.settings import load_settings
+from service.settings import settings
 
 PREDICTION_SCHEMA: dict[str, Any] = {
     "oneOf": [
@@ -181,7 +181,7 @@ class VigilService(Service):  # type: ignore[type-arg]
         spec.paths["/predict"] = PathItem(post=predict_operation())
         spec.paths["/feedback"] = PathItem(post=feedback_operation())
         _set_query_maximum(spec, "/admin/drift/{model}/rebaseline", "rows",
-                           load_settings().drift.rebaseline_rows)
+                           settings().drift.rebaseline_rows)
         _tidy_headers(spec)
         info = attrs.evolve(spec.info, title="Vigil", version=package_version(), contact=None,
                             description=(
