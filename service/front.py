@@ -52,7 +52,7 @@ def routing_key(served: Served, headers: Mapping[str, str], given: str | None) -
     return given or headers.get(served.deployment.routing_key_header.lower()) or None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ runs on every request, plainly
 class Decoded(Generic[T]):
     """A request as an adapter decoded it: what serves it, the input matrix, and what the
     request itself said about routing and its id; ``detail`` is for the adapter's encoder."""

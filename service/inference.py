@@ -10,9 +10,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -32,7 +32,16 @@ log = logging.getLogger("vigil.inference")
 OFFLOAD_ROWS = 64  # batches above this run in a thread so the event loop keeps serving
 
 
-async def read_body(request: Any, limit: int) -> bytes:
+class Streamed(Protocol):
+    """A request whose body arrives in chunks (Starlette's ``Request``)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
+
+
+async def read_body(request: Streamed, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is over ``limit`` bytes (by its
     declared length, or while it streams in)."""
     try:
