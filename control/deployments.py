@@ -9,8 +9,8 @@ rollout start, the rollout controller).
 
 Nothing of a new revision is written unless every step before it passed, so a broken version
 never takes traffic. Errors are the domain's: ``DeploymentNotFound``, ``DeploymentInvalid``,
-``StateConflict`` (nothing to promote or roll back), ``IncompatibleVersion``, a ``ModelError``
-from loading, ``StaleRevision``; the HTTP edge decides their statuses.
+``StateConflict`` (nothing to promote or roll back), ``IncompatibleVersion``, an
+``ArtifactInvalid`` from loading, ``StaleRevision``; the HTTP edge decides their statuses.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from typing import Any, Protocol
 
 from models.card import ModelCard
 from models.deployment import Deployment
-from models.errors import IncompatibleVersion, ModelError
+from models.errors import IncompatibleVersion, StaleRevision, VigilError
 from store.audit import AuditLog, AuditRecord
-from store.deployments import DeploymentStore, StaleRevision
+from store.deployments import DeploymentStore
 
 Edit = Callable[[Deployment], Deployment]
-CardOf = Callable[[str, str], ModelCard]  # (model, version) -> its card; ModelError if none
+CardOf = Callable[[str, str], ModelCard]  # (model, version) -> its card; NotFound if none
 
 
 class Loader(Protocol):
     """Loads and smoke-tests every version a deployment names (a Gateway worker's
-    ``LiveDeployments``); raises ``ModelError`` when one fails."""
+    ``LiveDeployments``); raises ``ArtifactInvalid`` when one fails."""
 
     def prepare(self, deployment: Deployment) -> Any: ...
 
@@ -86,8 +86,8 @@ def plan_change(store: DeploymentStore, model: str, edit: Edit, *,
             where = field_of(new, version)
             try:
                 card = cards(model, version)
-            except ModelError as exc:
-                raise IncompatibleVersion(where, exc.reason) from None
+            except VigilError as exc:  # not registered, or its card cannot be read
+                raise IncompatibleVersion(where, exc.reason or exc.message) from None
             why = champion.incompatibility(card)
             if why:
                 raise IncompatibleVersion(where, why)

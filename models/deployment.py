@@ -9,19 +9,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import StateConflict
+from models.errors import DeploymentInvalid, StateConflict
 
 HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 DEFAULT_HEADER = "X-Routing-Key"
 PATCHABLE = {"canary", "shadows", "routing_key_header"}
 HISTORY_LIMIT = 50
-
-
-class DeploymentInvalid(ValueError):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,6 @@ class Authenticator:
         if principal is None:
             raise Unauthorized(present=bool(authorization and authorization.strip()))
         if RANK[principal.role] < RANK[role]:
-            raise Forbidden(f"role '{principal.role}' may not do this; it needs '{role}'",
-                            field="authorization", reason="insufficient role")
+            raise Forbidden("authorization", "insufficient role", message=(
+                f"role '{principal.role}' may not do this; it needs '{role}'"))
         return principal

@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import bentoml
 import sqlalchemy as sa
+from bentoml.exceptions import BentoMLException
 
 from models.registry import Registry
 from monitoring.log.events import EventSink, InMemoryStatsSink
@@ -15,6 +17,7 @@ from monitoring.log.sink import LogSink, Renderer
 from monitoring.log.writer import SegmentWriter
 from monitoring.metrics import GatewayMetrics
 from service.auth import Authenticator
+from service.front import FrontDoor
 from service.inference import Predictor
 from service.live import LiveDeployments
 from service.settings import Settings
@@ -33,6 +36,7 @@ class WorkerContext:
     sink: EventSink
     metrics: GatewayMetrics | None
     predictor: Predictor
+    front: FrontDoor
     log: LogSink | None = None
     draining: bool = False  # SIGTERM arrived: readiness answers 503 (service.drain)
     _published: dict[str, set[Any]] = field(default_factory=dict)
@@ -110,8 +114,34 @@ def build_context(settings: Settings, metrics: GatewayMetrics | None = None,
     live = LiveDeployments(deployments, registry)
     log_sink = build_log(settings, worker, metrics) if worker and settings.log.enabled else None
     sink: EventSink = log_sink if log_sink is not None else InMemoryStatsSink()
-    predictor = Predictor(settings, live, sink, metrics)
+    predictor = Predictor(sink, metrics)
+    auth = Authenticator(settings.auth)
     return WorkerContext(settings=settings, engine=engine, registry=registry,
                          deployments=deployments, audit=AuditLog(engine), live=live,
-                         auth=Authenticator(settings.auth), sink=sink, metrics=metrics,
-                         predictor=predictor, log=log_sink)
+                         auth=auth, sink=sink, metrics=metrics, predictor=predictor,
+                         front=FrontDoor(settings, auth, live, predictor, metrics),
+                         log=log_sink)
+
+
+def built_context() -> WorkerContext | None:
+    """This worker's context once BentoML has built its ``Gateway()`` (with no arguments,
+    after every route was declared at import): the routes ask for it per request rather than
+    having it pushed into module-level apps."""
+    try:
+        service = bentoml.get_current_service()
+    except BentoMLException:
+        return None
+    ctx = getattr(service, "ctx", None)
+    return ctx if isinstance(ctx, WorkerContext) else None
+
+
+def current_context() -> WorkerContext:
+    ctx = built_context()
+    if ctx is None:
+        raise RuntimeError("no Gateway worker is built in this process yet")
+    return ctx
+
+
+def current_metrics() -> GatewayMetrics | None:
+    ctx = built_context()
+    return ctx.metrics if ctx is not None else None

@@ -7,7 +7,7 @@ reaching a handler that reads its body itself and returns a ready ``Response``. 
 with py-spy under ``hey -c 16`` on 2 workers, that walk was about a third of a worker's CPU.
 This middleware sits inside Vigil's admission control (limits, concurrency, in-flight body
 bytes still apply) and calls the very same handlers (``service.protocol.FAST_ROUTES``, and
-``service.gateway.fast_predict``, which shares every step with the BentoML API) for a POST
+``service.gateway.fast_predict``; each is the front door, ``service.front``) for a POST
 whose path matches one exactly, with names that already satisfy the routes' patterns.
 (``/predict`` through BentoML's API route and input descriptor cost about as much.)
 Everything else — other methods, malformed names, every other path — goes on to the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,11 +27,12 @@ from starlette.responses import Response
 from service.limits import ASGI, Receive, Scope, Send
 
 RouteHandler = Callable[..., Awaitable[Response]]  # (ctx, request, **path names) -> Response
+C = TypeVar("C")
 
 
-class FastRoutes:
+class FastRoutes(Generic[C]):
     def __init__(self, app: ASGI, routes: list[tuple[re.Pattern[str], RouteHandler]],
-                 context: Callable[[], Any | None],
+                 context: Callable[[], C | None],
                  prefixes: tuple[str, ...] = ("/v2/models/", "/v1/models/")) -> None:
         self.app = app
         self.routes = routes

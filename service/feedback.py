@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from models.errors import InvalidInput, InvalidItems, ModelNotFound, Unavailable
 from monitoring.quality.feedback import FeedbackInvalid, validate_feedback
 from service.context import WorkerContext
-from service.errors import InvalidInput, InvalidItems, ModelNotFound, Unavailable
 
 
 def accept_feedback(ctx: WorkerContext, body: Any) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""Render every error in the envelope of docs/architecture.md, Contracts, for the FastAPI apps
-Vigil mounts."""
+"""The HTTP edge of the error tree: the one place that maps an error class to a status and
+renders the envelope ``{"error": message, "field": ..., "reason": ...}`` (docs/architecture.md,
+Contracts; ``error`` alone is what the Open Inference Protocol requires; the rest is present
+when known). Every route — the inference fast path, the BentoML APIs, the FastAPI apps at
+``/`` and ``/admin`` — answers an error through ``error_response``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,19 +19,68 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
-from models.deployment import DeploymentInvalid
 from models.errors import (
     ArtifactInvalid,
-    CardInvalid,
-    IncompatibleVersion,
-    InputInvalid,
-    ModelError,
-    StateConflict,
-    UnknownModel,
-    VersionConflict,
+    Conflict,
+    InvalidInput,
+    InvalidItems,
+    NotFound,
+    StaleRevision,
+    Unavailable,
+    VigilError,
 )
-from service import errors
-from service.errors import Conflict, InvalidInput, NotFound, Unavailable, VigilError
+from monitoring.metrics import GatewayMetrics
+from service.errors import (
+    Forbidden,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    PreconditionRequired,
+    Unauthorized,
+)
+
+STATUS: dict[type[VigilError], int] = {
+    VigilError: 500,
+    InvalidInput: 422,
+    ArtifactInvalid: 422,
+    NotFound: 404,
+    Conflict: 409,
+    StaleRevision: 412,
+    Unavailable: 503,
+    Unauthorized: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
+    HeadersTooLarge: 431,
+    PreconditionRequired: 428,
+}
+
+
+def status_of(exc: VigilError) -> int:
+    """The status of the nearest class in ``STATUS`` up the error's ancestry."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def body_of(exc: VigilError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.field is not None:
+        body["field"] = exc.field
+    if exc.reason is not None:
+        body["reason"] = exc.reason
+    if isinstance(exc, InvalidItems):
+        body["errors"] = [{"field": f, "reason": r} for f, r in exc.problems]
+    return body
+
+
+def headers_of(exc: VigilError) -> dict[str, str]:
+    if isinstance(exc, Unauthorized):  # RFC 6750 §3
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"' if exc.present
+                else "Bearer"}
+    if isinstance(exc, Unavailable):
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
 
 
 class JSONBody(JSONResponse):
@@ -36,8 +90,6 @@ class JSONBody(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
 
-
-ORJSONResponse = JSONBody
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,71 +105,56 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         "schema": ERROR_SCHEMA}}} for code in codes}
 
 
-def from_model_error(exc: ModelError) -> VigilError:
-    if isinstance(exc, VersionConflict | StateConflict):
-        return Conflict(str(exc), field=exc.field, reason=exc.reason)
-    if isinstance(exc, IncompatibleVersion):
-        return errors.IncompatibleVersion(exc.field, exc.reason)
-    if isinstance(exc, UnknownModel):
-        return NotFound(exc.reason, field=exc.field, reason="not found")
-    if isinstance(exc, CardInvalid | ArtifactInvalid | InputInvalid):
-        return InvalidInput(exc.field, exc.reason)
-    return VigilError(str(exc))
-
-
-def render(exc: VigilError) -> ORJSONResponse:
-    return ORJSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
+def error_response(exc: VigilError) -> JSONBody:
+    """The one rendering of an error, whichever route answers it."""
+    return JSONBody(body_of(exc), status_code=status_of(exc), headers=headers_of(exc))
 
 
 log = logging.getLogger("vigil.http")
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI,
+            metrics: Callable[[], GatewayMetrics | None] = lambda: None) -> None:
+    """Answer every error ``app`` raises in the envelope. ``metrics``: this worker's, when it
+    is built (the apps are built at import, the worker's context later)."""
+
     @app.exception_handler(VigilError)
-    async def _vigil(_: Request, exc: VigilError) -> ORJSONResponse:
-        return render(exc)
-
-    @app.exception_handler(ModelError)
-    async def _model(_: Request, exc: ModelError) -> ORJSONResponse:
-        return render(from_model_error(exc))
-
-    @app.exception_handler(DeploymentInvalid)
-    async def _deployment(_: Request, exc: DeploymentInvalid) -> ORJSONResponse:
-        return render(InvalidInput(exc.field, exc.reason))
+    async def _vigil(_: Request, exc: VigilError) -> JSONBody:
+        return error_response(exc)
 
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.TimeoutError)
-    async def _store(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _store(request: Request, exc: Exception) -> JSONBody:
         """A store that is locked past ``store.busy_timeout_seconds`` or unreachable: the
         caller may retry; predictions never wait on the store, so they keep being answered."""
         log.warning("store unavailable on %s %s: %s", request.method, request.url.path,
                     type(exc).__name__)
-        ctx = getattr(request.app.state, "ctx", None)
-        if ctx is not None and ctx.metrics is not None:
-            ctx.metrics.store_errors.labels("api").inc()
-        return render(Unavailable("the store is unavailable (locked or unreachable); retry "
-                                  "shortly"))
+        counters = metrics()
+        if counters is not None:
+            counters.store_errors.labels("api").inc()
+        return error_response(Unavailable("the store is unavailable (locked or unreachable); "
+                                          "retry shortly"))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONBody:
         first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid"}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path",
                                                                   "header")]
         field = ".".join(loc) or str(first.get("loc", ("body",))[0])
-        return render(InvalidInput(field, str(first.get("msg", "invalid"))))
+        return error_response(InvalidInput(field, str(first.get("msg", "invalid"))))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONBody:
         if exc.status_code == 400:  # FastAPI could not parse the body (JSON or form)
-            return render(InvalidInput("body", "could not be parsed: malformed JSON or "
+            return error_response(InvalidInput("body", "could not be parsed: malformed JSON or "
                                                "form data"))
         message = exc.detail if isinstance(exc.detail, str) else "error"
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(app, request))
             message = f"method {request.method} not allowed; allowed: {headers['Allow']}"
-        return ORJSONResponse({"error": message, "field": "method", "reason": "not allowed"}
+        return JSONBody({"error": message, "field": "method", "reason": "not allowed"}
                               if exc.status_code == 405 else {"error": message},
                               status_code=exc.status_code, headers=headers)
 

@@ -1,8 +1,7 @@
-"""The path of one prediction request (docs/architecture.md, The path of a request),
-independent of the HTTP framework.
-
-decode + validate → route → run the primary session → answer; then, off the response path,
-emit the event (naming the shadows the Monitor is to run on it) and record metrics.
+"""A prediction, independent of the HTTP framework and of the protocol it came in by:
+route → run the primary session → answer; then, off the response path, emit the event (naming
+the shadows the Monitor is to run on it) and record metrics. Also the body reading every
+adapter shares (a limit in bytes, JSON by orjson).
 """
 
 from __future__ import annotations
@@ -10,46 +9,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
-from models.errors import InputInvalid
-from models.inputs import decode_records, decode_rows
-from monitoring.log.events import EventSink, PredictionEvent
-from monitoring.log.ids import new_id
-from monitoring.metrics import GatewayMetrics
-from service.errors import (
+from models.errors import (
+    InferenceFailed,
     InvalidInput,
-    ModelNotFound,
-    PayloadTooLarge,
     VersionNotFound,
-    VigilError,
 )
-from service.live import LiveDeployments, Served
+from monitoring.log.events import EventSink, PredictionEvent
+from monitoring.metrics import GatewayMetrics
+from service.errors import PayloadTooLarge
+from service.live import Served
 from service.routing import Route, route
-from service.settings import Settings
 
 log = logging.getLogger("vigil.inference")
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-PREDICT_FIELDS = {"model", "inputs", "instances", "routing_key"}
 OFFLOAD_ROWS = 64  # batches above this run in a thread so the event loop keeps serving
 
 
-def request_id_from(headers: Mapping[str, str]) -> str:
-    """The client's ``X-Request-ID`` when it is ≤ 128 safe characters, else a new one."""
-    given = headers.get("x-request-id")
-    if given and REQUEST_ID_RE.match(given):
-        return given
-    return new_id()
+class Streamed(Protocol):
+    """A request whose body arrives in chunks (Starlette's ``Request``)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
 
 
-async def read_body(request: Any, limit: int) -> bytes:
+async def read_body(request: Streamed, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is over ``limit`` bytes (by its
     declared length, or while it streams in)."""
     try:
@@ -89,66 +81,18 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, settings: Settings, live: LiveDeployments, sink: EventSink,
-                 metrics: GatewayMetrics | None = None,
+    """Route, run the primary session, and hand the rest off the response path (the event
+    for the log, the metrics); shared by every protocol (``service.front``)."""
+
+    def __init__(self, sink: EventSink, metrics: GatewayMetrics | None = None,
                  rand: Callable[[], float] = random.random) -> None:
-        self.settings = settings
-        self.live = live
         self.sink = sink
         self.metrics = metrics
         self.rand = rand
 
-    def served(self, model: Any) -> Served:
-        if not isinstance(model, str) or not model:
-            raise InvalidInput("model", "is required and must be a model name")
-        served = self.live.get(model)
-        if served is None:
-            raise ModelNotFound(model)
-        return served
-
-    def check_rows(self, n: int, field: str) -> None:
-        limit = self.settings.limits.max_rows
-        if n > limit:
-            raise PayloadTooLarge(field, f"{n} rows; the limit is {limit} per request")
-
-    def decode_body(self, body: Any) -> tuple[Served, np.ndarray, str | None]:
-        """Validate a ``/predict`` body; returns what serves it, the matrix and the key."""
-        if not isinstance(body, dict):
-            raise InvalidInput("body", "must be a JSON object")
-        unknown = sorted(set(body) - PREDICT_FIELDS)
-        if unknown:
-            raise InvalidInput(unknown[0] or repr(unknown[0]),
-                               f"unknown field (allowed: {sorted(PREDICT_FIELDS)})")
-        served = self.served(body.get("model"))
-        key = body.get("routing_key")
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
-            raise InvalidInput("routing_key", "must be a string of 1–256 characters")
-        has_inputs, has_instances = "inputs" in body, "instances" in body
-        if has_inputs == has_instances:
-            raise InvalidInput("inputs", "give exactly one of 'inputs' (named records) or "
-                               "'instances' (rows in the card's feature order)")
-        field = "inputs" if has_inputs else "instances"
-        rows = body[field]
-        if isinstance(rows, list):
-            self.check_rows(len(rows), field)
-        try:
-            matrix = (decode_records if has_inputs else decode_rows)(served.card, rows, field)
-        except InputInvalid as exc:
-            raise InvalidInput(exc.field, exc.reason) from None
-        return served, matrix, key
-
-    async def predict(self, body: Any, headers: Mapping[str, str]) -> Prediction:
-        """Answer a ``/predict`` body."""
-        start = time.perf_counter()
-        request_id = request_id_from(headers)
-        served, matrix, key = self.decode_body(body)
-        if key is None:
-            key = headers.get(served.deployment.routing_key_header.lower()) or None
-        return await self.run(served, matrix, key, None, request_id, start)
-
     async def run(self, served: Served, matrix: np.ndarray, key: str | None,
                   version: str | None, request_id: str, start: float) -> Prediction:
-        """Route, run the primary, and hand off the rest; shared by every protocol."""
+        """The prediction for ``matrix``: routed by ``key`` (or to ``version``, when named)."""
         deployment = served.deployment
         chosen = route(deployment, key, version, self.rand)
         if chosen is None:
@@ -162,8 +106,7 @@ class Predictor:
                 outputs = runtime.predict(matrix)
         except Exception as exc:  # a broken model is a counted, logged 500, never a hang
             self._failed(served, chosen, matrix, request_id, start, exc)
-            raise VigilError(f"model '{deployment.model}' version '{chosen.version}' failed "
-                             "on this input", reason=type(exc).__name__) from None
+            raise InferenceFailed(deployment.model, chosen.version, exc) from None
         done = time.perf_counter()
         if self.metrics is not None:
             self.metrics.inference.labels(deployment.model, chosen.version).observe(done - began)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from models.card import ModelCard
 from models.deployment import Deployment
-from models.errors import ModelError
+from models.errors import DeploymentNotFound, VigilError
 from models.registry import Registry
 from models.runtime import ModelRuntime
-from store.deployments import DeploymentNotFound, DeploymentStore
+from store.deployments import DeploymentStore
 
 log = logging.getLogger("vigil.live")
 
@@ -60,7 +60,7 @@ class LiveDeployments:
         return runtime
 
     def prepare(self, deployment: Deployment) -> Served:
-        """Load every version ``deployment`` names; raises ``ModelError`` if one fails."""
+        """Load every version ``deployment`` names; raises e.g. ``ArtifactInvalid`` if one fails."""
         runtimes = {v: self.runtime(deployment.model, v) for v in sorted(deployment.versions())}
         return Served(deployment, runtimes)
 
@@ -79,7 +79,7 @@ class LiveDeployments:
                     served = self.prepare(self.store.get(model))
                 except DeploymentNotFound:
                     continue
-                except (ModelError, OSError) as exc:
+                except (VigilError, OSError) as exc:
                     self._failed[model] = revision
                     log.error("revision %d of %s failed to load here; still serving revision "
                               "%s: %s", revision, model,

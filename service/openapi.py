@@ -16,7 +16,8 @@ from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
 from models.registry import NAME_PATTERN
 from service.httperrors import ERROR_SCHEMA
-from service.settings import load_settings
+from service.limits import ASGI, Receive, Scope, Send
+from service.settings import settings
 
 PREDICTION_SCHEMA: dict[str, Any] = {
     "oneOf": [
@@ -62,8 +63,18 @@ def _error(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": ERROR_SCHEMA}}}
 
 
-def predict_operation() -> dict[str, Any]:
-    return {
+# the admin app's scheme (``service.admin.bearer``), which the document already declares
+BEARER: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
+
+
+def _secured(operation: dict[str, Any], token_required: bool) -> dict[str, Any]:
+    """The operation with the bearer scheme when the configuration asks for a token, so
+    generated clients send one."""
+    return {**operation, "security": BEARER} if token_required else operation
+
+
+def predict_operation(token_required: bool = False) -> dict[str, Any]:
+    return _secured({
         "tags": ["Service APIs"],
         "operationId": "vigil__predict",
         "summary": "Predict with the model's champion, canary split and shadows",
@@ -82,7 +93,7 @@ def predict_operation() -> dict[str, Any]:
             "422": _error("the body breaks the model's input schema; names the field"),
             "503": _error("overloaded or not ready; see Retry-After"),
         },
-    }
+    }, token_required)
 
 
 FEEDBACK_ITEM: dict[str, Any] = {
@@ -116,8 +127,8 @@ INVALID_ITEMS_SCHEMA: dict[str, Any] = {
                                                   "reason": {"type": "string"}}}}}}]}
 
 
-def feedback_operation() -> dict[str, Any]:
-    return {
+def feedback_operation(token_required: bool = True) -> dict[str, Any]:
+    return _secured({
         "tags": ["Service APIs"],
         "operationId": "vigil__feedback",
         "summary": "Ground-truth labels for earlier predictions",
@@ -140,7 +151,7 @@ def feedback_operation() -> dict[str, Any]:
                     "content": {"application/json": {"schema": INVALID_ITEMS_SCHEMA}}},
             "503": _error("the log cannot take labels now; retry the batch after Retry-After"),
         },
-    }
+    }, token_required)
 
 
 def _set_query_maximum(spec: OpenAPISpecification, path: str, name: str,
@@ -178,10 +189,13 @@ class VigilService(Service):  # type: ignore[type-arg]
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec
-        spec.paths["/predict"] = PathItem(post=predict_operation())
-        spec.paths["/feedback"] = PathItem(post=feedback_operation())
+        config = settings()  # the process's, read once: BentoML builds this object at import
+        spec.paths["/predict"] = PathItem(post=predict_operation(
+            config.auth.inference == "required"))
+        spec.paths["/feedback"] = PathItem(post=feedback_operation(
+            config.auth.feedback == "required"))
         _set_query_maximum(spec, "/admin/drift/{model}/rebaseline", "rows",
-                           load_settings().drift.rebaseline_rows)
+                           config.drift.rebaseline_rows)
         _tidy_headers(spec)
         info = attrs.evolve(spec.info, title="Vigil", version=package_version(), contact=None,
                             description=(
@@ -238,10 +252,10 @@ class DocsPage:
     """ASGI middleware answering ``GET``/``HEAD /`` with ``DOCS_PAGE``; everything else goes
     on unchanged."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGI) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and \
                 scope["method"] in ("GET", "HEAD"):
             await send({"type": "http.response.start", "status": 200, "headers": [

@@ -11,9 +11,7 @@ supported both ways, since it is what ``tritonclient`` sends by default.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import numpy as np
@@ -22,15 +20,16 @@ from fastapi import APIRouter, Path, Request
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
-from models.errors import InputInvalid
+from models.errors import InvalidInput, Unavailable
 from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
-from monitoring.log.ids import new_id
-from service.errors import InvalidInput, ModelNotFound, Unavailable, VersionNotFound, VigilError
+from service.context import WorkerContext, current_context
 from service.fastpath import RouteHandler
-from service.httperrors import ERROR_SCHEMA, error_responses
-from service.inference import REQUEST_ID_RE, Prediction, parse_json, read_body
+from service.front import Decoded, FrontDoor
+from service.httperrors import ERROR_SCHEMA, error_response, error_responses
+from service.inference import Prediction, parse_json
 from service.live import Served
+from service.openapi import package_version
 from service.tensors import (
     DATATYPES,
     NUMPY,
@@ -49,15 +48,9 @@ EXTENSIONS = ["binary_tensor_data"]
 router = APIRouter()
 
 
-def ctx_of(request: Request) -> Any:
-    return request.app.state.ctx
-
-
-def server_version() -> str:
-    try:
-        return version("vigil")
-    except PackageNotFoundError:
-        return "0.0.0"
+def ctx_of(request: Request) -> WorkerContext:
+    """This worker's context (the routes are declared at import, before any worker)."""
+    return current_context()
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -98,37 +91,49 @@ def response_headers(result: Prediction) -> dict[str, str]:
             "X-Vigil-Version": result.route.version, "X-Vigil-Revision": str(result.revision)}
 
 
-def error_response(exc: VigilError, ctx: Any = None) -> Response:
-    if ctx is not None and ctx.metrics is not None:
-        ctx.metrics.request_errors.labels(str(exc.status)).inc()
-    return Response(orjson.dumps(exc.to_body()), status_code=exc.status,
-                    media_type="application/json", headers=exc.headers)
+class InferAdapter:
+    """``POST /v2/models/{model}[/versions/{version}]/infer``: tensors in, tensors out."""
+
+    async def decode(self, door: FrontDoor, request: Request,
+                     names: Mapping[str, str]) -> Decoded[InferRequest]:
+        model, version = names["model"], names.get("version")
+        served = door.served(model, version)
+        head, binary = split_body(await door.read(request), request.headers.get(HEADER_LENGTH))
+        body = parse_json(head, door.max_body_bytes)
+        card = served.runtimes[version].card if version else served.card
+        req = parse_infer(card, body, binary, door.max_rows)
+        return Decoded(served, req.matrix, req, version=version, routing_key=req.routing_key,
+                       given_id=req.id)
+
+    def encode(self, result: Prediction, decoded: Decoded[InferRequest]) -> Response:
+        return infer_response(decoded.served, result, decoded.detail)
 
 
-# ----------------------------------------------------------------------------- helpers
+class V1PredictAdapter:
+    """``POST /v1/models/{model}:predict``: ``{"instances": rows or records}``."""
+
+    async def decode(self, door: FrontDoor, request: Request,
+                     names: Mapping[str, str]) -> Decoded[None]:
+        served = door.served(names["model"])
+        body = await door.read_json(request)
+        if not isinstance(body, dict) or "instances" not in body:
+            raise InvalidInput("instances", "is required: a list of rows or records")
+        unknown = sorted(set(body) - {"instances"})
+        if unknown:
+            raise InvalidInput(unknown[0], "unknown field (allowed: instances)")
+        rows = body["instances"]
+        if isinstance(rows, list):
+            door.check_rows(len(rows), "instances")
+        named = isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict)
+        matrix = (decode_records if named else decode_rows)(served.card, rows, "instances")
+        return Decoded(served, matrix, None)
+
+    def encode(self, result: Prediction, decoded: Decoded[None]) -> Response:
+        return Response(orjson.dumps({"predictions": result.body["predictions"]}),
+                        media_type="application/json", headers=response_headers(result))
 
 
-def served_or_404(ctx: Any, model: str, version: str | None = None) -> Served:
-    served = ctx.live.get(model)
-    if served is None:
-        raise ModelNotFound(model)
-    if version is not None and version not in served.runtimes:
-        raise VersionNotFound(model, version)
-    return served
-
-
-def request_id_for(headers: Mapping[str, str], given: str | None) -> str:
-    """``X-Request-ID`` if safe, else the OIP ``id`` if safe, else a new one: so feedback can
-    name the prediction by the id the client already has."""
-    for candidate in (headers.get("x-request-id"), given):
-        if candidate and REQUEST_ID_RE.match(candidate):
-            return candidate
-    return new_id()
-
-
-def authorize(ctx: Any, request: Request) -> None:
-    if ctx.settings.auth.inference == "required":
-        ctx.auth.require(request.headers.get("authorization"), "client")
+INFER, V1_PREDICT = InferAdapter(), V1PredictAdapter()
 
 
 # ----------------------------------------------------------------------------- routes
@@ -167,24 +172,10 @@ INFER_DOC = {
 }
 
 
-async def _infer(ctx: Any, request: Request, model: str, version: str | None = None
-                 ) -> Response:
-    start = time.perf_counter()
-    try:
-        authorize(ctx, request)
-        served = served_or_404(ctx, model, version)
-        raw = await read_body(request, ctx.settings.limits.max_body_bytes)
-        head, binary = split_body(raw, request.headers.get(HEADER_LENGTH))
-        body = parse_json(head, ctx.settings.limits.max_body_bytes)
-        card = served.runtimes[version].card if version else served.card
-        req = parse_infer(card, body, binary, ctx.settings.limits.max_rows)
-        key = req.routing_key or request.headers.get(
-            served.deployment.routing_key_header.lower()) or None
-        rid = request_id_for(request.headers, req.id)
-        result = await ctx.predictor.run(served, req.matrix, key, version, rid, start)
-        return infer_response(served, result, req)
-    except VigilError as exc:
-        return error_response(exc, ctx)
+async def _infer(ctx: WorkerContext, request: Request, model: str,
+                 version: str | None = None) -> Response:
+    return await ctx.front.infer(request, INFER, {"model": model, "version": version}
+                                 if version is not None else {"model": model})
 
 
 @router.post("/v2/models/{model}/infer", summary="OIP infer through the champion/canary split",
@@ -212,8 +203,7 @@ async def live() -> Response:
 async def ready(request: Request) -> Response:
     ctx = ctx_of(request)
     if ctx.draining:
-        return error_response(Unavailable("draining: this worker is shutting down",
-                                          retry_after=1))
+        return error_response(Unavailable("draining: this worker is shutting down"))
     if not ctx.live.models():
         return error_response(Unavailable("no model is loaded yet", retry_after=1))
     return Response(status_code=200)
@@ -221,11 +211,11 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v2", summary="Server metadata", tags=["Open Inference Protocol"])
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "vigil", "version": server_version(), "extensions": EXTENSIONS}
+    return {"name": "vigil", "version": package_version(), "extensions": EXTENSIONS}
 
 
 def _metadata(request: Request, model: str, version: str | None) -> dict[str, Any]:
-    served = served_or_404(ctx_of(request), model, version)
+    served = ctx_of(request).front.served(model, version)
     card = served.runtimes[version].card if version else served.card
     d = served.deployment
     return {"name": model, "versions": sorted(served.runtimes), "platform": "onnx_onnxv1",
@@ -253,7 +243,7 @@ async def version_metadata(request: Request, model: ModelName,
             tags=["Open Inference Protocol"], response_class=Response,
             responses={200: {"description": "ready"}, **error_responses(404)})
 async def model_ready(request: Request, model: ModelName) -> Response:
-    served_or_404(ctx_of(request), model)
+    ctx_of(request).front.served(model)
     return Response(status_code=200)
 
 
@@ -261,7 +251,7 @@ async def model_ready(request: Request, model: ModelName) -> Response:
             tags=["Open Inference Protocol"], response_class=Response,
             responses={200: {"description": "ready"}, **error_responses(404)})
 async def version_ready(request: Request, model: ModelName, version: VersionName) -> Response:
-    served_or_404(ctx_of(request), model, version)
+    ctx_of(request).front.served(model, version)
     return Response(status_code=200)
 
 
@@ -287,7 +277,7 @@ register_url_convertor("v1name", _V1Name())
 @router.get("/v1/models/{model:v1name}", summary="KServe V1 model status",
             tags=["KServe V1"], responses=error_responses(404))
 async def v1_model(request: Request, model: ModelName) -> dict[str, Any]:
-    served_or_404(ctx_of(request), model)
+    ctx_of(request).front.served(model)
     return {"name": model, "ready": True}
 
 
@@ -304,33 +294,8 @@ async def v1_predict(request: Request, model: ModelName) -> Response:
     return await _v1_predict(ctx_of(request), request, model)
 
 
-async def _v1_predict(ctx: Any, request: Request, model: str) -> Response:
-    start = time.perf_counter()
-    try:
-        authorize(ctx, request)
-        served = served_or_404(ctx, model)
-        limits = ctx.settings.limits
-        body = parse_json(await read_body(request, limits.max_body_bytes), limits.max_body_bytes)
-        if not isinstance(body, dict) or "instances" not in body:
-            raise InvalidInput("instances", "is required: a list of rows or records")
-        unknown = sorted(set(body) - {"instances"})
-        if unknown:
-            raise InvalidInput(unknown[0], "unknown field (allowed: instances)")
-        rows = body["instances"]
-        if isinstance(rows, list):
-            ctx.predictor.check_rows(len(rows), "instances")
-        try:
-            named = isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict)
-            matrix = (decode_records if named else decode_rows)(served.card, rows, "instances")
-        except InputInvalid as exc:
-            raise InvalidInput(exc.field, exc.reason) from None
-        key = request.headers.get(served.deployment.routing_key_header.lower()) or None
-        result = await ctx.predictor.run(served, matrix, key, None,
-                                         request_id_for(request.headers, None), start)
-        return Response(orjson.dumps({"predictions": result.body["predictions"]}),
-                        media_type="application/json", headers=response_headers(result))
-    except VigilError as exc:
-        return error_response(exc, ctx)
+async def _v1_predict(ctx: WorkerContext, request: Request, model: str) -> Response:
+    return await ctx.front.infer(request, V1_PREDICT, {"model": model})
 
 
 # ----------------------------------------------------------------------------- fast path

@@ -1,7 +1,8 @@
 """Open Inference Protocol tensors (pure): decode a request's input tensors — JSON or the
 binary tensor data extension, one ``[n, features]`` tensor or one per feature — into the
 model's input matrix, and shape the predictions (docs/architecture.md, Contracts) back into
-the card's output tensors. Every client mistake is an ``InvalidInput`` naming the field."""
+the card's output tensors. Every client mistake is an ``InvalidInput`` (or its
+``InputInvalid``) naming the field."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from models.card import ModelCard
-from models.errors import InputInvalid
+from models.errors import InvalidInput
 from models.inputs import decode_matrix
-from service.errors import InvalidInput
 
 NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
          "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
@@ -208,10 +208,7 @@ def decode_tensors(card: ModelCard, inputs: Any, binary: bytes, max_rows: int) -
         if any(f.dtype == "category" for f in card.features):
             raise InvalidInput("inputs[0]", "this model has categorical features: send one "
                                "tensor per feature (BYTES for the categorical ones)")
-        try:
-            return decode_matrix(card, arr0.astype(np.float64), "inputs[0].data")
-        except InputInvalid as exc:
-            raise InvalidInput(exc.field, exc.reason) from None
+        return decode_matrix(card, arr0.astype(np.float64), "inputs[0].data")
     index = {n: j for j, n in enumerate(names)}
     columns: dict[int, np.ndarray] = {}
     rows: int | None = None
@@ -243,10 +240,7 @@ def decode_tensors(card: ModelCard, inputs: Any, binary: bytes, max_rows: int) -
             matrix[:, j] = math.nan
         else:
             raise InvalidInput("inputs", f"missing tensor for feature {f.name!r}")
-    try:
-        return decode_matrix(card, matrix, "inputs")
-    except InputInvalid as exc:
-        raise InvalidInput(exc.field, exc.reason) from None
+    return decode_matrix(card, matrix, "inputs")
 
 
 def parse_infer(card: ModelCard, body: Any, binary: bytes, max_rows: int) -> InferRequest:

@@ -1,6 +1,6 @@
 """Deployment state per model, stored: every change is a compare-and-set on the revision
 (``UPDATE ... WHERE revision = :expected``), so an operator and the rollout controller never
-overwrite each other: the loser gets ``StaleRevision`` (HTTP 412). The deployment itself and
+overwrite each other: the loser gets ``models.errors.StaleRevision``. The deployment itself and
 its changes are ``models.deployment``.
 """
 
@@ -13,18 +13,8 @@ import time
 import sqlalchemy as sa
 
 from models.deployment import Deployment
+from models.errors import DeploymentNotFound, StaleRevision
 from store.tables import deployments
-
-
-class DeploymentNotFound(LookupError):
-    pass
-
-
-class StaleRevision(Exception):
-    def __init__(self, expected: int, current: int) -> None:
-        super().__init__(f"revision {expected} is stale; the deployment is at {current}")
-        self.expected = expected
-        self.current = current
 
 
 class DeploymentStore:

@@ -12,20 +12,17 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from models.errors import Conflict
 from store.tables import drift_alarms, rollouts
 
 
-class RolloutNotFound(LookupError):
-    def __init__(self, model: str) -> None:
-        super().__init__(f"no rollout for model '{model}'")
-        self.model = model
-
-
-class StaleRollout(Exception):
-    """The rollout was written by someone else since it was read."""
+class StaleRollout(Conflict):
+    """The rollout was written by someone else since it was read (the controller retries; an
+    operator's command that keeps losing is a 409)."""
 
     def __init__(self, model: str, revision: int) -> None:
-        super().__init__(f"the rollout of {model} moved past revision {revision}")
+        super().__init__("model", "changed meanwhile",
+                         message=f"the rollout of {model} moved past revision {revision}")
         self.model = model
         self.revision = revision
 

@@ -73,8 +73,13 @@ def test_promote_or_rollback_with_nothing_to_act_on_is_a_conflict(client: TestCl
     r = client.post("/deployments/breast_cancer/promote", headers={**H, "If-Match": str(rev)})
     assert r.status_code == 200 and r.json()["champion"] == {"version": "v2"}
     rows = client.get("/audit?action=deployments.promote", headers=H).json()["items"]
-    assert [(i["outcome"], i["before"]["revision"], i["after"]["revision"]) for i in rows] == \
+    done = [i for i in rows if i["target"] == "deployments/breast_cancer"]
+    assert [(i["outcome"], i["before"]["revision"], i["after"]["revision"]) for i in done] == \
         [("ok", rev, rev + 1)]
+    # the refused promote is in the audit too, with the reason, as every refused change is
+    refused = [i for i in rows if i["target"] == "deployments/diabetes"]
+    assert [(i["outcome"], i["after"]) for i in refused] == [("rejected", None)]
+    assert "no canary" in refused[0]["detail"]
 
 
 def test_a_stale_if_match_is_412_and_audited_as_rejected(client: TestClient) -> None:

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from service.bootstrap import bootstrap
+from service.settings import settings
 from tests.conftest import DEMO
 
 CLIENT, OPERATOR = "asgi-client-token", "asgi-operator-token"
@@ -36,11 +36,12 @@ def client(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[
     (data / "prom").mkdir()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    settings.cache_clear()  # this process's settings are read once: from here on, these
     try:
-        sys.modules.pop("service.gateway", None)
-        gateway = importlib.import_module("service.gateway")
-        gateway.bootstrap(gateway.SETTINGS)  # what @bentoml.on_deployment does under serve
-        with TestClient(gateway.Gateway.to_asgi()) as c:
+        from service.gateway import Gateway
+
+        bootstrap(settings())  # what @bentoml.on_deployment does under serve
+        with TestClient(Gateway.to_asgi()) as c:
             yield c
     finally:
         for k, v in saved.items():
@@ -48,7 +49,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        sys.modules.pop("service.gateway", None)
+        settings.cache_clear()
 
 
 def _row() -> list[float]:
@@ -116,12 +117,13 @@ def test_the_inference_posts_take_the_fast_path_inside_admission_control(
     """The wiring test_fastpath cannot see: the Gateway installs FastRoutes inside
     AdmissionMiddleware (limits still apply) with /predict and the protocol routes."""
     from service.fastpath import FastRoutes
+    from service.gateway import Gateway
     from service.limits import AdmissionMiddleware
 
-    gateway = sys.modules["service.gateway"]
-    classes = [cls for cls, _ in gateway.Gateway.middlewares]
-    assert classes.index(AdmissionMiddleware) < classes.index(FastRoutes)  # first is outer
-    options = dict(gateway.Gateway.middlewares)[FastRoutes]
+    classes = [cls for cls, _ in Gateway.middlewares]
+    admission = next(i for i, cls in enumerate(classes) if issubclass(cls, AdmissionMiddleware))
+    assert admission < classes.index(FastRoutes)  # first is outer
+    options = dict(Gateway.middlewares)[FastRoutes]
     paths = ["/predict", "/v2/models/breast_cancer/infer",
              "/v2/models/breast_cancer/versions/v2/infer", "/v1/models/breast_cancer:predict"]
     for path in paths:

@@ -10,11 +10,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.errors import InputInvalid
+from models.errors import InputInvalid, VigilError
 from models.inputs import decode_records, decode_rows
 from models.registry import Registry
 from monitoring.quality.feedback import FeedbackInvalid, validate_feedback
-from service.errors import VigilError
+from service.httperrors import status_of
 from service.inference import parse_json
 from service.tensors import parse_infer
 
@@ -61,7 +61,7 @@ def test_oip_decoder(registry: Registry, body: dict[str, Any]) -> None:
         req = parse_infer(card, body, b"", 1000)
         assert_clean(req.matrix)
     except VigilError as exc:
-        assert 400 <= exc.status < 500 and exc.field
+        assert 400 <= status_of(exc) < 500 and exc.field
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
@@ -69,7 +69,7 @@ def test_json_parser(raw: bytes) -> None:
     try:
         parse_json(raw, 10_000)
     except VigilError as exc:
-        assert exc.status in (413, 422)
+        assert status_of(exc) in (413, 422)
 
 
 @given(values)

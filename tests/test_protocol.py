@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models.errors import InvalidInput
 from models.registry import Registry
-from service.errors import InvalidInput
+from service.httperrors import status_of
 from service.tensors import output_tensors, parse_infer, split_body
 
 
@@ -82,7 +83,7 @@ def test_binary_tensor_data_extension(card: Any) -> None:
 def test_client_mistakes_name_the_field(card: Any, body: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_infer(card, body, b"", 1000)
-    assert info.value.field == field and info.value.status == 422
+    assert info.value.field == field and status_of(info.value) == 422
 
 
 def test_rows_of_different_lengths_across_feature_tensors(card: Any) -> None:

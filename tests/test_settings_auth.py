@@ -8,6 +8,7 @@ import pytest
 
 from service.auth import Authenticator
 from service.errors import Forbidden, Unauthorized
+from service.httperrors import body_of, headers_of
 from service.settings import load_settings
 
 
@@ -58,11 +59,11 @@ def test_missing_or_unknown_tokens_are_401_with_challenge(
     auth = _auth(monkeypatch)
     with pytest.raises(Unauthorized) as err:
         auth.require(header, "client")
-    body = err.value.to_body()
+    body = body_of(err.value)
     assert body["field"] == "authorization"
     if header:  # sent but not a known token (RFC 6750 §3: invalid_token)
-        assert err.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert headers_of(err.value)["WWW-Authenticate"] == 'Bearer error="invalid_token"'
         assert body["reason"] == "unknown token"
     else:  # none sent: the bare challenge
-        assert err.value.headers["WWW-Authenticate"] == "Bearer"
+        assert headers_of(err.value)["WWW-Authenticate"] == "Bearer"
         assert body["reason"] == "missing"

@@ -28,8 +28,11 @@ from monitoring.monitor import Monitor, read_stats
 from monitoring.shadows.guards import CircuitBreaker
 from monitoring.shadows.lanes import ShadowJob, ShadowLane, ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
-from service.inference import Predictor
+from service.auth import Authenticator
+from service.front import FrontDoor
+from service.inference import Prediction, Predictor
 from service.live import LiveDeployments, Served
+from service.predict import decode_predict
 from service.settings import load_settings
 
 
@@ -104,6 +107,15 @@ def _body(registry: Registry, rows: np.ndarray) -> dict[str, Any]:
             "inputs": [dict(zip(names, r.tolist(), strict=True)) for r in rows]}
 
 
+def _predict(served: Served, sink: ListSink, body: dict[str, Any]) -> Prediction:
+    """A ``/predict`` body decoded and predicted as the front door does it."""
+    settings = load_settings()
+    predictor = Predictor(sink)
+    door = FrontDoor(settings, Authenticator(settings.auth), FixedLive(served), predictor, None)
+    d = decode_predict(door, body)
+    return asyncio.run(predictor.run(d.served, d.matrix, d.routing_key, d.version, "rid", 0.0))
+
+
 def test_a_worker_names_the_routed_shadows_in_the_log_record_and_runs_none(
         registry: Registry) -> None:
     """The answer is the champion's; the shadow's session is never called on the request
@@ -113,10 +125,9 @@ def test_a_worker_names_the_routed_shadows_in_the_log_record_and_runs_none(
     d = Deployment(model="breast_cancer", champion="v1",
                    shadows=(Shadow("v3"), Shadow("v2", 0.0)), salt="s", revision=7)
     sink = ListSink()
-    predictor = Predictor(load_settings(), FixedLive(Served(d, {"v1": champion, "v3": never,
-                                                                 "v2": never})), sink)
     rows = registry.get("breast_cancer", "v1").smoke_rows()[:3]
-    r = asyncio.run(predictor.predict(_body(registry, rows), {}))
+    r = _predict(Served(d, {"v1": champion, "v3": never, "v2": never}), sink,
+                 _body(registry, rows))
     assert r.body["predictions"] == champion.predict(rows)
     assert (r.body["version"], r.body["variant"]) == ("v1", "champion")
     assert never.calls == 0
@@ -127,8 +138,7 @@ def test_a_worker_names_the_routed_shadows_in_the_log_record_and_runs_none(
     # no shadow routed: the record carries no list
     bare = Deployment(model="breast_cancer", champion="v1", salt="s", revision=8)
     sink.events.clear()
-    asyncio.run(Predictor(load_settings(), FixedLive(Served(bare, {"v1": champion})),
-                          sink).predict(_body(registry, rows), {}))
+    _predict(Served(bare, {"v1": champion}), sink, _body(registry, rows))
     assert "shadows" not in prediction_record(sink.events[0])["data"]
 
 

@@ -27,7 +27,7 @@ from control.deployments import (
     plan_change,
 )
 from models.deployment import Deployment, apply_patch, promoted
-from models.errors import StateConflict
+from models.errors import RolloutNotFound, StateConflict
 from monitoring.quality.scores import ClassifierQuality
 from monitoring.quality.stats import Sketch, VersionStats
 from monitoring.retrain.webhooks import Target, enqueue
@@ -43,7 +43,7 @@ from monitoring.rollout.analysis import (
 )
 from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
 from store.engine import Engine
-from store.rollouts import RolloutNotFound, RolloutStore, StaleRollout
+from store.rollouts import RolloutStore, StaleRollout
 
 log = logging.getLogger("vigil.rollout")
 ACTOR = "system:rollout"

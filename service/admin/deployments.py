@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from control.deployments import Actor, change_deployment
 from models.deployment import HEADER_RE, Deployment, apply_patch, promoted, rolled_back
-from models.errors import ModelError, StateConflict
+from models.errors import VigilError
 from service.admin.deps import (
     AUTH_ERRORS,
     NAME,
@@ -26,20 +26,14 @@ from service.admin.deps import (
 )
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import NotFound, PreconditionFailed, VigilError
-from service.httperrors import JSONBody, error_responses, from_model_error
-from service.inference import request_id_from
-from store import DeploymentNotFound, StaleRevision
+from service.front import request_id
+from service.httperrors import JSONBody, error_responses
 
 router = APIRouter()
 
 
 def deployment_response(d: Deployment, status: int = 200) -> JSONBody:
     return JSONBody(d.to_public(), status_code=status, headers={"ETag": f'"{d.revision}"'})
-
-
-def not_deployed(model: str) -> NotFound:
-    return NotFound(f"no deployment for model '{model}'", field="model", reason="not deployed")
 
 
 @router.get("/deployments", summary="Every deployment",
@@ -56,30 +50,18 @@ async def list_deployments(request: Request, _: Annotated[
 async def get_deployment(request: Request, model: ModelName, _: Annotated[
         Principal, Depends(require("viewer", "deployments.read"))]) -> JSONBody:
     ctx = ctx_of(request)
-    try:
-        return deployment_response(await asyncio.to_thread(ctx.deployments.get, model))
-    except DeploymentNotFound:
-        raise not_deployed(model) from None
+    return deployment_response(await asyncio.to_thread(ctx.deployments.get, model))
 
 
 def change(ctx: WorkerContext, principal: Principal, request: Request, model: str,
            action: str, edit: Callable[[Deployment], Deployment],
            expected: int | None) -> Deployment:
-    """The deployment use case, its domain errors as HTTP ones; this worker then serves the
-    new revision at once (the others on their next poll)."""
-    by = Actor(principal.name, principal.role, request_id_from(request.headers))
-    try:
-        done = change_deployment(
-            ctx.deployments, ctx.audit, model, edit, by, action, expected=expected,
-            cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
-    except DeploymentNotFound:
-        raise not_deployed(model) from None
-    except StaleRevision as exc:
-        raise PreconditionFailed(str(exc), field="If-Match", reason="stale") from None
-    except StateConflict:
-        raise  # well formed, nothing to act on: 409 (a refused body is not audited either)
-    except ModelError as exc:
-        raise from_model_error(exc) from None
+    """The deployment use case; this worker then serves the new revision at once (the others
+    on their next poll). Its domain errors go out as they are (service.httperrors)."""
+    by = Actor(principal.name, principal.role, request_id(request.headers))
+    done = change_deployment(
+        ctx.deployments, ctx.audit, model, edit, by, action, expected=expected,
+        cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
     ctx.live.refresh()
     ctx.publish_gauges()
     return done.after

@@ -12,11 +12,12 @@ import orjson
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from models.errors import InvalidInput, VigilError
 from models.registry import NAME_PATTERN
 from service.auth import Principal
-from service.context import WorkerContext
-from service.errors import InvalidInput, PayloadTooLarge, PreconditionRequired, VigilError
-from service.inference import request_id_from
+from service.context import WorkerContext, current_context
+from service.errors import PayloadTooLarge, PreconditionRequired
+from service.front import request_id
 from store import AuditRecord
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
@@ -30,7 +31,10 @@ IfMatch = Annotated[str | None, Header(pattern=r'^\s*(W/)?"?[0-9]{1,18}"?\s*$',
 
 
 def ctx_of(request: Request) -> WorkerContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    """The context the app was built with (tests), else this worker's (BentoML builds it
+    after the apps are mounted)."""
+    ctx: WorkerContext | None = request.app.state.ctx
+    return ctx if ctx is not None else current_context()
 
 
 def require(role: str, action: str) -> Callable[..., Any]:
@@ -49,7 +53,7 @@ def require(role: str, action: str) -> Callable[..., Any]:
             await asyncio.to_thread(ctx.audit.write, AuditRecord(
                 actor=who.name if who else "anonymous", role=who.role if who else None,
                 action=action, target=request.url.path, outcome="denied",
-                request_id=request_id_from(request.headers), detail=exc.message))
+                request_id=request_id(request.headers), detail=exc.message))
             raise
         refuse_unknown_query(request)
         return principal
@@ -84,7 +88,7 @@ def audit(ctx: WorkerContext, principal: Principal, request: Request, action: st
     """The audit row of an admin request (inside ``conn``'s transaction when given)."""
     ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
                                 target=target, outcome=outcome, before=before, after=after,
-                                request_id=request_id_from(request.headers), detail=detail),
+                                request_id=request_id(request.headers), detail=detail),
                     conn)
 
 
@@ -104,8 +108,8 @@ def expected_revision(if_match: str | None, required: bool) -> int | None:
     """The revision an ``If-Match`` header names; 428 when required and absent."""
     if if_match is None:
         if required:
-            raise PreconditionRequired("If-Match with the deployment's revision is required",
-                                       field="If-Match", reason="missing")
+            raise PreconditionRequired("If-Match", "missing", message=(
+                "If-Match with the deployment's revision is required"))
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
     if not value.isdigit():

@@ -8,13 +8,12 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from models.errors import DeploymentNotFound, InvalidInput, NotFound
 from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
 from service.admin.deps import AUTH_ERRORS, NAME, ModelName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import InvalidInput, NotFound
 from service.httperrors import JSONBody, error_responses
-from store import DeploymentNotFound
 
 router = APIRouter()
 
@@ -31,15 +30,15 @@ async def _drift_version(ctx: WorkerContext, model: str, version: str | None) ->
         try:
             d = await asyncio.to_thread(ctx.deployments.get, model)
         except DeploymentNotFound:
-            raise NotFound(f"model '{model}' is not deployed", field="model",
-                           reason="unknown model") from None
+            raise NotFound("model", "unknown model",
+                           message=f"model '{model}' is not deployed") from None
         return d.champion
     versions = (await asyncio.to_thread(ctx.registry.list)).get(model)
     if versions is None:
-        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+        raise NotFound("model", "unknown model", message=f"model '{model}' not found")
     if version not in versions:
-        raise NotFound(f"version '{version}' of model '{model}' not found", field="version",
-                       reason="unknown version")
+        raise NotFound("version", "unknown version",
+                       message=f"version '{version}' of model '{model}' not found")
     return version
 
 

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from models.card import SCHEMA_PATH
 from models.deployment import Deployment
-from models.errors import ModelError
+from models.errors import InvalidInput, NotFound, VigilError
 from models.profile import summarize_profile
 from monitoring.monitor import read_stats
 from service.admin.deps import AUTH_ERRORS, ModelName, VersionName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, VigilError
-from service.httperrors import JSONBody, error_responses, from_model_error
+from service.errors import PayloadTooLarge
+from service.httperrors import JSONBody, error_responses
 
 router = APIRouter()
 
@@ -58,7 +58,7 @@ async def model_stats(request: Request, model: ModelName,
     ctx = ctx_of(request)
     stats = await asyncio.to_thread(read_stats, ctx.engine, model)
     if not stats["versions"] and model not in await asyncio.to_thread(ctx.registry.list):
-        raise NotFound(f"model '{model}' not found", field="model", reason="unknown model")
+        raise NotFound("model", "unknown model", message=f"model '{model}' not found")
     return stats
 
 
@@ -69,10 +69,7 @@ async def get_version(request: Request, model: ModelName, version: VersionName,
                       _: Annotated[Principal, Depends(require("viewer", "models.read"))]
                       ) -> dict[str, Any]:
     ctx = ctx_of(request)
-    try:
-        mv = await asyncio.to_thread(ctx.registry.get, model, version)
-    except ModelError as exc:
-        raise from_model_error(exc) from None
+    mv = await asyncio.to_thread(ctx.registry.get, model, version)
     return {"name": model, "version": version, "created_at": mv.created_at,
             "onnx_sha256": mv.onnx_sha256, "card": mv.card.raw,
             "profile": summarize_profile(mv.profile)}
@@ -108,12 +105,8 @@ async def register_version(
             raise InvalidInput("card", f"is not valid JSON ({exc})") from None
         if not isinstance(card_data, dict) or card_data.get("name") != model:
             raise InvalidInput("card.name", f"must equal the model in the path ({model!r})")
-        try:
-            mv, created = await asyncio.to_thread(
-                ctx.registry.register, onnx_bytes, card_data, ref_bytes,
-                reference.filename or "")
-        except ModelError as exc:
-            raise from_model_error(exc) from None
+        mv, created = await asyncio.to_thread(
+            ctx.registry.register, onnx_bytes, card_data, ref_bytes, reference.filename or "")
         deployment = None
         if created:
             deployment = await asyncio.to_thread(first_deployment, ctx, model, mv.version)

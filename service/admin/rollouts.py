@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
+from models.errors import Conflict, DeploymentNotFound, NotFound, RolloutNotFound, StaleRevision
 from monitoring.rollout.analysis import Spec
 from monitoring.rollout.controller import Controller
 from monitoring.rollout.controller import operate as operate_rollout_in_store
@@ -22,10 +23,8 @@ from service.admin.deps import AUTH_ERRORS, NAME, ModelName, ctx_of, json_body, 
 from service.admin.webhooks import targets_of
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import Conflict, NotFound, PreconditionFailed
 from service.httperrors import JSONBody, error_responses
-from store import DeploymentNotFound, StaleRevision
-from store.rollouts import RolloutNotFound, StaleRollout
+from store.rollouts import StaleRollout
 
 router = APIRouter()
 
@@ -85,14 +84,13 @@ def rollout_errors(model: str) -> Iterator[None]:
     try:
         yield
     except (RolloutNotFound, DeploymentNotFound):
-        raise NotFound(f"no rollout for model '{model}'", field="model",
-                       reason="no rollout") from None
-    except StaleRevision:
-        raise PreconditionFailed("the deployment changed meanwhile; try again",
-                                 field="If-Match", reason="stale") from None
+        raise NotFound("model", "no rollout", message=f"no rollout for model '{model}'") from None
+    except StaleRevision as exc:
+        raise StaleRevision(exc.expected, exc.current,
+                            message="the deployment changed meanwhile; try again") from None
     except StaleRollout:  # the controller kept writing it through every retry
-        raise Conflict("the rollout changed meanwhile; try again", field="model",
-                       reason="changed meanwhile") from None
+        raise Conflict("model", "changed meanwhile",
+                       message="the rollout changed meanwhile; try again") from None
 
 
 def controller(ctx: WorkerContext) -> Controller:
@@ -119,11 +117,11 @@ async def start_rollout(request: Request, model: ModelName,
                 ctx.engine, model, spec, principal.name, principal.role,
                 cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
         except DeploymentNotFound:
-            raise NotFound(f"no deployment for model '{model}'", field="model",
-                           reason="not deployed") from None
-        except StaleRevision:
-            raise PreconditionFailed("the deployment changed meanwhile; try again",
-                                     field="If-Match", reason="stale") from None
+            raise NotFound("model", "not deployed",
+                           message=f"no deployment for model '{model}'") from None
+        except StaleRevision as exc:
+            raise StaleRevision(exc.expected, exc.current,
+                                message="the deployment changed meanwhile; try again") from None
         ctx.live.refresh()
         return doc
     return JSONBody(await asyncio.to_thread(begin), status_code=201)
@@ -136,7 +134,7 @@ async def get_rollout(request: Request, model: ModelName,
                       ) -> dict[str, Any]:
     doc = await asyncio.to_thread(read_rollout, ctx_of(request).engine, model)
     if doc is None:
-        raise NotFound(f"no rollout for model '{model}'", field="model", reason="no rollout")
+        raise NotFound("model", "no rollout", message=f"no rollout for model '{model}'")
     return doc
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from models.errors import DeploymentNotFound, NotFound
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
 from monitoring.retrain.triggers import iso
@@ -23,9 +24,7 @@ from monitoring.retrain.webhooks import (
 from service.admin.deps import AUTH_ERRORS, ModelName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
-from service.errors import NotFound
 from service.httperrors import JSONBody, error_responses
-from store import DeploymentNotFound
 
 router = APIRouter()
 
@@ -46,8 +45,8 @@ async def retrain(request: Request, model: ModelName, principal: Annotated[
     try:
         d = await asyncio.to_thread(ctx.deployments.get, model)
     except DeploymentNotFound:
-        raise NotFound(f"model '{model}' is not deployed", field="model",
-                       reason="unknown model") from None
+        raise NotFound("model", "unknown model",
+                       message=f"model '{model}' is not deployed") from None
     mv = await asyncio.to_thread(ctx.registry.get, model, d.champion)
     now = time.time()
     event_id = f"retrain-{model}-manual-{uuid.uuid4().hex[:16]}"
@@ -86,8 +85,8 @@ async def redeliver_one(request: Request, delivery_id: Annotated[
         Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
     ctx = ctx_of(request)
     if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):
-        raise NotFound(f"delivery {delivery_id} not found", field="delivery_id",
-                       reason="unknown delivery")
+        raise NotFound("delivery_id", "unknown delivery",
+                       message=f"delivery {delivery_id} not found")
     await asyncio.to_thread(audit, ctx, principal, request, "webhooks.redeliver",
                             f"deliveries/{delivery_id}", "ok")
     return {"id": delivery_id, "status": "pending"}
@@ -101,8 +100,8 @@ async def test_target(request: Request, target: str, principal: Annotated[
     ctx = ctx_of(request)
     targets = targets_of(ctx)
     if target not in {t.name for t in targets}:
-        raise NotFound(f"webhook target '{target}' is not configured", field="target",
-                       reason="unknown target")
+        raise NotFound("target", "unknown target",
+                       message=f"webhook target '{target}' is not configured")
     now = time.time()
     event_id = f"test-{target}-{uuid.uuid4().hex[:16]}"
     ev = {"type": "vigil.test", "timestamp": iso(now),

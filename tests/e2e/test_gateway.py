@@ -300,6 +300,8 @@ def test_openapi_document_tells_the_real_statuses(client: httpx.Client) -> None:
     feedback = doc["paths"]["/feedback"]["post"]
     assert {"202", "401", "422", "503"} <= set(feedback["responses"])
     assert "400" not in feedback["responses"] and "200" not in feedback["responses"]
+    # feedback needs a token here (auth.feedback: required), inference does not
+    assert feedback["security"] == [{"HTTPBearer": []}] and "security" not in predict
     assert "/admin/models/{model}/stats" in doc["paths"]
     assert "/admin/deployments/{model}" in doc["paths"]
     assert "412" in doc["paths"]["/admin/deployments/{model}"]["patch"]["responses"]
