@@ -102,7 +102,7 @@ def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -
         queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
         segment_max_bytes=lg.segment_max_bytes, segment_max_seconds=lg.segment_max_seconds,
         max_total_bytes=lg.retention_max_bytes, on_drop=on_drop, on_write=on_write)
-    return LogSink(writer, dict(lg.sample))
+    return LogSink(writer, {str(variant): rate for variant, rate in lg.sample.items()})
 
 
 def build_context(settings: Settings, metrics: GatewayMetrics | None = None,

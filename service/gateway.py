@@ -124,7 +124,7 @@ class Gateway:
         monitor = bentoml.depends(Monitor)  # started by bentoml serve; never awaited on a request
 
     @bentoml.on_deployment
-    def prepare() -> None:  # type: ignore[misc]
+    def prepare() -> None:
         """Once per server start, before any worker: migrate the store, seed the demo."""
         bootstrap(settings())
 
@@ -221,11 +221,12 @@ class Admission(AdmissionMiddleware):
                          on_refuse=_refused)
 
 
-Gateway.add_asgi_middleware(Admission)
+GATEWAY: Any = Gateway  # a bentoml Service at run time; mypy sees the class it wraps
+GATEWAY.add_asgi_middleware(Admission)
 # inside admission control (BentoML builds the user middlewares first-added outermost)
-Gateway.add_asgi_middleware(FastRoutes,
+GATEWAY.add_asgi_middleware(FastRoutes,
                             routes=[*protocol.FAST_ROUTES, (re.compile("/predict"), fast_predict)],
                             context=built_context,
                             prefixes=("/v2/models/", "/v1/models/", "/predict"))
 # innermost: the inference POSTs are answered above and never pass through it
-Gateway.add_asgi_middleware(openapi.DocsPage)  # "/" without BentoML's tag manager
+GATEWAY.add_asgi_middleware(openapi.DocsPage)  # "/" without BentoML's tag manager

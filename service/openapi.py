@@ -8,7 +8,7 @@ breaks its own schema. Vigil validates its own input, so ``/predict`` answers 20
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from _bentoml_sdk.service.factory import Service
@@ -157,7 +157,9 @@ def feedback_operation(token_required: bool = True) -> dict[str, Any]:
 def _set_query_maximum(spec: OpenAPISpecification, path: str, name: str,
                        maximum: int) -> None:
     """A bound that comes from the configuration, not the route's signature."""
-    for parameter in spec.paths[path].post["parameters"]:
+    # a BentoML API route: always a POST, built by BentoML as a plain dict
+    operation = cast(dict[str, Any], spec.paths[path].post)
+    for parameter in operation["parameters"]:
         if parameter["name"] == name:
             for branch in parameter["schema"].get("anyOf", [parameter["schema"]]):
                 if branch.get("type") == "integer":
@@ -185,7 +187,7 @@ def _tidy_headers(spec: OpenAPISpecification) -> None:
                     parameter["required"] = True
 
 
-class VigilService(Service):  # type: ignore[type-arg]
+class VigilService(Service):
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec

@@ -23,7 +23,7 @@ def patch(c: Ctx, model: str, doc: dict[str, Any]) -> dict[str, Any]:
     etag = current.headers.get("etag") or f'"{current.json()["revision"]}"'
     r = call(c, "PATCH", f"/admin/deployments/{model}", content=json.dumps(doc),
              headers={"If-Match": etag, "Content-Type": "application/merge-patch+json"})
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def show_deployment(c: Ctx, d: dict[str, Any], verb: str) -> None:
