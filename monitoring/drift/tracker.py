@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from models.registry import ModelVersion, reference_matrix
 from models.runtime import ModelRuntime
 from monitoring.drift.signals import DriftAlarm, DriftConfig, Reference, VersionDrift
+from store import Transaction
 from store.engine import put_rows
 from store.tables import drift_alarms, drift_references, drift_requests, drift_state
 
@@ -70,7 +71,8 @@ class DriftTracker:
 
     # ------------------------------------------------------------------ state
 
-    def load(self, conn: sa.Connection) -> None:
+    def load(self, tx: Transaction) -> None:
+        conn = tx.connection
         self.versions.clear()
         self._raw.clear()
         self._errors.clear()
@@ -181,8 +183,9 @@ class DriftTracker:
 
     # ------------------------------------------------------------------ per step
 
-    def flush(self, conn: sa.Connection, now: float) -> list[DriftAlarm]:
-        """Run the detectors on what the step gathered; persist state and alarms in ``conn``."""
+    def flush(self, tx: Transaction, now: float) -> list[DriftAlarm]:
+        """Run the detectors on what the step gathered; persist state and alarms in ``tx``."""
+        conn = tx.connection
         alarms: list[DriftAlarm] = []
         changed = set(self._raw) | set(self._errors)
         for key in changed:
@@ -235,9 +238,10 @@ class DriftTracker:
         put_rows(conn, drift_state, ("model", "version"), ("doc", "updated_at"),
                  [(*key, doc, now)])
 
-    def process_requests(self, conn: sa.Connection, now: float) -> None:
+    def process_requests(self, tx: Transaction, now: float) -> None:
         """Rebaseline: adopt the last N live rows as the version's reference (the registered
         one stays in the registry), restart its detectors, and close its open alarms."""
+        conn = tx.connection
         pending = conn.execute(sa.select(drift_requests).where(
             drift_requests.c.done_at.is_(None)).order_by(drift_requests.c.id)).all()
         for req in pending:

@@ -4,13 +4,15 @@ decide, and write the events to the outbox in the same transaction as the policy
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from monitoring.quality.label_join import Key
+from monitoring.quality.stats import VersionStats
 from monitoring.retrain.policy import Observation, Policy, evaluate, event
 from monitoring.retrain.webhooks import Target, enqueue
 from store.engine import put_rows
@@ -40,7 +42,9 @@ class Triggers:
             monitor_state.c.name == "policy")).first()
         return orjson.loads(row.doc) if row else {}
 
-    def evaluate(self, monitor: Any, now: float) -> list[str]:
+    def evaluate(self, stats: Mapping[Key, VersionStats], now: float) -> list[str]:
+        """Each policy's firings at ``now``, written to the outbox; ``stats`` are the
+        versions' statistics as the Monitor's last step committed them."""
         written: list[str] = []
         for model, policy in self.policies.items():
             try:
@@ -57,8 +61,8 @@ class Triggers:
                     sa.select(drift_alarms).where(
                         drift_alarms.c.model == model, drift_alarms.c.version == version,
                         drift_alarms.c.acknowledged_at.is_(None)))]
-                stats = monitor.stats.get((model, version, "champion"))
-                quality = stats.quality.windowed() if stats is not None else {}
+                champion = stats.get((model, version, "champion"))
+                quality = champion.quality.windowed() if champion is not None else {}
                 obs = Observation(model, now, version, created_at, alarms, quality)
                 model_state = state.setdefault(model, {})
                 firings = evaluate(policy, obs, model_state)
