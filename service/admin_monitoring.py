@@ -18,7 +18,7 @@ from pydantic import Field as PydField
 
 from models.deployment import apply_patch
 from models.errors import ModelError
-from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
+from monitoring.drift.tracker import read_drift
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
 from monitoring.retrain.triggers import iso
@@ -46,7 +46,7 @@ from service.errors import (
 )
 from service.httperrors import JSONBody, error_responses, from_model_error
 from service.inference import request_id_from
-from store import AuditRecord, DeploymentNotFound, StaleRevision
+from store import AuditRecord, DeploymentNotFound, DriftStore, StaleRevision
 
 router = APIRouter()
 
@@ -100,8 +100,8 @@ async def drift_ack(request: Request, model: ModelName, principal: Annotated[
                     ) -> dict[str, Any]:
     ctx = ctx_of(request)
     version = await _drift_version(ctx, model, version)
-    ids = await asyncio.to_thread(acknowledge, ctx.engine, model, version, principal.name,
-                                  signal)
+    ids = await asyncio.to_thread(DriftStore(ctx.engine).acknowledge, model, version,
+                                  principal.name, signal)
     await asyncio.to_thread(_audit, ctx, principal, request, "drift.ack",
                             f"{model}:{version}", "ok", None, {"alarms": ids})
     return {"model": model, "version": version, "acknowledged": ids}
@@ -123,8 +123,8 @@ async def drift_rebaseline(request: Request, model: ModelName, principal: Annota
     if rows > limit:
         raise InvalidInput("rows", f"at most drift.rebaseline_rows ({limit}) live rows are kept")
     version = await _drift_version(ctx, model, version)
-    rid = await asyncio.to_thread(request_rebaseline, ctx.engine, model, version, rows,
-                                  principal.name)
+    rid = await asyncio.to_thread(DriftStore(ctx.engine).request_rebaseline, model, version,
+                                  rows, principal.name)
     await asyncio.to_thread(_audit, ctx, principal, request, "drift.rebaseline",
                             f"{model}:{version}", "ok", None, {"request": rid, "rows": rows})
     return JSONBody({"model": model, "version": version, "request": rid, "rows": rows,

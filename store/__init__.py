@@ -17,6 +17,7 @@ The schema is managed by Alembic migrations in ``store/migrations``.
 
 from store.audit import AuditLog, AuditRecord
 from store.deployments import DeploymentNotFound, DeploymentStore, StaleRevision
+from store.drift import DriftStore
 from store.engine import make_engine, migrate
 from store.monitor_state import MonitorStateStore
 from store.predictions import PendingLabels, PredictionIndex
@@ -27,6 +28,7 @@ __all__ = [
     "AuditRecord",
     "DeploymentNotFound",
     "DeploymentStore",
+    "DriftStore",
     "Engine",
     "MonitorStateStore",
     "PendingLabels",
