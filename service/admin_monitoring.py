@@ -22,13 +22,7 @@ from monitoring.drift.tracker import read_drift
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
 from monitoring.retrain.triggers import iso
-from monitoring.retrain.webhooks import (
-    Target,
-    enqueue,
-    list_deliveries,
-    redeliver,
-    targets_from_config,
-)
+from monitoring.retrain.webhooks import Target, enqueue, targets_from_config
 from monitoring.rollout.analysis import Spec
 from monitoring.rollout.controller import Controller, StaleRollout
 from monitoring.rollout.controller import operate as operate_rollout_in_store
@@ -46,7 +40,14 @@ from service.errors import (
 )
 from service.httperrors import JSONBody, error_responses, from_model_error
 from service.inference import request_id_from
-from store import AuditRecord, DeploymentNotFound, DriftStore, StaleRevision
+from store import (
+    AuditRecord,
+    DeploymentNotFound,
+    DriftStore,
+    Outbox,
+    StaleRevision,
+    transaction,
+)
 
 router = APIRouter()
 
@@ -158,9 +159,9 @@ async def retrain(request: Request, model: ModelName, principal: Annotated[
     targets = _targets(ctx)
 
     def write() -> None:
-        with ctx.engine.begin() as conn:
-            enqueue(conn, ev, event_id, targets, now, model, "manual")
-            _audit_in(conn, ctx, principal, request, "models.retrain", f"models/{model}",
+        with transaction(ctx.engine) as tx:
+            enqueue(tx, ev, event_id, targets, now, model, "manual")
+            _audit_in(tx.connection, ctx, principal, request, "models.retrain", f"models/{model}",
                       {"event_id": event_id})
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "model": model, "champion_version": d.champion,
@@ -176,7 +177,7 @@ async def deliveries(request: Request,
                                        Query()] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     ctx = ctx_of(request)
-    return {"items": await asyncio.to_thread(list_deliveries, ctx.engine, status, limit)}
+    return {"items": await asyncio.to_thread(Outbox(ctx.engine).deliveries, status, limit)}
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver",
@@ -186,7 +187,7 @@ async def redeliver_one(request: Request, delivery_id: Annotated[
         int, Path(ge=1, le=2**63 - 1, description="the delivery's id")], principal: Annotated[
         Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
     ctx = ctx_of(request)
-    if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):
+    if not await asyncio.to_thread(Outbox(ctx.engine).redeliver, delivery_id):
         raise NotFound(f"delivery {delivery_id} not found", field="delivery_id",
                        reason="unknown delivery")
     await asyncio.to_thread(_audit, ctx, principal, request, "webhooks.redeliver",
@@ -211,9 +212,9 @@ async def test_target(request: Request, target: str, principal: Annotated[
                    "gateway": ctx.settings.server.base_url}}
 
     def write() -> None:
-        with ctx.engine.begin() as conn:
-            enqueue(conn, ev, event_id, targets, now, None, "test", only=target)
-            _audit_in(conn, ctx, principal, request, "webhooks.test", f"webhooks/{target}",
+        with transaction(ctx.engine) as tx:
+            enqueue(tx, ev, event_id, targets, now, None, "test", only=target)
+            _audit_in(tx.connection, ctx, principal, request, "webhooks.test", f"webhooks/{target}",
                       {"event_id": event_id})
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "target": target}, status_code=202)

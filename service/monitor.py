@@ -23,15 +23,16 @@ from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
-from monitoring.retrain.triggers import Triggers, policy_from_settings
-from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from monitoring.retrain.policy import Policy
+from monitoring.retrain.triggers import Triggers
+from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_from_config
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
-from service.settings import Settings, load_settings_or_exit
+from service.settings import PolicySettings, Settings, load_settings_or_exit
 from store import DeploymentStore, make_engine
 
 log = logging.getLogger("vigil.monitor")
@@ -83,6 +84,15 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
         on_step=on_step, drift=drift, triggers=triggers, mirror=mirror)
+
+
+def policy_from_settings(model: str, p: PolicySettings) -> Policy:
+    return Policy(model=model, drift_signals=tuple(p.drift_signals),
+                  quality_metric=p.quality.metric if p.quality else None,
+                  quality_threshold=p.quality.threshold if p.quality else None,
+                  min_labels=p.quality.min_labels if p.quality else 200,
+                  schedule_days=p.schedule_days, hold_seconds=p.hold_seconds,
+                  cooldown_seconds=p.cooldown_seconds)
 
 
 def build_mirror(settings: Settings, metrics: GatewayMetrics | None
@@ -185,7 +195,7 @@ class Monitor:
                     dispatcher = build_dispatcher(SETTINGS, self.metrics)
                 if dispatcher.targets:
                     await asyncio.to_thread(dispatcher.run_due)
-                    by = await asyncio.to_thread(counts, dispatcher.engine)
+                    by = await asyncio.to_thread(dispatcher.outbox.counts)
                     for name in dispatcher.targets:
                         self.metrics.webhook_pending.labels(name).set(
                             by.get((name, "pending"), 0))

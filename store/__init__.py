@@ -20,8 +20,10 @@ from store.deployments import DeploymentNotFound, DeploymentStore, StaleRevision
 from store.drift import DriftStore
 from store.engine import make_engine, migrate
 from store.monitor_state import MonitorStateStore
+from store.policy_state import PolicyStateStore
 from store.predictions import PendingLabels, PredictionIndex
 from store.transaction import Engine, Transaction, reading, transaction
+from store.webhooks import Outbox
 
 __all__ = [
     "AuditLog",
@@ -31,7 +33,9 @@ __all__ = [
     "DriftStore",
     "Engine",
     "MonitorStateStore",
+    "Outbox",
     "PendingLabels",
+    "PolicyStateStore",
     "PredictionIndex",
     "StaleRevision",
     "Transaction",

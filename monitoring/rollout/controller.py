@@ -24,7 +24,7 @@ from monitoring.quality.scores import ClassifierQuality
 from monitoring.quality.stats import Sketch, VersionStats
 from monitoring.retrain.webhooks import Target, enqueue
 from monitoring.rollout.analysis import Action, Analysis, Spec, State, Window, analyse, decide
-from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
+from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision, Transaction
 from store.tables import drift_alarms, rollouts
 
 log = logging.getLogger("vigil.rollout")
@@ -223,7 +223,7 @@ class Controller:
                     "status": state.status, "step": state.step + 1,
                     "weight": spec.steps[state.step], "reason": state.reason,
                     "analysis": doc.get("analysis"), "gateway": self.base_url}}
-                enqueue(conn, ev, event_id, self.targets, now, model, action.kind)
+                enqueue(Transaction(conn), ev, event_id, self.targets, now, model, action.kind)
         if self.on_transition is not None:
             self.on_transition(model, action.kind, state)
 
