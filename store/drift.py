@@ -157,7 +157,9 @@ class DriftStore:
             result = tx.connection.execute(drift_requests.insert().values(
                 model=model, version=version, action="rebaseline", rows=rows,
                 requested_by=actor, ts=now or time.time()))
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None  # an INSERT of one row
+            return int(key[0])
 
     def read_version(self, model: str, version: str, alarms_limit: int = 20,
                      requests_limit: int = 5) -> StoredDrift:

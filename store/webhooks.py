@@ -142,6 +142,7 @@ class Outbox:
         """(target, status) -> deliveries; for the pending and dead-letter gauges."""
         with reading(self.engine) as tx:
             rows = tx.connection.execute(sa.select(
-                webhook_deliveries.c.target, webhook_deliveries.c.status, sa.func.count()
+                webhook_deliveries.c.target, webhook_deliveries.c.status,
+                sa.func.count().label("n")
             ).group_by(webhook_deliveries.c.target, webhook_deliveries.c.status)).all()
-        return {(t, s): int(n) for t, s, n in rows}
+        return {(r.target, r.status): int(r.n) for r in rows}
