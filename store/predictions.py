@@ -61,15 +61,19 @@ class PredictionIndex:
         self.engine = engine
 
     def add(self, tx: Transaction, rows: Sequence[IndexRow]) -> None:
+        dumps = orjson.dumps
         insert_rows(tx.connection, prediction_index, COLUMNS,
-                    [(*r[:5], orjson.dumps(r[5]).decode()) for r in rows])
+                    [(rid, model, version, variant, ts, dumps(outputs).decode())
+                     for rid, model, version, variant, ts, outputs in rows])
 
     def add_labelled(self, tx: Transaction, rows: Sequence[LabelledRow]) -> None:
         """Rows scored on arrival with labels joined before them (a shadow's answers)."""
+        dumps = orjson.dumps
         insert_rows(tx.connection, prediction_index, LABELLED_COLUMNS, [
-            (*r[:5], orjson.dumps(r[5]).decode(),
-             None if r[6] is None else orjson.dumps(r[6]).decode(),
-             None if r[7] is None else orjson.dumps(r[7]).decode()) for r in rows])
+            (rid, model, version, variant, ts, dumps(outputs).decode(),
+             None if labelled is None else dumps(labelled).decode(),
+             None if labels is None else dumps(labels).decode())
+            for rid, model, version, variant, ts, outputs, labelled, labels in rows])
 
     def answers(self, tx: Transaction, request_ids: Sequence[str]) -> list[IndexedAnswer]:
         """Every indexed answer to these requests, oldest first."""
