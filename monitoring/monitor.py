@@ -1,4 +1,4 @@
-"""The Monitor loop: the one process that turns the prediction log into derived
+"""The Monitor loop (DESIGN §4): the one process that turns the prediction log into derived
 state, counting every event exactly once.
 
 Each step reads a batch of complete lines from every writer's segments, starting at the
