@@ -216,7 +216,7 @@ class Monitor:
                 if data.get("outputs"):
                     (shadowed if variant == "shadow" else index_rows).append(
                         (str(data["request_id"]), model, version, variant, ts,
-                         data["outputs"]))
+                         orjson.dumps(data["outputs"]).decode()))
             elif kind == FEEDBACK:
                 result.feedback += 1
                 feedback.append((data, ts))
@@ -233,7 +233,9 @@ class Monitor:
         with transaction(self.engine) as tx:
             self.index.add(tx, index_rows)
             if shadowed:
-                self.index.add_labelled(tx, self.label_join.label_late(tx, shadowed, changed))
+                plain, labelled = self.label_join.label_late(tx, shadowed, changed)
+                self.index.add(tx, plain)
+                self.index.add_labelled(tx, labelled)
             outcomes = self.label_join.join(tx, [d for d, _ in feedback], changed)
             held = []
             for (data, ts), outcome in zip(feedback, outcomes, strict=True):

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from store import PredictionIndex, Transaction
 from store.predictions import IndexedAnswer, IndexRow, LabelledRow
 
@@ -85,24 +87,27 @@ class LabelJoin:
                                       for id_, rows in labeled.items() if rows])
         return outcomes
 
-    def label_late(self, tx: Transaction, rows: list[IndexRow],
-                   changed: set[Key]) -> list[LabelledRow]:
-        """Index rows of answers that may come after their request's label (a shadow's):
-        each scored with the labels already joined to its request, and marked labelled."""
+    def label_late(self, tx: Transaction, rows: list[IndexRow], changed: set[Key]
+                   ) -> tuple[list[IndexRow], list[LabelledRow]]:
+        """Index rows of answers that may come after their request's label (a shadow's),
+        split: those whose request has no label joined yet, and the others, each scored with
+        the labels already joined to its request and marked labelled."""
         if self.last_join is not None and time.monotonic() - self.last_join > LATE_LABEL_SECONDS:
-            return [(*r, None, None) for r in rows]
+            return rows, []
         known = self.index.joined_labels(tx, sorted({r[0] for r in rows}))
-        out: list[LabelledRow] = []
-        for rid, model, version, variant, ts, outputs in rows:
+        plain: list[IndexRow] = []
+        labelled: list[LabelledRow] = []
+        for r in rows:
+            rid, model, version, variant, ts, outputs_json = r
             labels = known.get((rid, model))
             if not labels:
-                out.append((rid, model, version, variant, ts, outputs, None, None))
+                plain.append(r)
                 continue
+            outputs = orjson.loads(outputs_json)
             scored: dict[str, Any] = {}
             for row, truth in labels.items():
                 if int(row) < len(outputs) and self._score(
                         rid, (model, version, variant), outputs[int(row)], truth, changed):
                     scored[row] = truth
-            out.append((rid, model, version, variant, ts, outputs,
-                        sorted(int(r) for r in scored), scored or None))
-        return out
+            labelled.append((*r, sorted(int(i) for i in scored), scored or None))
+        return plain, labelled
