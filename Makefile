@@ -77,7 +77,8 @@ logs-export: venv
 	  $(if $(MODEL),--model $(MODEL)) $(if $(SINCE),--since $(SINCE))
 
 lint: venv
-	$(BIN)/ruff check service models monitoring store tests load_tests
+	$(BIN)/ruff check service models monitoring store control tests load_tests demo
+	$(BIN)/mypy
 
 clean:
 	rm -rf var .pytest_cache

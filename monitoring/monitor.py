@@ -16,31 +16,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-import sqlalchemy as sa
 
+from monitoring.drift.base import DriftAlarm
 from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segments
 from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
 from monitoring.quality.label_join import Key, LabelJoin
 from monitoring.quality.stats import VersionStats
-from store.engine import insert_rows, put_rows
-from store.tables import (
-    feedback_pending,
-    monitor_checkpoints,
-    monitor_state,
-    monitor_stats,
-    prediction_index,
+from store import (
+    Engine,
+    MonitorStateStore,
+    PendingLabels,
+    PredictionIndex,
+    Transaction,
+    reading,
+    transaction,
 )
+from store.predictions import IndexRow
 
 log = logging.getLogger("vigil.monitor")
 
 LABEL_OUTCOMES = ("joined", "duplicate", "unmatched", "pending")
-INDEX_COLUMNS = ("request_id", "model", "version", "variant", "ts", "outputs")
-LATE_COLUMNS = (*INDEX_COLUMNS, "labeled_rows", "labels")
 
 
 class Mirror(Protocol):
@@ -53,6 +53,29 @@ class Mirror(Protocol):
         ...
 
 
+class Drift(Protocol):
+    """What turns a step's records and labels into drift state and alarms, saved in the
+    step's transaction (``monitoring.drift.tracker.DriftTracker``)."""
+
+    def load(self, tx: Transaction) -> None: ...
+
+    def observe(self, data: dict[str, Any]) -> None: ...
+
+    def observe_label(self, model: str, version: str, output: dict[str, Any],
+                      truth: Any) -> None: ...
+
+    def flush(self, tx: Transaction, now: float) -> list[DriftAlarm]: ...
+
+    def process_requests(self, tx: Transaction, now: float) -> None: ...
+
+
+class Retraining(Protocol):
+    """What fires retraining events after a tick, from the versions' committed statistics
+    (``monitoring.retrain.triggers.Triggers``)."""
+
+    def evaluate(self, stats: Mapping[Key, VersionStats], now: float) -> list[str]: ...
+
+
 @dataclass
 class StepResult:
     lines: int = 0
@@ -60,7 +83,7 @@ class StepResult:
     feedback: int = 0
     invalid: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    alarms: list[Any] = field(default_factory=list)  # monitoring.drift.base.DriftAlarm
+    alarms: list[DriftAlarm] = field(default_factory=list)
     more: bool = False  # the batch was cut at its size: more is waiting already
 
 
@@ -79,7 +102,7 @@ class Status:
 
 
 class Monitor:
-    def __init__(self, engine: sa.Engine, log_: LocalEventLog, *,
+    def __init__(self, engine: Engine, log_: LocalEventLog, *,
                  class_labels_of: Callable[[str, str], list[str] | None],
                  batch_events: int = 20_000, window: int = 1000,
                  index_retention_seconds: float = 7 * 86400,
@@ -88,9 +111,12 @@ class Monitor:
                  log_max_bytes: int = 2 * 1024**3,
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
-                 drift: Any = None, triggers: Any = None,
+                 drift: Drift | None = None, triggers: Retraining | None = None,
                  mirror: Mirror | None = None) -> None:
         self.engine = engine
+        self.saved = MonitorStateStore(engine)
+        self.index = PredictionIndex(engine)
+        self.pending = PendingLabels()
         self.log = log_
         self.class_labels_of = class_labels_of
         self.batch_events = batch_events
@@ -101,8 +127,8 @@ class Monitor:
         self.log_max_bytes = log_max_bytes
         self.clock = clock
         self.on_step = on_step
-        self.drift = drift  # monitoring.drift.tracker.DriftTracker, or None
-        self.triggers = triggers  # monitoring.retrain.triggers.Triggers, or None
+        self.drift = drift
+        self.triggers = triggers
         # shadows.mirror.ShadowMirror, or None: given a committed step's records that name
         # shadows, after the commit (a step read again after a failed commit mirrors once)
         self.mirror = mirror
@@ -112,27 +138,23 @@ class Monitor:
         self.status = Status()
         self._labels_cache: dict[tuple[str, str], list[str] | None] = {}
         self._last_housekeeping = 0.0
-        self.label_join = LabelJoin(self._score)
+        self.label_join = LabelJoin(self.index, self._score)
         self._caught_up = False
 
     # ------------------------------------------------------------------ state
 
     def load(self) -> None:
         """Read checkpoints, stats and counters back from the store (at start)."""
-        with self.engine.connect() as conn:
-            self.checkpoint = {r.stream: Position(r.seq, r.offset)
-                               for r in conn.execute(sa.select(monitor_checkpoints))}
-            self.stats = {(r.model, r.version, r.variant): VersionStats.from_dict(
-                orjson.loads(r.doc)) for r in conn.execute(sa.select(monitor_stats))}
-            row = conn.execute(sa.select(monitor_state.c.doc).where(
-                monitor_state.c.name == "counters")).first()
-            self.counters = orjson.loads(row.doc) if row else {}
-            row = conn.execute(sa.select(monitor_state.c.doc).where(
-                monitor_state.c.name == "status")).first()
-            if row:
-                self.status.consumed_total = orjson.loads(row.doc).get("consumed_total", 0)
+        with reading(self.engine) as tx:
+            saved = self.saved.load(tx)
             if self.drift is not None:
-                self.drift.load(conn)
+                self.drift.load(tx)
+        self.checkpoint = {stream: Position(seq, offset)
+                           for stream, (seq, offset) in saved.checkpoints.items()}
+        self.stats = {key: VersionStats.from_dict(doc) for key, doc in saved.stats.items()}
+        self.counters = saved.counters
+        if saved.status is not None:
+            self.status.consumed_total = saved.status.get("consumed_total", 0)
 
     def _stats(self, model: str, version: str, variant: str) -> VersionStats:
         key = (model, version, variant)
@@ -163,11 +185,11 @@ class Monitor:
         batch = self.log.read(self.checkpoint, self.batch_events)
         result = StepResult(lines=len(batch.lines), more=batch.more)
         now = self.clock()
-        index_rows: list[tuple[Any, ...]] = []
+        index_rows: list[IndexRow] = []
         feedback: list[tuple[dict[str, Any], float]] = []
         for_drift: list[tuple[float, dict[str, Any]]] = []
         mirrored: list[dict[str, Any]] = []
-        shadowed: list[tuple[Any, ...]] = []  # shadow answers: their request may be labelled
+        shadowed: list[IndexRow] = []  # shadow answers: their request may be labelled
         changed: set[Key] = set()
         for line in batch.lines:
             try:
@@ -205,29 +227,31 @@ class Monitor:
         # streams are read one after another: put the step's rows back in time order, so a
         # drift detector sees them as they happened across workers
         for_drift.sort(key=lambda x: x[0])
-        for _, data in for_drift:
-            self.drift.observe(data)
-        with self.engine.begin() as conn:
-            insert_rows(conn, prediction_index, INDEX_COLUMNS, index_rows)
+        if self.drift is not None:
+            for _, data in for_drift:
+                self.drift.observe(data)
+        with transaction(self.engine) as tx:
+            self.index.add(tx, index_rows)
             if shadowed:
-                insert_rows(conn, prediction_index, LATE_COLUMNS,
-                            self.label_join.label_late(conn, shadowed, changed))
-            outcomes = self.label_join.join(conn, [d for d, _ in feedback], changed)
+                plain, labelled = self.label_join.label_late(tx, shadowed, changed)
+                self.index.add(tx, plain)
+                self.index.add_labelled(tx, labelled)
+            outcomes = self.label_join.join(tx, [d for d, _ in feedback], changed)
+            held = []
             for (data, ts), outcome in zip(feedback, outcomes, strict=True):
                 if outcome == "missing":
-                    conn.execute(feedback_pending.insert().values(
-                        request_id=str(data.get("request_id")), model=str(data.get("model")),
-                        doc=orjson.dumps(data).decode(), received=ts))
+                    held.append((data, ts))
                     outcome = "pending"
                 else:
                     self._count(str(data.get("model")), outcome)
                 result.labels[outcome] = result.labels.get(outcome, 0) + 1
+            self.pending.hold(tx, held)
             if feedback or now - self._last_housekeeping >= 1.0:
-                self._retry_pending(conn, now, changed, result)
+                self._retry_pending(tx, now, changed, result)
             if self.drift is not None:
-                result.alarms = self.drift.flush(conn, now)
-                self.drift.process_requests(conn, now)
-            self._save(conn, batch.checkpoint, changed, now)
+                result.alarms = self.drift.flush(tx, now)
+                self.drift.process_requests(tx, now)
+            self._save(tx, batch.checkpoint, changed, now)
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
         if mirrored and self.mirror is not None:
@@ -253,12 +277,12 @@ class Monitor:
             self.drift.observe_label(model, version, output, truth)
         return True
 
-    def _retry_pending(self, conn: sa.Connection, now: float, changed: set[Key],
+    def _retry_pending(self, tx: Transaction, now: float, changed: set[Key],
                        result: StepResult) -> None:
         """Labels that arrived before their prediction was read: join them now, or give up
         after ``pending_label_seconds`` and count them unmatched."""
-        pending = conn.execute(sa.select(feedback_pending).order_by(feedback_pending.c.id)).all()
-        outcomes = self.label_join.join(conn, [orjson.loads(p.doc) for p in pending], changed)
+        pending = self.pending.held(tx)
+        outcomes = self.label_join.join(tx, [p.data for p in pending], changed)
         done = []
         for p, outcome in zip(pending, outcomes, strict=True):
             if outcome == "missing":
@@ -270,24 +294,15 @@ class Monitor:
             done.append(p.id)
             self._count(p.model, outcome)
             result.labels[outcome] = result.labels.get(outcome, 0) + 1
-        for i in range(0, len(done), 500):
-            conn.execute(feedback_pending.delete().where(
-                feedback_pending.c.id.in_(done[i:i + 500])))
+        self.pending.release(tx, done)
 
-    def _save(self, conn: sa.Connection, checkpoint: Checkpoint, changed: set[Key],
+    def _save(self, tx: Transaction, checkpoint: Checkpoint, changed: set[Key],
               now: float) -> None:
-        put_rows(conn, monitor_stats, ("model", "version", "variant"), ("doc", "updated_at"),
-                 [(*key, orjson.dumps(self.stats[key].to_dict()).decode(), now)
-                  for key in changed])
-        put_rows(conn, monitor_checkpoints, ("stream",), ("seq", "offset", "updated_at"),
-                 [(stream, pos.seq, pos.offset, now) for stream, pos in checkpoint.items()
-                  if self.checkpoint.get(stream) != pos])
-        self._put_state(conn, "counters", self.counters, now)
-
-    @staticmethod
-    def _put_state(conn: sa.Connection, name: str, doc: Any, now: float) -> None:
-        put_rows(conn, monitor_state, ("name",), ("doc", "updated_at"),
-                 [(name, orjson.dumps(doc).decode(), now)])
+        self.saved.put_stats(tx, [(key, self.stats[key].to_dict()) for key in changed], now)
+        self.saved.put_checkpoints(tx, [(stream, pos.seq, pos.offset)
+                                        for stream, pos in checkpoint.items()
+                                        if self.checkpoint.get(stream) != pos], now)
+        self.saved.put_document(tx, "counters", self.counters, now)
 
     def tick(self, budget_seconds: float = 5.0) -> StepResult:
         """Consume what is there (several steps when a batch is cut at its size, until
@@ -328,10 +343,9 @@ class Monitor:
         if total.lines and elapsed > 0:
             self.status.events_per_second = total.lines / elapsed
         self.status.updated_at = now
-        with self.engine.begin() as conn:
-            self._put_state(conn, "status", self.status.to_dict(), now)
+        self.saved.put_status(self.status.to_dict(), now)
         if self.triggers is not None:
-            self.triggers.evaluate(self, now)
+            self.triggers.evaluate(self.stats, now)
         if now - self._last_housekeeping >= 60.0:
             self.housekeeping(now)
         elif total.lines:
@@ -341,9 +355,7 @@ class Monitor:
     def housekeeping(self, now: float) -> None:
         """The prediction index by age (every minute), then the log's retention."""
         self._last_housekeeping = now
-        with self.engine.begin() as conn:
-            conn.execute(prediction_index.delete().where(
-                prediction_index.c.ts < now - self.index_retention_seconds))
+        self.index.expire(before=now - self.index_retention_seconds)
         self.retention(now)
 
     def retention(self, now: float) -> None:
@@ -360,30 +372,23 @@ class Monitor:
         # the reader starts at its first remaining segment anyway.
         gone = set(self.checkpoint) - set(list_segments(self.log.directory))
         if gone:
-            with self.engine.begin() as conn:
-                conn.execute(monitor_checkpoints.delete().where(
-                    monitor_checkpoints.c.stream.in_(sorted(gone))))
+            self.saved.drop_checkpoints(gone)
             self.checkpoint = {k: v for k, v in self.checkpoint.items() if k not in gone}
 
 
-def read_stats(engine: sa.Engine, model: str) -> dict[str, Any]:
+def read_stats(engine: Engine, model: str) -> dict[str, Any]:
     """What the Monitor last committed about ``model``: per version and variant reports, the
     label counters, and the Monitor's status (lag). Read by the admin API, never waiting on
     the Monitor."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(monitor_stats).where(
-            monitor_stats.c.model == model).order_by(
-            monitor_stats.c.version, monitor_stats.c.variant)).all()
-        state = {r.name: (orjson.loads(r.doc), r.updated_at)
-                 for r in conn.execute(sa.select(monitor_state))}
+    rows, documents = MonitorStateStore(engine).read_model(model)
     versions: dict[str, dict[str, Any]] = {}
     for r in rows:
-        report = VersionStats.from_dict(orjson.loads(r.doc)).report()
+        report = VersionStats.from_dict(r.doc).report()
         report["updated_at"] = r.updated_at
         versions.setdefault(r.version, {})[r.variant] = report
-    counters = state.get("counters", ({}, 0.0))[0]
+    counters = documents.get("counters", {})
     labels = {k: counters.get(model, {}).get(k, 0) for k in LABEL_OUTCOMES if k != "pending"}
-    status = state.get("status", ({}, None))[0]
+    status = documents.get("status", {})
     return {"model": model, "versions": versions, "feedback": labels,
             "monitor": {k: status.get(k) for k in (
                 "lag_events", "lag_seconds", "lag_bytes", "torn_tails", "consumed_total",

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bentoml
-import sqlalchemy as sa
 from bentoml.exceptions import BentoMLException
 
 from models.registry import Registry
@@ -21,13 +20,13 @@ from service.front import FrontDoor
 from service.inference import Predictor
 from service.live import LiveDeployments
 from service.settings import Settings
-from store import AuditLog, DeploymentStore, make_engine
+from store import AuditLog, DeploymentStore, Engine, make_engine
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    engine: sa.Engine
+    engine: Engine
     registry: Registry
     deployments: DeploymentStore
     audit: AuditLog

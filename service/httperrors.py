@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Match
@@ -37,6 +36,7 @@ from service.errors import (
     PreconditionRequired,
     Unauthorized,
 )
+from store import UNAVAILABLE
 
 STATUS: dict[type[VigilError], int] = {
     VigilError: 500,
@@ -122,9 +122,6 @@ def install(app: FastAPI,
     async def _vigil(_: Request, exc: VigilError) -> JSONBody:
         return error_response(exc)
 
-    @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(sa_exc.InterfaceError)
-    @app.exception_handler(sa_exc.TimeoutError)
     async def _store(request: Request, exc: Exception) -> JSONBody:
         """A store that is locked past ``store.busy_timeout_seconds`` or unreachable: the
         caller may retry; predictions never wait on the store, so they keep being answered."""
@@ -135,6 +132,9 @@ def install(app: FastAPI,
             counters.store_errors.labels("api").inc()
         return error_response(Unavailable("the store is unavailable (locked or unreachable); "
                                           "retry shortly"))
+
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, _store)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONBody:

@@ -23,25 +23,26 @@ from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
-from monitoring.retrain.triggers import Triggers, policy_from_settings
-from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, counts, targets_from_config
+from monitoring.retrain.policy import Policy
+from monitoring.retrain.triggers import Triggers
+from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_from_config
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
-from service.settings import Settings, load_settings_or_exit
-from store import DeploymentStore, make_engine
+from service.settings import PolicySettings, Settings
+from service.settings import settings as read_settings
+from store import DeploymentStore, Engine, make_engine
 
 log = logging.getLogger("vigil.monitor")
-SETTINGS = load_settings_or_exit()
 
 
-def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None,
-                  mirror: ShadowMirror | None = None) -> MonitorLoop:
-    registry = Registry()
-    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
+def build_monitor(settings: Settings, engine: Engine, registry: Registry,
+                  metrics: MonitorMetrics | None = None, mirror: ShadowMirror | None = None,
+                  drift: DriftTracker | None = None) -> MonitorLoop:
+    """The loop over this process's engine, with the drift tracker ``build_drift`` made."""
 
     def class_labels_of(model: str, version: str) -> list[str] | None:
         card = registry.get(model, version).card
@@ -51,41 +52,60 @@ def build_monitor(settings: Settings, metrics: MonitorMetrics | None = None,
         if metrics is not None:
             metrics.observe_step(result)
 
-    m, lg, dr = settings.monitor, settings.log, settings.drift
-    drift = None
-    if dr.enabled:
-        def reference_of(model: str, version: str) -> Reference | None:
-            return reference_from_version(registry.get(model, version))
-
-        drift = DriftTracker(
-            engine, reference_of,
-            DriftConfig(false_alarms_per_100k=dr.false_alarms_per_100k, window=dr.window,
-                        keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
-                        error_delay=dr.error_delay),
-            sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
-    triggers = None
-    if settings.policies:
-        deployments = DeploymentStore(engine)
-
-        def champion_of(model: str) -> tuple[str, float, dict[str, Any]]:
-            version = deployments.get(model).champion
-            mv = registry.get(model, version)
-            created = datetime.fromisoformat(str(mv.created_at).replace("Z", "+00:00"))
-            return version, created.timestamp(), mv.card.lineage
-
-        triggers = Triggers(engine, {m: policy_from_settings(m, p)
-                                     for m, p in settings.policies.items()},
-                            targets_of(settings), champion_of, settings.server.base_url)
+    m, lg = settings.monitor, settings.log
     return MonitorLoop(
         engine, LocalEventLog(settings.log_dir),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
-        on_step=on_step, drift=drift, triggers=triggers, mirror=mirror)
+        on_step=on_step, drift=drift, triggers=build_triggers(settings, engine, registry),
+        mirror=mirror)
 
 
-def build_mirror(settings: Settings, metrics: GatewayMetrics | None
+def build_drift(settings: Settings, engine: Engine, registry: Registry) -> DriftTracker | None:
+    """The drift tracker, or None when drift is off."""
+    dr = settings.drift
+    if not dr.enabled:
+        return None
+
+    def reference_of(model: str, version: str) -> Reference | None:
+        return reference_from_version(registry.get(model, version))
+
+    return DriftTracker(
+        engine, reference_of,
+        DriftConfig(false_alarms_per_100k=dr.false_alarms_per_100k, window=dr.window,
+                    keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
+                    error_delay=dr.error_delay),
+        sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
+
+
+def build_triggers(settings: Settings, engine: Engine, registry: Registry) -> Triggers | None:
+    """The retraining policies' runner, or None when no model has a policy."""
+    if not settings.policies:
+        return None
+    deployments = DeploymentStore(engine)
+
+    def champion_of(model: str) -> tuple[str, float, dict[str, Any]]:
+        version = deployments.get(model).champion
+        mv = registry.get(model, version)
+        created = datetime.fromisoformat(str(mv.created_at).replace("Z", "+00:00"))
+        return version, created.timestamp(), mv.card.lineage
+
+    return Triggers(engine, {m: policy_from_settings(m, p) for m, p in settings.policies.items()},
+                    targets_of(settings), champion_of, settings.server.base_url)
+
+
+def policy_from_settings(model: str, p: PolicySettings) -> Policy:
+    return Policy(model=model, drift_signals=tuple(p.drift_signals),
+                  quality_metric=p.quality.metric if p.quality else None,
+                  quality_threshold=p.quality.threshold if p.quality else None,
+                  min_labels=p.quality.min_labels if p.quality else 200,
+                  schedule_days=p.schedule_days, hold_seconds=p.hold_seconds,
+                  cooldown_seconds=p.cooldown_seconds)
+
+
+def build_mirror(settings: Settings, registry: Registry, metrics: GatewayMetrics | None
                  ) -> tuple[ShadowMirror, LogSink] | None:
     """The shadows' lanes and the log stream their answers go to (this process's own, read
     by the next tick like a worker's). Call in the running event loop (the lanes' watchdogs).
@@ -99,19 +119,18 @@ def build_mirror(settings: Settings, metrics: GatewayMetrics | None
                       breaker_reset_seconds=s.breaker_reset_seconds, sink=sink,
                       metrics=metrics, max_batch_rows=s.max_batch_rows,
                       loop=asyncio.get_running_loop())
-    registry = Registry()
     return ShadowMirror(pool, lambda m, v: registry.get(m, v).load(),
                         unwritten=lambda: sink.writer.unwritten), sink
 
 
-def build_controller(settings: Settings, metrics: MonitorMetrics | None = None) -> Controller:
+def build_controller(settings: Settings, engine: Engine,
+                     metrics: MonitorMetrics | None = None) -> Controller:
     def on_transition(model: str, kind: str, state: Any) -> None:
         if metrics is not None:
             metrics.rollout_transitions.labels(model, kind).inc()
             metrics.rollout_step.labels(model).set(
                 state.step + 1 if state.status == "running" else 0)
 
-    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     if metrics is not None:  # every model's series exist from the start, at 0
         for d in DeploymentStore(engine).all():
             metrics.rollout_step.labels(d.model).set(0)
@@ -125,7 +144,8 @@ def targets_of(settings: Settings) -> list[Target]:
     return targets_from_config(w.targets, w.allow_link_local)
 
 
-def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) -> Dispatcher:
+def build_dispatcher(settings: Settings, engine: Engine,
+                     metrics: MonitorMetrics | None = None) -> Dispatcher:
     w = settings.webhooks
 
     def on_outcome(outcome: Outcome) -> None:
@@ -137,7 +157,6 @@ def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) 
         for t in targets:  # every series exists from the start, at 0
             for outcome in ("delivered", "retry", "dead", "disabled"):
                 metrics.webhook_deliveries.labels(t.name, outcome)
-    engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     return Dispatcher(engine, targets, schedule=tuple(w.schedule_seconds),
                       timeout=w.timeout_seconds, jitter=w.jitter,
                       allow_link_local=w.allow_link_local, on_outcome=on_outcome)
@@ -151,41 +170,50 @@ def build_dispatcher(settings: Settings, metrics: MonitorMetrics | None = None) 
 )
 class Monitor:
     def __init__(self) -> None:
+        # the composition root of the Monitor process: its settings, read once, its one
+        # engine (lazy: nothing connects before the first statement) and its registry
+        self.settings = read_settings()
+        self.engine = make_engine(self.settings.store_url,
+                                  self.settings.store.busy_timeout_seconds)
+        self.registry = Registry()
         self.loop: MonitorLoop | None = None
+        self.drift: DriftTracker | None = None
         self.controller: Controller | None = None
+        self.mirror: ShadowMirror | None = None
+        self.shadow_log: LogSink | None = None
         self._task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
     async def start(self) -> None:
-        if SETTINGS.monitor.nice:  # the request path comes first on shared cores
-            lower_priority(SETTINGS.monitor.nice)
-        if SETTINGS.server.gc_tuning:
+        if self.settings.monitor.nice:  # the request path comes first on shared cores
+            lower_priority(self.settings.monitor.nice)
+        if self.settings.server.gc_tuning:
             tune_gc()
         self.metrics = MonitorMetrics()
         # the shadows' series and the log's, as the Gateway workers name them
         self.gateway_metrics = GatewayMetrics(
-            latency_objective_seconds=SETTINGS.server.latency_objective_seconds)
-        built = build_mirror(SETTINGS, self.gateway_metrics)
+            latency_objective_seconds=self.settings.server.latency_objective_seconds)
+        built = build_mirror(self.settings, self.registry, self.gateway_metrics)
         self.mirror, self.shadow_log = built if built is not None else (None, None)
         self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._dispatch = asyncio.get_running_loop().create_task(self._deliver())
         # outlive the Gateway workers' drain, so the last tick reads their last records
-        if SETTINGS.server.drain_seconds > 0:
-            delay_sigterm(SETTINGS.server.drain_seconds + 1.0, lambda: None)
+        if self.settings.server.drain_seconds > 0:
+            delay_sigterm(self.settings.server.drain_seconds + 1.0, lambda: None)
         self._orphan = asyncio.get_running_loop().create_task(exit_with_parent())
 
     async def _deliver(self) -> None:
         """The webhook dispatcher: its own loop, so a slow target never delays a tick."""
-        interval = SETTINGS.webhooks.dispatch_seconds
+        interval = self.settings.webhooks.dispatch_seconds
         dispatcher = None
         while True:
             try:
                 if dispatcher is None:
-                    dispatcher = build_dispatcher(SETTINGS, self.metrics)
+                    dispatcher = build_dispatcher(self.settings, self.engine, self.metrics)
                 if dispatcher.targets:
                     await asyncio.to_thread(dispatcher.run_due)
-                    by = await asyncio.to_thread(counts, dispatcher.engine)
+                    by = await asyncio.to_thread(dispatcher.outbox.counts)
                     for name in dispatcher.targets:
                         self.metrics.webhook_pending.labels(name).set(
                             by.get((name, "pending"), 0))
@@ -196,15 +224,17 @@ class Monitor:
 
     async def _run(self) -> None:
         metrics = self.metrics
-        interval = SETTINGS.monitor.tick_seconds
+        interval = self.settings.monitor.tick_seconds
         while self.loop is None:  # the store may still be migrating on first start
             if self._stopping.is_set():
                 return
             try:
-                loop = build_monitor(SETTINGS, metrics, self.mirror)
+                drift = build_drift(self.settings, self.engine, self.registry)
+                loop = build_monitor(self.settings, self.engine, self.registry, metrics,
+                                     self.mirror, drift)
                 await asyncio.to_thread(loop.load)
-                self.controller = build_controller(SETTINGS, metrics)
-                self.loop = loop
+                self.controller = build_controller(self.settings, self.engine, metrics)
+                self.loop, self.drift = loop, drift
             except Exception:
                 log.exception("Monitor could not load its state; retrying")
                 await asyncio.sleep(interval)
@@ -218,9 +248,9 @@ class Monitor:
                 metrics.observe_status(self.loop.status)
                 self._publish_shadows()
                 metrics.observe_quality(self.loop.stats)
-                if self.loop.drift is not None:
-                    active = await asyncio.to_thread(self.loop.drift.active_signals)
-                    metrics.observe_drift(self.loop.drift.versions, active)
+                if self.drift is not None:
+                    active = await asyncio.to_thread(self.drift.active_signals)
+                    metrics.observe_drift(self.drift.versions, active)
             except Exception:
                 metrics.tick_failures.inc()
                 log.exception("Monitor tick failed; the batch will be read again")
@@ -240,7 +270,7 @@ class Monitor:
     def _tick(self) -> None:
         """One tick of the loop; with the GC tuning on, collections wait for its end."""
         assert self.loop is not None
-        if SETTINGS.server.gc_tuning:
+        if self.settings.server.gc_tuning:
             collections_paused(self.loop.tick)
         else:
             self.loop.tick()
@@ -259,7 +289,7 @@ class Monitor:
         the shadows' log stream: its records are read by the next Monitor."""
         if self.mirror is None:
             return
-        deadline = time.monotonic() + SETTINGS.shadows.timeout_seconds
+        deadline = time.monotonic() + self.settings.shadows.timeout_seconds
         while self.mirror.pool.pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self.mirror.pool.close()

@@ -1,4 +1,16 @@
-"""The store: deployment state, the audit log and (later) Monitor state, over SQLAlchemy Core.
+"""The store: the whole persistence layer, over SQLAlchemy Core. One repository a table
+family; repositories take and return plain values and dataclasses, and write in a
+``Transaction`` their caller opens when several writes must commit together.
+
+- ``deployments``: deployment state, compare-and-set on its revision
+- ``audit``: the append-only audit log
+- ``monitor_state``: the Monitor's statistics, log checkpoints, counters and status
+- ``predictions``: the prediction index and the labels waiting for it
+- ``drift``: detector state, alarms, adopted references and rebaseline requests
+- ``webhooks``: the webhook outbox, its deliveries and every attempt
+- ``policy_state``: the retraining policies' state
+- ``rollouts``: each model's latest rollout, compare-and-set on its revision
+- ``transaction``: the transaction handle; ``engine``: engines and migrations; ``tables``
 
 A SQLite file in WAL mode is the embedded default; a PostgreSQL URL is the same code.
 The schema is managed by Alembic migrations in ``store/migrations``.
@@ -6,14 +18,34 @@ The schema is managed by Alembic migrations in ``store/migrations``.
 
 from store.audit import AuditLog, AuditRecord
 from store.deployments import DeploymentNotFound, DeploymentStore, StaleRevision
-from store.engine import make_engine, migrate
+from store.drift import DriftStore
+from store.engine import UNAVAILABLE, make_engine, migrate
+from store.monitor_state import MonitorStateStore
+from store.policy_state import PolicyStateStore
+from store.predictions import PendingLabels, PredictionIndex
+from store.rollouts import RolloutStore, StaleRollout
+from store.transaction import Engine, Transaction, reading, transaction
+from store.webhooks import Outbox
 
 __all__ = [
+    "UNAVAILABLE",
     "AuditLog",
     "AuditRecord",
     "DeploymentNotFound",
     "DeploymentStore",
+    "DriftStore",
+    "Engine",
+    "MonitorStateStore",
+    "Outbox",
+    "PendingLabels",
+    "PolicyStateStore",
+    "PredictionIndex",
+    "RolloutStore",
     "StaleRevision",
+    "StaleRollout",
+    "Transaction",
     "make_engine",
     "migrate",
+    "reading",
+    "transaction",
 ]

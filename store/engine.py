@@ -11,7 +11,9 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-Engine = sa.Engine  # the type, for annotations outside store/ (which imports no sqlalchemy)
+# a store locked past its busy timeout, or unreachable: the caller may retry (HTTP 503)
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 
 def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
@@ -25,7 +27,7 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
                                                 "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -13,7 +13,7 @@ import orjson
 import sqlalchemy as sa
 
 from models.errors import Conflict
-from store.tables import drift_alarms, rollouts
+from store.tables import rollouts
 
 
 class StaleRollout(Conflict):
@@ -79,10 +79,3 @@ class RolloutStore:
         conn.execute(rollouts.insert().values(
             model=model, doc=orjson.dumps(doc).decode(), updated_at=now,
             revision=previous.revision + 1 if previous else 0))
-
-    def open_alarms(self, model: str, version: str) -> set[str]:
-        """The drift signals with an unacknowledged alarm on a version (the drift gate)."""
-        with self.engine.connect() as conn:
-            return {r.signal for r in conn.execute(sa.select(drift_alarms.c.signal).where(
-                drift_alarms.c.model == model, drift_alarms.c.version == version,
-                drift_alarms.c.acknowledged_at.is_(None)))}

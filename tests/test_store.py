@@ -154,3 +154,33 @@ def test_put_rows_updates_by_key_and_inserts_the_rest(engine) -> None:  # type: 
         rows = conn.execute(sa.select(monitor_checkpoints).order_by(
             monitor_checkpoints.c.stream)).all()
     assert [tuple(r) for r in rows] == [("gw1", 2, 50, 2.0), ("gw2", 1, 7, 2.0)]
+
+
+def test_drift_alarms_stay_open_until_acknowledged_and_rebaselines_queue(engine) -> None:  # type: ignore[no-untyped-def]
+    """The drift repository as operators and the Monitor use it: open alarms by version and
+    signal, an acknowledgement closes only what it names, a rebaseline request waits until
+    the Monitor finishes it, and the version's record shows all of it, newest first."""
+    from store import DriftStore, transaction
+
+    drift = DriftStore(engine)
+    with transaction(engine) as tx:
+        drift.add_alarm(tx, "m", "v1", "input_mean", {"signal": "input_mean"}, 1.0)
+        drift.add_alarm(tx, "m", "v1", "error", {"signal": "error"}, 2.0)
+        drift.add_alarm(tx, "m", "v2", "error", {"signal": "error"}, 3.0)
+    assert drift.open_signals() == {("m", "v1", "input_mean"), ("m", "v1", "error"),
+                                    ("m", "v2", "error")}
+    assert len(drift.acknowledge("m", "v1", "alice", signal="input_mean", now=5.0)) == 1
+    assert drift.acknowledge("m", "v1", "alice", signal="input_mean") == []
+    assert drift.open_signals_of("m", "v1") == {"error"}
+    rid = drift.request_rebaseline("m", "v1", 500, "bob", now=6.0)
+    with transaction(engine) as tx:
+        [req] = drift.pending_requests(tx)
+        assert (req.id, req.rows, req.requested_by) == (rid, 500, "bob")
+        assert len(drift.close_alarms(tx, "m", "v1", "rebaseline:bob", 7.0)) == 1
+        drift.finish_request(tx, rid, 7.0, "done: adopted")
+        assert drift.pending_requests(tx) == []
+    stored = drift.read_version("m", "v1")
+    assert [(a.doc["signal"], a.acknowledged_by) for a in stored.alarms] == [
+        ("error", "rebaseline:bob"), ("input_mean", "alice")]
+    assert (stored.requests[0].outcome, stored.doc) == ("done: adopted", None)
+    assert drift.open_signals() == {("m", "v2", "error")}

@@ -21,11 +21,10 @@ from monitoring.retrain.webhooks import (
     Dispatcher,
     Target,
     enqueue,
-    list_deliveries,
-    redeliver,
     targets_from_config,
     url_problem,
 )
+from store import Outbox, transaction
 from tests.receivers import receiver
 
 SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()
@@ -48,13 +47,13 @@ class Clock:
 
 
 def setup(engine: sa.Engine, target: Target, clock: Clock, **kw: Any) -> Dispatcher:
-    with engine.begin() as conn:
-        assert enqueue(conn, EVENT, "ev-1", [target], clock(), "m", "drift")
+    with transaction(engine) as tx:
+        assert enqueue(tx, EVENT, "ev-1", [target], clock(), "m", "drift")
     return Dispatcher(engine, [target], clock=clock, jitter=0.0, allow_link_local=False, **kw)
 
 
 def delivery(engine: sa.Engine) -> dict[str, Any]:
-    return list_deliveries(engine)[0]
+    return Outbox(engine).deliveries()[0]
 
 
 def test_delivered_with_standard_webhooks_headers(engine: sa.Engine) -> None:
@@ -113,8 +112,8 @@ def test_gone_disables_the_target(engine: sa.Engine) -> None:
         target = Target("t", "generic", rx.url)
         d = setup(engine, target, clock)
         assert [(o.status, o.status_code) for o in d.run_due()] == [("disabled", 410)]
-        with engine.begin() as conn:
-            enqueue(conn, {**EVENT}, "ev-2", [target], clock(), "m", "drift")
+        with transaction(engine) as tx:
+            enqueue(tx, {**EVENT}, "ev-2", [target], clock(), "m", "drift")
         assert [o.status for o in d.run_due()] == ["dead"]  # not sent: the target is gone
         assert len(rx.received) == 1
 
@@ -143,9 +142,9 @@ def test_dead_letter_after_the_last_attempt_then_redelivery(engine: sa.Engine) -
         for wait in (0, 10, 20):
             clock.now += wait
             d.run_due()
-        dead = list_deliveries(engine, "dead")
+        dead = Outbox(engine).deliveries("dead")
         assert len(dead) == 1 and dead[0]["attempts"] == 3 and len(rx.received) == 3
-        assert redeliver(engine, dead[0]["id"], clock())
+        assert Outbox(engine).redeliver(dead[0]["id"], clock())
         assert [o.status for o in d.run_due()] == ["delivered"]
         assert len({r.headers["webhook-id"] for r in rx.received}) == 1
 
@@ -172,12 +171,12 @@ def test_the_outbox_survives_a_crash_before_and_after_sending(engine: sa.Engine,
 
 
 def test_an_event_id_is_written_once(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        assert enqueue(conn, EVENT, "ev-1", [Target("t", "generic", "http://127.0.0.1:9")],
+    with transaction(engine) as tx:
+        assert enqueue(tx, EVENT, "ev-1", [Target("t", "generic", "http://127.0.0.1:9")],
                        1.0, "m", "drift")
-        assert not enqueue(conn, EVENT, "ev-1", [Target("t", "generic", "http://127.0.0.1:9")],
+        assert not enqueue(tx, EVENT, "ev-1", [Target("t", "generic", "http://127.0.0.1:9")],
                            2.0, "m", "drift")
-    assert len(list_deliveries(engine)) == 1
+    assert len(Outbox(engine).deliveries()) == 1
 
 
 # ----------------------------------------------------------------------------- templates
@@ -309,3 +308,25 @@ def test_schedule_counts_from_the_champion_or_the_last_trigger() -> None:
     (f,) = evaluate(policy, obs(1_000 + 86_400), state)
     assert f.reason == "schedule" and f.event_id == "retrain-m-schedule-v1-1"
     assert evaluate(policy, obs(1_000 + 86_400 + 100), state) == []
+
+
+def test_triggers_write_the_event_and_the_policy_state_in_one_transaction(
+        engine: sa.Engine) -> None:
+    """An open drift alarm of the champion fires once: the event and its delivery are in the
+    outbox, the policy state says it fired, and the next tick (in the cooldown) adds none."""
+    from monitoring.retrain.triggers import Triggers
+    from store import DriftStore, PolicyStateStore, reading
+
+    with transaction(engine) as tx:
+        DriftStore(engine).add_alarm(tx, "m", "v1", "input_mean",
+                                     {"signal": "input_mean", "version": "v1"}, 1.0)
+    triggers = Triggers(engine, {"m": Policy("m", drift_signals=("input_mean",))},
+                        [Target("t", "generic", "http://127.0.0.1:9")],
+                        lambda model: ("v1", 0.0, {"code_commit": "abc"}), "http://gw")
+    [event_id] = triggers.evaluate({}, 10.0)
+    assert event_id.startswith("retrain-m-drift-")
+    assert triggers.evaluate({}, 20.0) == []
+    [d] = Outbox(engine).deliveries()
+    assert (d["event_id"], d["target"], d["reason"]) == (event_id, "t", "drift")
+    with reading(engine) as tx:
+        assert PolicyStateStore().get(tx)["m"]["drift"]["last_fired"] == 10.0

@@ -13,15 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
-import sqlalchemy as sa
 
 from models.registry import ModelVersion, reference_matrix
 from models.runtime import ModelRuntime
-from monitoring.drift.signals import DriftAlarm, DriftConfig, Reference, VersionDrift
-from store.engine import put_rows
-from store.tables import drift_alarms, drift_references, drift_requests, drift_state
+from monitoring.drift.base import DriftAlarm, DriftConfig, Reference
+from monitoring.drift.signals import VersionDrift
+from store import DriftStore, Engine, Transaction
 
 log = logging.getLogger("vigil.drift")
 Key = tuple[str, str]
@@ -53,10 +51,10 @@ def output_matrix(classifier: bool, outputs: list[dict[str, Any]],
 
 
 class DriftTracker:
-    def __init__(self, engine: sa.Engine, reference_of: Callable[[str, str], Reference | None],
+    def __init__(self, engine: Engine, reference_of: Callable[[str, str], Reference | None],
                  config: DriftConfig, *, sample: float = 1.0, rebaseline_rows: int = 2000,
                  seed: int = 0) -> None:
-        self.engine = engine
+        self.store = DriftStore(engine)
         self.reference_of = reference_of
         self.config = config
         self.sample = sample
@@ -67,17 +65,15 @@ class DriftTracker:
         self._errors: dict[Key, list[float]] = {}
         self._cat_index: dict[Key, dict[int, dict[str, int]]] = {}
         self._saved: dict[Key, dict[str, Any]] = {}  # snapshots read at load, by version
+        self._adopted: dict[Key, dict[str, Any]] = {}  # references adopted by rebaselines
 
     # ------------------------------------------------------------------ state
 
-    def load(self, conn: sa.Connection) -> None:
+    def load(self, tx: Transaction) -> None:
         self.versions.clear()
         self._raw.clear()
         self._errors.clear()
-        self._saved = {(r.model, r.version): orjson.loads(r.doc)
-                       for r in conn.execute(sa.select(drift_state))}
-        self._adopted = {(r.model, r.version): orjson.loads(r.doc)
-                         for r in conn.execute(sa.select(drift_references))}
+        self._saved, self._adopted = self.store.load(tx)
 
     def _detector(self, model: str, version: str) -> VersionDrift | None:
         key = (model, version)
@@ -90,7 +86,7 @@ class DriftTracker:
             log.exception("no drift reference for %s:%s; drift is off for it", model, version)
             ref = None
         if ref is not None:
-            adopted = getattr(self, "_adopted", {}).get(key)
+            adopted = self._adopted.get(key)
             if adopted is not None:
                 ref = Reference(ref.features, ref.kinds, ref.categories,
                                 np.array(adopted["rows"], dtype=np.float64),
@@ -181,8 +177,8 @@ class DriftTracker:
 
     # ------------------------------------------------------------------ per step
 
-    def flush(self, conn: sa.Connection, now: float) -> list[DriftAlarm]:
-        """Run the detectors on what the step gathered; persist state and alarms in ``conn``."""
+    def flush(self, tx: Transaction, now: float) -> list[DriftAlarm]:
+        """Run the detectors on what the step gathered; persist state and alarms in ``tx``."""
         alarms: list[DriftAlarm] = []
         changed = set(self._raw) | set(self._errors)
         for key in changed:
@@ -199,48 +195,34 @@ class DriftTracker:
                 alarms += det.update_errors(np.array(errors), now)
         self._raw.clear()
         self._errors.clear()
-        active = self._active_signals(conn) if alarms else set()
+        active = self.store.open_signals(tx) if alarms else set()
         for a in alarms:
             if (a.model, a.version, a.signal) in active:
                 continue  # one open alarm per signal until an operator acknowledges it
             active.add((a.model, a.version, a.signal))
-            conn.execute(drift_alarms.insert().values(
-                model=a.model, version=a.version, signal=a.signal,
-                doc=orjson.dumps(a.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                ts=a.time))
+            self.store.add_alarm(tx, a.model, a.version, a.signal, a.to_dict(), a.time)
         for key in changed:
-            self._save(conn, key, now)
+            self._save(tx, key, now)
         return alarms
 
     def active_signals(self) -> set[tuple[str, str, str]]:
-        with self.engine.connect() as conn:
-            return self._active_signals(conn)
+        """(model, version, signal) of every open alarm, as committed."""
+        return self.store.open_signals()
 
-    def _active_signals(self, conn: sa.Connection) -> set[tuple[str, str, str]]:
-        rows = conn.execute(sa.select(drift_alarms.c.model, drift_alarms.c.version,
-                                      drift_alarms.c.signal).where(
-            drift_alarms.c.acknowledged_at.is_(None))).all()
-        return {(r.model, r.version, r.signal) for r in rows}
-
-    def _save(self, conn: sa.Connection, key: Key, now: float) -> None:
+    def _save(self, tx: Transaction, key: Key, now: float) -> None:
         det = self.versions.get(key)
         if det is None:
             return
-        doc = orjson.dumps({"snapshot": det.snapshot(), "state": det.state(),
-                            "psi": det.feature_psi(), "rows_seen": det.rows_seen,
-                            "labels_seen": det.labels_seen,
-                            "reference": {"source": det.ref.source, "rows": len(det.ref.rows)},
-                            "error_rate_reference": det.error_p0},
-                           option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        put_rows(conn, drift_state, ("model", "version"), ("doc", "updated_at"),
-                 [(*key, doc, now)])
+        self.store.put_state(tx, *key, {
+            "snapshot": det.snapshot(), "state": det.state(), "psi": det.feature_psi(),
+            "rows_seen": det.rows_seen, "labels_seen": det.labels_seen,
+            "reference": {"source": det.ref.source, "rows": len(det.ref.rows)},
+            "error_rate_reference": det.error_p0}, now)
 
-    def process_requests(self, conn: sa.Connection, now: float) -> None:
+    def process_requests(self, tx: Transaction, now: float) -> None:
         """Rebaseline: adopt the last N live rows as the version's reference (the registered
         one stays in the registry), restart its detectors, and close its open alarms."""
-        pending = conn.execute(sa.select(drift_requests).where(
-            drift_requests.c.done_at.is_(None)).order_by(drift_requests.c.id)).all()
-        for req in pending:
+        for req in self.store.pending_requests(tx):
             key = (req.model, req.version)
             det = self._detector(*key)
             if det is None:
@@ -253,47 +235,29 @@ class DriftTracker:
                 rows, outs = det.recent(req.rows)
                 source = f"rebaseline {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))} " \
                          f"by {req.requested_by} ({req.rows} live rows)"
-                doc = orjson.dumps({"rows": rows, "outputs": outs, "source": source},
-                                   option=orjson.OPT_SERIALIZE_NUMPY).decode()
-                conn.execute(drift_references.delete().where(
-                    drift_references.c.model == req.model,
-                    drift_references.c.version == req.version))
-                conn.execute(drift_references.insert().values(
-                    model=req.model, version=req.version, doc=doc, created_at=now))
-                self._adopted = {**getattr(self, "_adopted", {}),
+                self.store.adopt_reference(tx, req.model, req.version,
+                                           {"rows": rows, "outputs": outs, "source": source},
+                                           now)
+                self._adopted = {**self._adopted,
                                  key: {"rows": rows, "outputs": outs, "source": source}}
                 self._saved.pop(key, None)
                 self.versions.pop(key, None)
                 self._detector(*key)
-                self._save(conn, key, now)
-                conn.execute(drift_alarms.update().where(
-                    drift_alarms.c.model == req.model, drift_alarms.c.version == req.version,
-                    drift_alarms.c.acknowledged_at.is_(None)).values(
-                    acknowledged_at=now, acknowledged_by=f"rebaseline:{req.requested_by}"))
+                self._save(tx, key, now)
+                self.store.close_alarms(tx, req.model, req.version,
+                                        f"rebaseline:{req.requested_by}", now)
                 outcome = f"done: {source}"
-            conn.execute(drift_requests.update().where(drift_requests.c.id == req.id).values(
-                done_at=now, outcome=outcome))
+            self.store.finish_request(tx, req.id, now, outcome)
 
 
-def read_drift(engine: sa.Engine, model: str, version: str,
+def read_drift(engine: Engine, model: str, version: str,
                alarms_limit: int = 20) -> dict[str, Any]:
     """What ``GET /admin/drift/{model}`` shows for one version."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(drift_state).where(
-            drift_state.c.model == model, drift_state.c.version == version)).first()
-        alarm_rows = conn.execute(sa.select(drift_alarms).where(
-            drift_alarms.c.model == model, drift_alarms.c.version == version).order_by(
-            drift_alarms.c.id.desc()).limit(alarms_limit)).all()
-        requests = conn.execute(sa.select(drift_requests).where(
-            drift_requests.c.model == model, drift_requests.c.version == version).order_by(
-            drift_requests.c.id.desc()).limit(5)).all()
-    doc = orjson.loads(row.doc) if row else {}
-    alarms = []
-    for r in alarm_rows:
-        a = orjson.loads(r.doc)
-        alarms.append({"id": r.id, **a, "active": r.acknowledged_at is None,
-                       "acknowledged_at": r.acknowledged_at,
-                       "acknowledged_by": r.acknowledged_by})
+    stored = DriftStore(engine).read_version(model, version, alarms_limit)
+    doc = stored.doc or {}
+    alarms = [{"id": a.id, **a.doc, "active": a.acknowledged_at is None,
+               "acknowledged_at": a.acknowledged_at, "acknowledged_by": a.acknowledged_by}
+              for a in stored.alarms]
     last = {}
     for a in reversed(alarms):
         last[a["signal"]] = a
@@ -308,30 +272,5 @@ def read_drift(engine: sa.Engine, model: str, version: str,
             "active_alarms": [a for a in alarms if a["active"]],
             "rebaselines": [{"id": r.id, "rows": r.rows, "requested_by": r.requested_by,
                              "ts": r.ts, "done_at": r.done_at, "outcome": r.outcome}
-                            for r in requests],
-            "updated_at": row.updated_at if row else None}
-
-
-def acknowledge(engine: sa.Engine, model: str, version: str, actor: str,
-                signal: str | None = None, now: float | None = None) -> list[int]:
-    """Close the version's open alarms (one signal's, or all); returns their ids."""
-    cond = [drift_alarms.c.model == model, drift_alarms.c.version == version,
-            drift_alarms.c.acknowledged_at.is_(None)]
-    if signal is not None:
-        cond.append(drift_alarms.c.signal == signal)
-    with engine.begin() as conn:
-        ids = [r.id for r in conn.execute(sa.select(drift_alarms.c.id).where(*cond))]
-        if ids:
-            conn.execute(drift_alarms.update().where(drift_alarms.c.id.in_(ids)).values(
-                acknowledged_at=now or time.time(), acknowledged_by=actor))
-    return ids
-
-
-def request_rebaseline(engine: sa.Engine, model: str, version: str, rows: int,
-                       actor: str, now: float | None = None) -> int:
-    """Queue a rebaseline for the Monitor; returns the request id."""
-    with engine.begin() as conn:
-        result = conn.execute(drift_requests.insert().values(
-            model=model, version=version, action="rebaseline", rows=rows,
-            requested_by=actor, ts=now or time.time()))
-        return int(result.inserted_primary_key[0])
+                            for r in stored.requests],
+            "updated_at": stored.updated_at}

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
-from store.tables import prediction_index
+from store import PredictionIndex, Transaction
+from store.predictions import IndexedAnswer, IndexRow, LabelledRow
 
 Key = tuple[str, str, str]  # model, version, variant
 # a shadow's answer is indexed seconds after its request, so without a join in this long no
@@ -27,7 +27,9 @@ class LabelJoin:
     """``score(request_id, key, output_row, truth, changed)`` scores one label against one
     answer's row and says whether it fit."""
 
-    def __init__(self, score: Callable[[str, Key, Any, Any, set[Key]], bool]) -> None:
+    def __init__(self, index: PredictionIndex,
+                 score: Callable[[str, Key, Any, Any, set[Key]], bool]) -> None:
+        self.index = index
         self._score = score
         # when a label was last joined; None since the start until the log was first read
         # to its end: answers written before a restart may be waiting in it for labels joined
@@ -41,24 +43,19 @@ class LabelJoin:
         if self.last_join is None:
             self.last_join = -math.inf
 
-    def join(self, conn: sa.Connection, items: list[dict[str, Any]],
-              changed: set[Key]) -> list[str]:
+    def join(self, tx: Transaction, items: list[dict[str, Any]],
+             changed: set[Key]) -> list[str]:
         """Score every version that answered each labelled request. Per item: 'joined',
         'duplicate', 'missing' (no prediction indexed yet) or 'unmatched' (no such row).
         One SELECT per 500 request ids and one batched UPDATE, whatever the item count."""
         if not items:
             return []
-        found: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
-        rids = sorted({str(d.get("request_id")) for d in items})
-        for i in range(0, len(rids), 500):
-            for r in conn.execute(sa.select(prediction_index).where(
-                    prediction_index.c.request_id.in_(rids[i:i + 500])).order_by(
-                    prediction_index.c.ts, prediction_index.c.id)):
-                # a reused request id: the latest answer of each version counts
-                found.setdefault((r.request_id, r.model), {})[(r.version, r.variant)] = r
+        found: dict[tuple[str, str], dict[tuple[str, str], IndexedAnswer]] = {}
+        for a in self.index.answers(tx, sorted({str(d.get("request_id")) for d in items})):
+            # a reused request id: the latest answer of each version counts
+            found.setdefault((a.request_id, a.model), {})[(a.version, a.variant)] = a
         labeled: dict[int, list[int]] = {}
         truths: dict[int, dict[str, Any]] = {}
-        outputs: dict[int, list[Any]] = {}
         outcomes = []
         for data in items:
             rid, model = str(data.get("request_id")), str(data.get("model"))
@@ -69,53 +66,42 @@ class LabelJoin:
             row_i = int(data.get("row") or 0)
             truth = data["label"] if "label" in data else data.get("value")
             scored = seen = 0
-            for (version, variant), r in answers.items():
-                if r.id not in outputs:
-                    outputs[r.id] = orjson.loads(r.outputs)
-                    labeled[r.id] = orjson.loads(r.labeled_rows) if r.labeled_rows else []
-                    truths[r.id] = orjson.loads(r.labels) if r.labels else {}
-                if row_i >= len(outputs[r.id]):
+            for (version, variant), a in answers.items():
+                if a.id not in labeled:
+                    labeled[a.id] = a.labeled_rows
+                    truths[a.id] = a.labels
+                if row_i >= len(a.outputs):
                     continue
                 seen += 1
-                if row_i in labeled[r.id]:
+                if row_i in labeled[a.id]:
                     continue
-                if not self._score(rid, (model, version, variant), outputs[r.id][row_i], truth,
+                if not self._score(rid, (model, version, variant), a.outputs[row_i], truth,
                                    changed):
                     continue
-                labeled[r.id] = [*labeled[r.id], row_i]
-                truths[r.id] = {**truths[r.id], str(row_i): truth}
+                labeled[a.id] = [*labeled[a.id], row_i]
+                truths[a.id] = {**truths[a.id], str(row_i): truth}
                 scored += 1
                 self.last_join = time.monotonic()
             outcomes.append("joined" if scored else "duplicate" if seen else "unmatched")
-        updates = [{"_id": rid_, "_rows": orjson.dumps(rows).decode(),
-                    "_labels": orjson.dumps(truths[rid_]).decode()}
-                   for rid_, rows in labeled.items() if rows]
-        if updates:
-            conn.execute(prediction_index.update().where(
-                prediction_index.c.id == sa.bindparam("_id")).values(
-                labeled_rows=sa.bindparam("_rows"), labels=sa.bindparam("_labels")), updates)
+        self.index.mark_labelled(tx, [(id_, rows, truths[id_])
+                                      for id_, rows in labeled.items() if rows])
         return outcomes
 
-    def label_late(self, conn: sa.Connection, rows: list[tuple[Any, ...]],
-                   changed: set[Key]) -> list[tuple[Any, ...]]:
-        """Index rows of answers that may come after their request's label (a shadow's):
-        each scored with the labels already joined to its request, and marked labelled."""
+    def label_late(self, tx: Transaction, rows: list[IndexRow], changed: set[Key]
+                   ) -> tuple[list[IndexRow], list[LabelledRow]]:
+        """Index rows of answers that may come after their request's label (a shadow's),
+        split: those whose request has no label joined yet, and the others, each scored with
+        the labels already joined to its request and marked labelled."""
         if self.last_join is not None and time.monotonic() - self.last_join > LATE_LABEL_SECONDS:
-            return [(*r, None, None) for r in rows]
-        known: dict[tuple[str, str], dict[str, Any]] = {}
-        rids = sorted({r[0] for r in rows})
-        for i in range(0, len(rids), 500):
-            for r in conn.execute(sa.select(
-                    prediction_index.c.request_id, prediction_index.c.model,
-                    prediction_index.c.labels).where(
-                    prediction_index.c.request_id.in_(rids[i:i + 500]),
-                    prediction_index.c.labels.is_not(None))):
-                known.setdefault((r.request_id, r.model), {}).update(orjson.loads(r.labels))
-        out = []
-        for rid, model, version, variant, ts, outputs_json in rows:
+            return rows, []
+        known = self.index.joined_labels(tx, sorted({r[0] for r in rows}))
+        plain: list[IndexRow] = []
+        labelled: list[LabelledRow] = []
+        for r in rows:
+            rid, model, version, variant, ts, outputs_json = r
             labels = known.get((rid, model))
             if not labels:
-                out.append((rid, model, version, variant, ts, outputs_json, None, None))
+                plain.append(r)
                 continue
             outputs = orjson.loads(outputs_json)
             scored: dict[str, Any] = {}
@@ -123,7 +109,5 @@ class LabelJoin:
                 if int(row) < len(outputs) and self._score(
                         rid, (model, version, variant), outputs[int(row)], truth, changed):
                     scored[row] = truth
-            out.append((rid, model, version, variant, ts, outputs_json,
-                        orjson.dumps(sorted(int(r) for r in scored)).decode(),
-                        orjson.dumps(scored).decode() if scored else None))
-        return out
+            labelled.append((*r, sorted(int(i) for i in scored), scored or None))
+        return plain, labelled

@@ -4,17 +4,15 @@ decide, and write the events to the outbox in the same transaction as the policy
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-import sqlalchemy as sa
-
+from monitoring.quality.label_join import Key
+from monitoring.quality.stats import VersionStats
 from monitoring.retrain.policy import Observation, Policy, evaluate, event
 from monitoring.retrain.webhooks import Target, enqueue
-from store.engine import put_rows
-from store.tables import drift_alarms, monitor_state
+from store import DriftStore, Engine, PolicyStateStore, transaction
 
 log = logging.getLogger("vigil.triggers")
 
@@ -24,7 +22,7 @@ def iso(ts: float) -> str:
 
 
 class Triggers:
-    def __init__(self, engine: sa.Engine, policies: dict[str, Policy], targets: list[Target],
+    def __init__(self, engine: Engine, policies: dict[str, Policy], targets: list[Target],
                  champion_of: Callable[[str], tuple[str, float, dict[str, Any]] | None],
                  base_url: str) -> None:
         """``champion_of(model)`` -> (champion version, its creation time, its lineage)."""
@@ -33,14 +31,13 @@ class Triggers:
         self.targets = targets
         self.champion_of = champion_of
         self.base_url = base_url
+        self.state = PolicyStateStore()
+        self.drift = DriftStore(engine)
         self.fired: list[str] = []  # event ids written by this process (for tests and logs)
 
-    def _state(self, conn: sa.Connection) -> dict[str, Any]:
-        row = conn.execute(sa.select(monitor_state.c.doc).where(
-            monitor_state.c.name == "policy")).first()
-        return orjson.loads(row.doc) if row else {}
-
-    def evaluate(self, monitor: Any, now: float) -> list[str]:
+    def evaluate(self, stats: Mapping[Key, VersionStats], now: float) -> list[str]:
+        """Each policy's firings at ``now``, written to the outbox; ``stats`` are the
+        versions' statistics as the Monitor's last step committed them."""
         written: list[str] = []
         for model, policy in self.policies.items():
             try:
@@ -51,32 +48,19 @@ class Triggers:
             if champ is None:
                 continue
             version, created_at, lineage = champ
-            with self.engine.begin() as conn:
-                state = self._state(conn)
-                alarms = [{"id": r.id, **orjson.loads(r.doc)} for r in conn.execute(
-                    sa.select(drift_alarms).where(
-                        drift_alarms.c.model == model, drift_alarms.c.version == version,
-                        drift_alarms.c.acknowledged_at.is_(None)))]
-                stats = monitor.stats.get((model, version, "champion"))
-                quality = stats.quality.windowed() if stats is not None else {}
+            with transaction(self.engine) as tx:
+                state = self.state.get(tx)
+                alarms = self.drift.open_alarms(tx, model, version)
+                champion = stats.get((model, version, "champion"))
+                quality = champion.quality.windowed() if champion is not None else {}
                 obs = Observation(model, now, version, created_at, alarms, quality)
                 model_state = state.setdefault(model, {})
                 firings = evaluate(policy, obs, model_state)
                 for f in firings:
                     ev = event(f, model, version, lineage, self.base_url, iso(now))
-                    if enqueue(conn, ev, f.event_id, self.targets, now, model, f.reason):
+                    if enqueue(tx, ev, f.event_id, self.targets, now, model, f.reason):
                         written.append(f.event_id)
                         log.info("retraining trigger %s (%s)", f.event_id, f.reason)
-                put_rows(conn, monitor_state, ("name",), ("doc", "updated_at"),
-                         [("policy", orjson.dumps(state).decode(), now)])
+                self.state.put(tx, state, now)
         self.fired += written
         return written
-
-
-def policy_from_settings(model: str, p: Any) -> Policy:
-    return Policy(model=model, drift_signals=tuple(p.drift_signals),
-                  quality_metric=p.quality.metric if p.quality else None,
-                  quality_threshold=p.quality.threshold if p.quality else None,
-                  min_labels=p.quality.min_labels if p.quality else 200,
-                  schedule_days=p.schedule_days, hold_seconds=p.hold_seconds,
-                  cooldown_seconds=p.cooldown_seconds)

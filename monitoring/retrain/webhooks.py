@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from store.tables import webhook_attempts, webhook_deliveries, webhook_events, webhook_targets
+from store import Engine, Outbox, Transaction
+from store.webhooks import Attempt, DueDelivery, add_event
 
 log = logging.getLogger("vigil.webhooks")
 
@@ -76,7 +76,7 @@ def url_problem(url: str, allow_link_local: bool = False, resolve: bool = True) 
             infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
         except OSError:
             return None  # unresolvable now; the send itself will fail and be retried
-        addresses = [ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos]
+        addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
     for a in addresses:
         if a in METADATA_IPS or a.is_link_local:
             return f"resolves to {a}, a link-local or metadata address"
@@ -139,70 +139,15 @@ def build_request(target: Target, event: dict[str, Any], event_id: str,
 # ----------------------------------------------------------------------------- outbox
 
 
-def enqueue(conn: sa.Connection, event: dict[str, Any], event_id: str, targets: list[Target],
+def enqueue(tx: Transaction, event: dict[str, Any], event_id: str, targets: list[Target],
             now: float, model: str | None = None, reason: str | None = None,
             only: str | None = None) -> bool:
-    """Write an event and its deliveries in ``conn``'s transaction. An event id already in
-    the outbox is not written again (False): that is the deduplication."""
-    if conn.execute(sa.select(webhook_events.c.event_id).where(
-            webhook_events.c.event_id == event_id)).first():
-        return False
-    conn.execute(webhook_events.insert().values(
-        event_id=event_id, type=event["type"], model=model, reason=reason,
-        payload=orjson.dumps(event).decode(), created_at=now))
-    for t in targets:
-        if (only is None and t.matches(event["type"], model)) or t.name == only:
-            conn.execute(webhook_deliveries.insert().values(
-                event_id=event_id, target=t.name, status="pending", attempts=0,
-                next_attempt_at=now, created_at=now, updated_at=now))
-    return True
-
-
-def redeliver(engine: sa.Engine, delivery_id: int, now: float | None = None) -> bool:
-    """Put a delivery (a dead letter, typically) back in the queue for a new round."""
-    with engine.begin() as conn:
-        return bool(conn.execute(webhook_deliveries.update().where(
-            webhook_deliveries.c.id == delivery_id).values(
-            status="pending", attempts=0, next_attempt_at=now or time.time(),
-            updated_at=now or time.time())).rowcount)
-
-
-def list_deliveries(engine: sa.Engine, status: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-    stmt = sa.select(webhook_deliveries, webhook_events.c.type, webhook_events.c.model,
-                     webhook_events.c.reason).join(
-        webhook_events, webhook_events.c.event_id == webhook_deliveries.c.event_id).order_by(
-        webhook_deliveries.c.id.desc()).limit(limit)
-    if status == "failed":  # pending after at least one failed attempt
-        stmt = stmt.where(webhook_deliveries.c.status == "pending",
-                          webhook_deliveries.c.attempts > 0)
-    elif status is not None:
-        stmt = stmt.where(webhook_deliveries.c.status == status)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-        attempts: dict[int, list[dict[str, Any]]] = {}
-        ids = [r.id for r in rows]
-        if ids:
-            for a in conn.execute(sa.select(webhook_attempts).where(
-                    webhook_attempts.c.delivery_id.in_(ids)).order_by(webhook_attempts.c.id)):
-                attempts.setdefault(a.delivery_id, []).append(
-                    {"attempt": a.attempt, "ts": a.ts, "status_code": a.status_code,
-                     "error": a.error, "duration_seconds": round(a.duration_seconds, 4)})
-    return [{"id": r.id, "event_id": r.event_id, "target": r.target, "status": r.status,
-             "type": r.type, "model": r.model, "reason": r.reason, "attempts": r.attempts,
-             "next_attempt_at": r.next_attempt_at if r.status == "pending" else None,
-             "last_status": r.last_status, "last_error": r.last_error,
-             "created_at": r.created_at, "updated_at": r.updated_at,
-             "history": attempts.get(r.id, [])} for r in rows]
-
-
-def counts(engine: sa.Engine) -> dict[tuple[str, str], int]:
-    """(target, status) -> deliveries; for the pending and dead-letter gauges."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(webhook_deliveries.c.target, webhook_deliveries.c.status,
-                                      sa.func.count()).group_by(
-            webhook_deliveries.c.target, webhook_deliveries.c.status)).all()
-    return {(t, s): int(n) for t, s, n in rows}
+    """Write an event and its deliveries (to the targets it matches, or to ``only``) in
+    ``tx``. An event id already in the outbox is not written again (False): that is the
+    deduplication."""
+    names = [t.name for t in targets
+             if (only is None and t.matches(event["type"], model)) or t.name == only]
+    return add_event(tx, event_id, event, names, now, model, reason)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -218,12 +163,12 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, engine: sa.Engine, targets: list[Target], *,
+    def __init__(self, engine: Engine, targets: list[Target], *,
                  schedule: tuple[float, ...] = DEFAULT_SCHEDULE, timeout: float = 15.0,
                  jitter: float = 0.1, allow_link_local: bool = False,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
-        self.engine = engine
+        self.outbox = Outbox(engine)
         self.targets = {t.name: t for t in targets}
         self.schedule = schedule
         self.timeout = timeout
@@ -244,20 +189,12 @@ class Dispatcher:
         return base * (1 + self.jitter * (2 * self.rng.random() - 1))
 
     def run_due(self, limit: int = 50) -> list[Outcome]:
-        now = self.clock()
-        with self.engine.connect() as conn:
-            due = conn.execute(sa.select(webhook_deliveries, webhook_events.c.payload).join(
-                webhook_events, webhook_events.c.event_id == webhook_deliveries.c.event_id
-            ).where(webhook_deliveries.c.status == "pending",
-                    webhook_deliveries.c.next_attempt_at <= now).order_by(
-                webhook_deliveries.c.next_attempt_at).limit(limit)).all()
-            disabled = {r.name for r in conn.execute(sa.select(webhook_targets.c.name).where(
-                webhook_targets.c.disabled_at.is_not(None)))}
+        due, disabled = self.outbox.due(self.clock(), limit)
         return [self._deliver(d, disabled) for d in due]
 
-    def _deliver(self, d: Any, disabled: set[str]) -> Outcome:
+    def _deliver(self, d: DueDelivery, disabled: set[str]) -> Outcome:
         target = self.targets.get(d.target)
-        event = orjson.loads(d.payload)
+        event = d.event
         start = time.perf_counter()
         code: int | None = None
         error: str | None = None
@@ -295,19 +232,8 @@ class Dispatcher:
             status, next_at = "pending", now + wait
         if code is not None and not ok and error is None:
             error = f"HTTP {code}"
-        with self.engine.begin() as conn:
-            conn.execute(webhook_attempts.insert().values(
-                delivery_id=d.id, attempt=attempts, ts=now, status_code=code, error=error,
-                duration_seconds=duration))
-            conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == d.id)
-                         .values(status=status, attempts=attempts, next_attempt_at=next_at,
-                                 last_status=code, last_error=error, updated_at=now))
-            if code == 410:
-                if not conn.execute(webhook_targets.update().where(
-                        webhook_targets.c.name == d.target).values(
-                        disabled_at=now, reason="410 Gone")).rowcount:
-                    conn.execute(webhook_targets.insert().values(
-                        name=d.target, disabled_at=now, reason="410 Gone"))
+        self.outbox.record(Attempt(d.id, d.target, attempts, now, code, error, duration,
+                                   status, next_at, gone=code == 410))
         outcome = Outcome(d.id, d.target, "disabled" if code == 410 else
                           "retry" if status == "pending" else status, code, error)
         if status != "delivered":

@@ -41,8 +41,15 @@ from monitoring.rollout.analysis import (
     analyse,
     decide,
 )
-from store import AuditLog, AuditRecord, DeploymentStore, StaleRevision
-from store.engine import Engine
+from store import (
+    AuditLog,
+    AuditRecord,
+    DeploymentStore,
+    DriftStore,
+    Engine,
+    StaleRevision,
+    Transaction,
+)
 from store.rollouts import RolloutStore, StaleRollout
 
 log = logging.getLogger("vigil.rollout")
@@ -118,6 +125,7 @@ class Controller:
         self.deployments = DeploymentStore(engine)
         self.audit = AuditLog(engine)
         self.rollouts = RolloutStore(engine)
+        self.drift = DriftStore(engine)  # the drift gate reads the open alarms
         self.targets = targets
         self.base_url = base_url
         self.on_transition = on_transition
@@ -159,8 +167,8 @@ class Controller:
         canary = window(counters(stats.get(canary_key)), doc["baseline"]["canary"])
         champion = window(counters(stats.get(champion_key)), doc["baseline"]["champion"])
         analysis: Analysis = analyse(spec, canary, champion,
-                                     self.rollouts.open_alarms(model, spec.candidate),
-                                     self.rollouts.open_alarms(model, d.champion),
+                                     self.drift.open_signals_of(model, spec.candidate),
+                                     self.drift.open_signals_of(model, d.champion),
                                      now - state.step_started_at)
         doc["analysis"] = {**analysis.to_dict(), "at": now, "step": state.step,
                            "canary": canary.__dict__, "champion": champion.__dict__}
@@ -204,7 +212,7 @@ class Controller:
                     "status": state.status, "step": state.step + 1,
                     "weight": spec.steps[state.step], "reason": state.reason,
                     "analysis": doc.get("analysis"), "gateway": self.base_url}}
-                enqueue(conn, ev, event_id, self.targets, now, model, action.kind)
+                enqueue(Transaction(conn), ev, event_id, self.targets, now, model, action.kind)
         if self.on_transition is not None:
             self.on_transition(model, action.kind, state)
 

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, Query, Request
 
 from models.errors import DeploymentNotFound, InvalidInput, NotFound
-from monitoring.drift.tracker import acknowledge, read_drift, request_rebaseline
+from monitoring.drift.tracker import read_drift
 from service.admin.deps import AUTH_ERRORS, NAME, ModelName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
 from service.httperrors import JSONBody, error_responses
+from store import DriftStore
 
 router = APIRouter()
 
@@ -67,8 +68,8 @@ async def drift_ack(request: Request, model: ModelName, principal: Annotated[
                     ) -> dict[str, Any]:
     ctx = ctx_of(request)
     version = await _drift_version(ctx, model, version)
-    ids = await asyncio.to_thread(acknowledge, ctx.engine, model, version, principal.name,
-                                  signal)
+    ids = await asyncio.to_thread(DriftStore(ctx.engine).acknowledge, model, version,
+                                  principal.name, signal)
     await asyncio.to_thread(audit, ctx, principal, request, "drift.ack",
                             f"{model}:{version}", after={"alarms": ids})
     return {"model": model, "version": version, "acknowledged": ids}
@@ -90,8 +91,8 @@ async def drift_rebaseline(request: Request, model: ModelName, principal: Annota
     if rows > limit:
         raise InvalidInput("rows", f"at most drift.rebaseline_rows ({limit}) live rows are kept")
     version = await _drift_version(ctx, model, version)
-    rid = await asyncio.to_thread(request_rebaseline, ctx.engine, model, version, rows,
-                                  principal.name)
+    rid = await asyncio.to_thread(DriftStore(ctx.engine).request_rebaseline, model, version,
+                                  rows, principal.name)
     await asyncio.to_thread(audit, ctx, principal, request, "drift.rebaseline",
                             f"{model}:{version}", after={"request": rid, "rows": rows})
     return JSONBody({"model": model, "version": version, "request": rid, "rows": rows,

@@ -14,17 +14,12 @@ from models.errors import DeploymentNotFound, NotFound
 from monitoring.retrain.policy import Firing
 from monitoring.retrain.policy import event as policy_event
 from monitoring.retrain.triggers import iso
-from monitoring.retrain.webhooks import (
-    Target,
-    enqueue,
-    list_deliveries,
-    redeliver,
-    targets_from_config,
-)
+from monitoring.retrain.webhooks import Target, enqueue, targets_from_config
 from service.admin.deps import AUTH_ERRORS, ModelName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
 from service.httperrors import JSONBody, error_responses
+from store import Outbox, transaction
 
 router = APIRouter()
 
@@ -56,10 +51,10 @@ async def retrain(request: Request, model: ModelName, principal: Annotated[
     targets = targets_of(ctx)
 
     def write() -> None:
-        with ctx.engine.begin() as conn:
-            enqueue(conn, ev, event_id, targets, now, model, "manual")
+        with transaction(ctx.engine) as tx:
+            enqueue(tx, ev, event_id, targets, now, model, "manual")
             audit(ctx, principal, request, "models.retrain", f"models/{model}",
-                  after={"event_id": event_id}, conn=conn)
+                  after={"event_id": event_id}, conn=tx.connection)
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "model": model, "champion_version": d.champion,
                      "targets": [t.name for t in targets if t.matches(ev["type"], model)]},
@@ -74,7 +69,7 @@ async def deliveries(request: Request,
                                        Query()] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     ctx = ctx_of(request)
-    return {"items": await asyncio.to_thread(list_deliveries, ctx.engine, status, limit)}
+    return {"items": await asyncio.to_thread(Outbox(ctx.engine).deliveries, status, limit)}
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver",
@@ -84,7 +79,7 @@ async def redeliver_one(request: Request, delivery_id: Annotated[
         int, Path(ge=1, le=2**63 - 1, description="the delivery's id")], principal: Annotated[
         Principal, Depends(require("operator", "webhooks.redeliver"))]) -> dict[str, Any]:
     ctx = ctx_of(request)
-    if not await asyncio.to_thread(redeliver, ctx.engine, delivery_id):
+    if not await asyncio.to_thread(Outbox(ctx.engine).redeliver, delivery_id):
         raise NotFound("delivery_id", "unknown delivery",
                        message=f"delivery {delivery_id} not found")
     await asyncio.to_thread(audit, ctx, principal, request, "webhooks.redeliver",
@@ -109,9 +104,9 @@ async def test_target(request: Request, target: str, principal: Annotated[
                    "gateway": ctx.settings.server.base_url}}
 
     def write() -> None:
-        with ctx.engine.begin() as conn:
-            enqueue(conn, ev, event_id, targets, now, None, "test", only=target)
+        with transaction(ctx.engine) as tx:
+            enqueue(tx, ev, event_id, targets, now, None, "test", only=target)
             audit(ctx, principal, request, "webhooks.test", f"webhooks/{target}",
-                  after={"event_id": event_id}, conn=conn)
+                  after={"event_id": event_id}, conn=tx.connection)
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "target": target}, status_code=202)
