@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segments
 from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
+from monitoring.quality.history import record_minute
 from monitoring.quality.label_join import Key, LabelJoin
 from monitoring.quality.stats import VersionStats
 from store.engine import insert_rows, put_rows
@@ -228,6 +229,7 @@ class Monitor:
                 result.alarms = self.drift.flush(conn, now)
                 self.drift.process_requests(conn, now)
             self._save(conn, batch.checkpoint, changed, now)
+            record_minute(conn, now, self.stats, changed)  # the console's last hour
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
         if mirrored and self.mirror is not None:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoring.metrics import GatewayMetrics, exposition
-from service import admin, openapi, protocol
+from service import admin, console, openapi, protocol
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context
 from service.drain import delay_sigterm, exit_with_parent
@@ -146,6 +146,7 @@ async def fast_predict(wctx: WorkerContext, request: Request) -> Response:
 root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 root_app.include_router(protocol.router)  # OIP v2 and KServe V1 (a "/"-mount: see REFERENCE)
 install(root_app)
+admin.app.include_router(console.router)  # the console's read endpoints
 
 
 @root_app.get("/metrics", include_in_schema=True, summary="Prometheus metrics of every process",
@@ -158,6 +159,7 @@ async def metrics() -> Response:
 
 @bentoml.asgi_app(root_app, path="/")
 @bentoml.asgi_app(admin.app, path="/admin")
+@bentoml.asgi_app(console.app, path="/ui")  # the operator console: static files
 @bentoml.service(
     name="vigil",
     workers=SETTINGS.server.workers,
