@@ -25,14 +25,16 @@ RECENT_MINUTES = 5
 
 
 @router.get("/overview", summary="Every model at a glance (the console's overview)",
-            description="Per model: the deployment (with its revision), the registered "
+            description="Who is asking (token name and role); per model: the deployment (with its revision), the registered "
             "versions, per version and variant the cumulative counts and the last "
             f"{RECENT_MINUTES} minutes' requests/s, error rate and p99, the open drift alarms "
             "of every deployed version, the rollout, and the Monitor's lag. Read from what "
             "the Monitor last committed.", responses=error_responses(*AUTH_ERRORS))
-async def overview(request: Request, _: Annotated[
+async def overview(request: Request, principal: Annotated[
         Principal, Depends(require("viewer", "console.overview"))]) -> dict[str, Any]:
-    return await asyncio.to_thread(_overview, ctx_of(request), time.time())
+    doc = await asyncio.to_thread(_overview, ctx_of(request), time.time())
+    # which buttons to draw; the server still checks every action's role
+    return {"you": {"name": principal.name, "role": principal.role}, **doc}
 
 
 @router.get("/models/{model}/history", summary="A model's per-minute history by variant",
