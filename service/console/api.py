@@ -25,11 +25,12 @@ RECENT_MINUTES = 5
 
 
 @router.get("/overview", summary="Every model at a glance (the console's overview)",
-            description="Who is asking (token name and role); per model: the deployment (with its revision), the registered "
-            "versions, per version and variant the cumulative counts and the last "
-            f"{RECENT_MINUTES} minutes' requests/s, error rate and p99, the open drift alarms "
-            "of every deployed version, the rollout, and the Monitor's lag. Read from what "
-            "the Monitor last committed.", responses=error_responses(*AUTH_ERRORS))
+            description="Who is asking (token name and role); per model: the deployment "
+            "(with its revision), the registered versions, per version and variant the "
+            f"cumulative counts and the last {RECENT_MINUTES} minutes' requests/s, error rate "
+            "and p99, the open drift alarms of every deployed version, the rollout, and the "
+            "Monitor's lag. Read from what the Monitor last committed.",
+            responses=error_responses(*AUTH_ERRORS))
 async def overview(request: Request, principal: Annotated[
         Principal, Depends(require("viewer", "console.overview"))]) -> dict[str, Any]:
     doc = await asyncio.to_thread(_overview, ctx_of(request), time.time())

@@ -130,8 +130,8 @@
     const el = $("#flash");
     el.className = `flash ${kind}`;
     el.setAttribute("role", kind === "error" ? "alert" : "status");
-    el.replaceChildren(h("span", { class: "flash-text" }, message),
-      action, h("button", { type: "button", class: "quiet", onclick: hideFlash }, "Dismiss"));
+    el.replaceChildren(...[h("span", { class: "flash-text" }, message),
+      action, h("button", { type: "button", class: "quiet", onclick: hideFlash }, "Dismiss")].filter(Boolean));
     el.hidden = false;
   }
 
@@ -155,6 +155,7 @@
 
   /** Ask, then run an action; its answer or its error goes to the flash line. */
   async function act(text, label, run, done) {
+    hideFlash();
     if (!(await confirmChange(text, label))) return;
     try {
       const result = await run();
@@ -405,11 +406,15 @@
           "Promote", () => api(`${path}/promote`, { method: "POST", headers: ifMatch }).then(pin),
           (r) => `Promoted: ${name} champion is now ${r.data.champion.version} (revision ${r.data.revision}).`) }, "Promote canary"));
       }
-      buttons.push(h("button", { type: "button", class: "danger", "data-action": "rollback", onclick: () => act(
-        `Roll back ${name}: the previous champion comes back in place of ${shown.champion.version}` +
-        `${shown.canary ? ` and canary ${shown.canary.version} is cleared` : ""} (revision ${shown.revision}).`,
-        "Roll back", () => api(`${path}/rollback`, { method: "POST", headers: ifMatch }).then(pin),
-        (r) => `Rolled back: ${name} champion is now ${r.data.champion.version} (revision ${r.data.revision}).`) }, "Roll back"));
+      const history = shown.history || [];
+      if (history.length) {
+        const previous = history[history.length - 1];
+        buttons.push(h("button", { type: "button", class: "danger", "data-action": "rollback", onclick: () => act(
+          `Roll back ${name}: the previous champion ${previous} comes back in place of ${shown.champion.version}` +
+          `${shown.canary ? ` and canary ${shown.canary.version} is cleared` : ""} (revision ${shown.revision}).`,
+          "Roll back", () => api(`${path}/rollback`, { method: "POST", headers: ifMatch }).then(pin),
+          (r) => `Rolled back: ${name} champion is now ${r.data.champion.version} (revision ${r.data.revision}).`) }, `Roll back to ${previous}`));
+      }
       const versions = m.versions.filter((v) => v !== shown.champion.version);
       const select = h("select", { id: "canary-version", name: "version" },
         versions.map((v) => h("option", { value: v, selected: shown.canary && shown.canary.version === v }, v)));
@@ -465,7 +470,7 @@
       c = new uPlot({
         width, height: 200, legend: { show: true },
         axes: [{ stroke: "#1f2937" }, { stroke: "#1f2937", size: 56 }],
-        series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false }))],
+        series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, points: { show: true, size: 5 } }))],
         scales: { x: { time: true } },
       }, data, fig);
       c._vigilSig = sig;
