@@ -185,14 +185,15 @@ def test_shifted_traffic_is_marked_and_its_feature_ranked_first(tab: Tab, server
     # the alarm is committed: the overview marks the model within a few refreshes
     assert until(lambda: "card bad" in (card.get_attribute("class") or ""), 3 * REFRESH + 2)
     assert "Drift alarms: v1 input_" in card.inner_text()
+    tab.page.screenshot(path=tmp_path / "overview-drift.png")
+    if os.environ.get("VIGIL_UPDATE_CONSOLE_PNG"):  # the README's picture
+        tab.page.screenshot(path=ROOT / "docs" / "console.png")
     tab.page.click("article[data-model=breast_cancer] h2 a")
     first = tab.page.locator("#features tbody tr:first-child th")
     first.wait_for()
     assert first.inner_text() == MOVED
     assert "open alarm" in tab.text("#drift [data-version=v1] h3")
     tab.page.screenshot(path=tmp_path / "model-drift.png", full_page=True)
-    if os.environ.get("VIGIL_UPDATE_CONSOLE_PNG"):  # the README's picture
-        tab.page.screenshot(path=ROOT / "docs" / "console.png")
     assert tab.errors == []
     assert tab.foreign == []
 

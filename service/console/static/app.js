@@ -625,12 +625,12 @@
         h("p", {}, `Started ${fmt.when(r.started_at)} by ${r.started_by}.`, st.reason ? ` ${st.reason}` : ""),
         h("ol", { class: "steps" }, r.spec.steps.map((w, i) => h("li", { class: i === st.step ? "current" : i < st.step ? "done" : "" },
           `${fmt.pct(w, 0)}${i === st.step ? " (current)" : i < st.step ? " (passed)" : ""}`))),
-        a ? h("table", {},
+        a ? h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": `${m.name} rollout analysis` }, h("table", {},
           h("caption", {}, `Analysis at step ${a.step + 1}, ${fmt.time(a.at)}: ${a.verdict}`),
           h("thead", {}, h("tr", {}, ["gate", "value", "threshold", "samples", "verdict"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, a.gates.map((g) => h("tr", { class: g.verdict === "fail" ? "bad-text" : "" },
             h("th", { scope: "row" }, g.name), h("td", { class: "num" }, fmt.num(g.value, 4)), h("td", { class: "num" }, fmt.num(g.threshold, 4)),
-            h("td", { class: "num" }, String(g.samples)), h("td", {}, g.verdict + (g.detail ? ` — ${g.detail}` : ""))))))
+            h("td", { class: "num" }, String(g.samples)), h("td", {}, g.verdict + (g.detail ? ` — ${g.detail}` : "")))))))
           : h("p", { class: "muted" }, "No analysis yet."),
         ops.length ? h("div", { class: "buttons" }, ops) : null);
     }));
@@ -661,7 +661,7 @@
   }
 
   async function drawAudit(_, generation) {
-    const page = skeleton("audit", () => [h("h1", {}, "Audit log"), h("div", { id: "audit", class: "scroll" })]);
+    const page = skeleton("audit", () => [h("h1", {}, "Audit log"), h("div", { id: "audit", class: "scroll", tabindex: "0", role: "region", "aria-label": "Audit rows" })]);
     const { data } = await api("/admin/audit?limit=50");
     if (generation !== state.generation || page.dataset.key !== "audit") return;
     update($("#audit", page), data.items.map((r) => r.id), () => h("table", {},
