@@ -82,3 +82,8 @@ lint: venv
 
 clean:
 	rm -rf var .pytest_cache
+
+# the console's browser libraries from the npm registry, integrity-checked (needs npm)
+.PHONY: console-assets
+console-assets:
+	bash service/console/vendor.sh

@@ -25,6 +25,7 @@ import orjson
 from monitoring.drift.base import DriftAlarm
 from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segments
 from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
+from monitoring.quality.history import record_minute
 from monitoring.quality.label_join import Key, LabelJoin
 from monitoring.quality.stats import VersionStats
 from store import (
@@ -252,6 +253,7 @@ class Monitor:
                 result.alarms = self.drift.flush(tx, now)
                 self.drift.process_requests(tx, now)
             self._save(tx, batch.checkpoint, changed, now)
+            record_minute(tx, now, self.stats, changed)  # the console's last hour
         self.checkpoint = batch.checkpoint
         self.status.consumed_total += result.lines
         if mirrored and self.mirror is not None:

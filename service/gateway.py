@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoring.metrics import GatewayMetrics, exposition
-from service import openapi, protocol
+from service import console, openapi, protocol
 from service.admin.app import create_app as create_admin_app
 from service.bootstrap import bootstrap
 from service.context import WorkerContext, build_context, built_context, current_metrics
@@ -108,6 +108,7 @@ async def metrics() -> Response:
 # same cached ``settings()`` in ``__init__`` (or, for the middlewares, when a worker builds them).
 @bentoml.asgi_app(root_app, path="/")
 @bentoml.asgi_app(admin_app, path="/admin")
+@bentoml.asgi_app(console.app, path="/ui")  # the operator console: static files
 @bentoml.service(
     name="vigil",
     workers=settings().server.workers,

@@ -195,3 +195,18 @@ rollouts = sa.Table(
     # every write is a compare-and-set on it (store.rollouts.StaleRollout)
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
 )
+
+# the Monitor's per-minute history for the console (cumulative counters per minute)
+monitor_history = sa.Table(
+    "monitor_history",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("minute", sa.BigInteger, primary_key=True),  # unix time // 60
+    sa.Column("requests", sa.BigInteger, nullable=False),  # cumulative
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("latency", sa.Text, nullable=False),  # JSON: counts <= each bound, then all
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -10,10 +10,11 @@ from service.admin.drift import router as drift
 from service.admin.models import router as models
 from service.admin.rollouts import router as rollouts
 from service.admin.webhooks import router as webhooks
+from service.console.api import router as console
 from service.context import WorkerContext, current_metrics
 from service.httperrors import JSONBody, install
 
-ROUTERS = (models, deployments, audit, drift, webhooks, rollouts)  # the document's order
+ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, console)  # document order
 
 
 def create_app(ctx: WorkerContext | None = None) -> FastAPI:
