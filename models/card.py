@@ -29,6 +29,7 @@ class Feature:
     max: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def parse_card(data: Any) -> ModelCard:
     features = tuple(
         Feature(name=f["name"], dtype=f["dtype"], min=f.get("min"), max=f.get("max"),
                 categories=tuple(f["categories"]) if "categories" in f else None,
-                nullable=bool(f.get("nullable", False)))
+                nullable=bool(f.get("nullable", False)), pii=f.get("pii", "keep"))
         for f in data["inputs"]
     )
     names = [f.name for f in features]

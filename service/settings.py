@@ -12,12 +12,19 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
+)
+
+from service.settings_security import (
+    ClientTlsSettings,
+    LogEncryptionSettings,
+    TlsSettings,
+    check_key,
 )
 
 Role = Literal["client", "feedback", "viewer", "operator", "admin"]
@@ -58,6 +65,8 @@ class ServerSettings(Section):
                                  "(service/drain.py).")
     base_url: str = Field("http://127.0.0.1:3000", description="How clients reach this "
                           "gateway: sent as `gateway` in webhook events.")
+    tls: TlsSettings = Field(TlsSettings(), description="HTTPS on the Gateway's port, and "
+                             "optionally client certificates (docs/security.md).")
 
 
 class LimitsSettings(Section):
@@ -115,6 +124,20 @@ class LogSettings(Section):
         {}, description="Share of each variant's predictions written to the log, e.g. "
         "`{shadow: 0.1}` (default 1.0 each; feedback is never sampled). Shadows run only on "
         "logged requests.")
+
+    encryption: LogEncryptionSettings = Field(LogEncryptionSettings(), description="The log "
+                                              "encrypted at rest (docs/security.md).")
+    hash_key: SecretStr | None = Field(None, description="HMAC-SHA256 key (32 random bytes, "
+                                       "standard base64) for inputs a card marks `pii: hash` "
+                                       "and for routing keys; unset: those values are dropped, "
+                                       "never written in clear.")
+    hash_routing_keys: bool = Field(False, description="Write the request's routing key into "
+                                    "the log as its keyed hash (needs `hash_key`).")
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, v: SecretStr | None) -> SecretStr | None:
+        return check_key(v, "log.hash_key")
 
     def sample_rate(self, variant: str) -> float:
         return self.sample.get(variant, 1.0)  # type: ignore[call-overload]
@@ -267,6 +290,8 @@ class Settings(BaseSettings):
                                       "webhooks.")
     auth: AuthSettings = Field(AuthSettings(), description="Bearer tokens and which routes "
                                "need one.")
+    client: ClientTlsSettings = Field(ClientTlsSettings(), description="The `vigil` CLI's "
+                                      "checks of the server it calls.")
 
     @classmethod
     def settings_customise_sources(
