@@ -36,6 +36,7 @@ from service.limits import AdmissionMiddleware
 from service.monitor import Monitor
 from service.process import tune_gc
 from service.settings import load_settings_or_exit
+from service.tls import bentoml_ssl
 
 log = logging.getLogger("vigil.gateway")
 
@@ -167,6 +168,7 @@ async def metrics() -> Response:
     runner_probe={"enabled": False},
     # every URL excluded: the OpenTelemetry middleware passes requests straight through
     **({} if SETTINGS.server.tracing else {"tracing": {"excluded_urls": [".*"]}}),
+    **bentoml_ssl(SETTINGS.server.tls),  # HTTPS (and mTLS) when server.tls is set
     service_class=openapi.VigilService,
 )
 class Gateway:

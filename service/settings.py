@@ -21,7 +21,6 @@ from pydantic_settings import (
 )
 
 from service.settings_security import (
-    ClientTlsSettings,
     LogEncryptionSettings,
     TlsSettings,
     check_key,
@@ -221,11 +220,14 @@ class AuthSettings(Section):
 class WebhookSettings(Section):
     # - {name, type: generic|airflow2|airflow3|github_dispatch|github_workflow|prefect, url,
     #    events?, models?, secret_env?, username_env?, password_env?, token_env?, dag_id?,
-    #    repository?, workflow?, ref?, event_type?, deployment_id?}
+    #    repository?, workflow?, ref?, event_type?, deployment_id?, ca_bundle?, verify?}
     targets: list[dict[str, Any]] = Field([], description="Retraining webhook targets: `{name, "
                                           "type, url, ...}`; see docs/operations.md, "
                                           "Retraining webhooks. A bad target stops the server "
-                                          "at start.")
+                                          "at start. `ca_bundle` (a PEM path) trusts a "
+                                          "private CA for one target; `verify: false` turns "
+                                          "its certificate check off, with a warning at "
+                                          "start.")
     timeout_seconds: float = Field(15.0, gt=0, description="One delivery attempt's timeout.")
     schedule_seconds: list[float] = Field(
         [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
@@ -290,8 +292,6 @@ class Settings(BaseSettings):
                                       "webhooks.")
     auth: AuthSettings = Field(AuthSettings(), description="Bearer tokens and which routes "
                                "need one.")
-    client: ClientTlsSettings = Field(ClientTlsSettings(), description="The `vigil` CLI's "
-                                      "checks of the server it calls.")
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,6 @@
-"""The security sections of the Settings: TLS in transit, the prediction log's keys, outgoing
-certificate checks. Kept apart from ``service.settings`` (which imports them) so each module
-stays one screenful of keys; the threat model they serve is docs/security.md."""
+"""The security sections of the Settings: TLS in transit and the prediction log's keys.
+Kept apart from ``service.settings`` (which imports them) so each module stays one screenful
+of keys; the threat model they serve is docs/security.md."""
 
 from __future__ import annotations
 
@@ -95,13 +95,3 @@ class LogEncryptionSettings(_Section):
         """The keys the log's writers seal with and its readers open with; None: clear."""
         return LogKeys.from_config(self.key.get_secret_value() if self.key else None,
                                    [k.get_secret_value() for k in self.previous_keys])
-
-
-class ClientTlsSettings(_Section):
-    """How Vigil checks the servers it calls (the CLI's admin API)."""
-
-    ca_bundle: Path | None = Field(None, description="PEM bundle of the CAs the `vigil` CLI "
-                                   "trusts for the admin API (`VIGIL_CLIENT__CA_BUNDLE`; "
-                                   "default: the system's).")
-    verify: bool = Field(True, description="false: the CLI does not check the server's "
-                         "certificate (a warning on every call; development only).")
