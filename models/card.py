@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Feature:
     max: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
     pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
 
 
@@ -82,6 +83,32 @@ class ModelCard:
             return "input schema differs from the champion's" + (
                 f" ({'; '.join(detail)})" if detail else " (feature order or types)")
         return None
+
+
+PII_ORDER = {"keep": 0, "hash": 1, "drop": 2}
+
+
+def strictest_pii(cards: list[ModelCard]) -> tuple[Feature, ...]:
+    """The first card's features, each with the strictest personal-data mark any of
+    ``cards`` gives it (drop > hash > keep): what a model's log writes when several versions
+    serve it, so no version's personal data is written for another's requests.
+
+    >>> a = ModelCard("m", "1", "regression", (Feature("x", "float"),), "X", "matrix",
+    ...               "float32", (), {"value": "v"}, {})
+    >>> b = ModelCard("m", "2", "regression", (Feature("x", "float", pii="hash"),), "X",
+    ...               "matrix", "float32", (), {"value": "v"}, {})
+    >>> [f.pii for f in strictest_pii([a, b])]
+    ['hash']
+    """
+    marks: dict[str, str] = {}
+    for card in cards:
+        for f in card.features:
+            if PII_ORDER[f.pii] > PII_ORDER[marks.get(f.name, "keep")]:
+                marks[f.name] = f.pii
+    first = cards[0].features
+    if all(marks.get(f.name, "keep") == f.pii for f in first):
+        return first
+    return tuple(replace(f, pii=marks.get(f.name, "keep")) for f in first)
 
 
 def parse_card(data: Any) -> ModelCard:

@@ -162,8 +162,10 @@ class DriftTracker:
                     rows[i, j] = math.nan
                 elif j in cats:
                     rows[i, j] = float(cats[j][v]) if v in cats[j] else math.nan
-                else:
+                elif isinstance(v, (int, float)):
                     rows[i, j] = float(v)
+                else:  # a hashed value (personal data another version marks): no signal
+                    rows[i, j] = math.nan
         outs = np.empty((n, k))
         for i, o in enumerate(outputs):
             if det.classifier:

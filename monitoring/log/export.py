@@ -103,6 +103,11 @@ def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
             continue
         rows.extend(rows_of(rec))
     df = pd.DataFrame(rows)
+    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:
+        # a feature hashed from some time on (personal data) holds numbers and hex strings
+        kinds = {type(v) for v in df[col].dropna()}
+        if str in kinds and len(kinds) > 1:
+            df[col] = df[col].where(df[col].isna(), df[col].astype(str))
     if not df.empty:
         df = df.sort_values(["time", "request_id", "row"], kind="stable")
         df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
