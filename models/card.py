@@ -30,7 +30,6 @@ class Feature:
     categories: tuple[str, ...] | None = None
     nullable: bool = False
     pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
-    pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -137,6 +137,12 @@ class LogSettings(Section):
     @classmethod
     def _hash_key(cls, v: SecretStr | None) -> SecretStr | None:
         return check_key(v, "log.hash_key")
+
+    @model_validator(mode="after")
+    def _hash_ids_need_key(self) -> LogSettings:
+        if self.hash_routing_keys and self.hash_key is None:
+            raise ValueError("log.hash_routing_keys needs log.hash_key")
+        return self
 
     def sample_rate(self, variant: str) -> float:
         return self.sample.get(variant, 1.0)  # type: ignore[call-overload]

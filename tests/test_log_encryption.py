@@ -252,3 +252,8 @@ def test_personal_inputs_get_no_drift_signal_and_the_drift_api_says_why(
     assert "age" not in ref.features and "sex" not in ref.features
     assert ref.rows.shape == (len(reference_from_version(mv).rows), len(card.features) - 2)
     assert ref.unmonitored == {"age": "pii: drop", "sex": "pii: hash"}
+
+
+def test_hashing_request_ids_without_a_hash_key_is_a_configuration_error() -> None:
+    with pytest.raises(ValidationError, match="log.hash_routing_keys needs log.hash_key"):
+        load_settings(log={"hash_routing_keys": True})
