@@ -257,3 +257,9 @@ def test_personal_inputs_get_no_drift_signal_and_the_drift_api_says_why(
 def test_hashing_request_ids_without_a_hash_key_is_a_configuration_error() -> None:
     with pytest.raises(ValidationError, match="log.hash_routing_keys needs log.hash_key"):
         load_settings(log={"hash_routing_keys": True})
+
+
+def test_the_start_check_passes_a_log_directory_that_cannot_be_listed(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    LocalEventLog(blocker / "log", keys=LogKeys(os.urandom(32))).check_keys()

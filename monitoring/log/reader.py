@@ -317,8 +317,13 @@ class LocalEventLog:
     def check_keys(self) -> None:
         """Raise ``LogKeyError`` naming the first segment sealed by a key that is not
         configured (or any segment of frames when no key is): at start, a wrong key is a
-        clear error rather than a log whose every frame fails."""
-        for segments in list_segments(self.directory).values():
+        clear error rather than a log whose every frame fails. A directory that cannot be
+        listed holds nothing to check (its writers drop and count)."""
+        try:
+            streams = list_segments(self.directory)
+        except OSError:
+            return
+        for segments in streams.values():
             for seg in segments:
                 try:
                     with self._open(seg) as f:
