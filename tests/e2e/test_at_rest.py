@@ -89,6 +89,11 @@ def test_sentinels_never_reach_disk_metrics_audit_or_server_log(
                                for r in predictions)
             assert wait_for(lambda: monitor_counts(srv, "diabetes"),
                             lambda got: got == expected, timeout=60) == expected
+            drift = wait_for(lambda: c.get("/admin/drift/diabetes?version=v2",
+                                           headers=srv.headers("viewer")).json(),
+                             lambda d: bool(d.get("unmonitored")), timeout=30)
+            assert drift["unmonitored"] == {"age": "pii: drop", "sex": "pii: hash"}
+            assert "age" not in drift["psi"] and "sex" not in drift["psi"]
             scraped = c.get("/metrics").content
             audit = c.get("/admin/audit", headers=srv.headers("viewer")).content
         # the log holds what was sent, less the personal data
