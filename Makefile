@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := $(abspath $(or $(VIGIL_DATA_DIR),var))
 PORT ?= 3000
+HOST ?= 127.0.0.1
 export VIGIL_DATA_DIR := $(DATA)
 export BENTOML_HOME := $(DATA)/bentoml
 export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: venv serve test test-fast demo demo-train build bench bench-monitor drift-bench soak logs-export lint clean token
+.PHONY: cert venv serve test test-fast demo demo-train build bench bench-monitor drift-bench soak logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +35,11 @@ serve: venv $(TOKEN_FILE)
 	           if s.connect_ex(('127.0.0.1', $(PORT))) == 0 else 0)"
 	@echo "admin token in $(TOKEN_FILE)  (export VIGIL_TOKEN=\$$(cat $(TOKEN_FILE)))"
 	VIGIL_BOOTSTRAP_ADMIN_TOKEN=$${VIGIL_BOOTSTRAP_ADMIN_TOKEN:-$$(cat $(TOKEN_FILE))} \
-	  $(BIN)/bentoml serve service.gateway:Gateway --port $(PORT)
+	  $(BIN)/bentoml serve service.gateway:Gateway --host $(HOST) --port $(PORT)
+
+# a development CA, server and client certificate under $(DATA)/tls (docs/security.md)
+cert: venv
+	$(BIN)/python -m service.devcert --out $(DATA)/tls
 
 test: venv
 	$(BIN)/python -m pytest -q

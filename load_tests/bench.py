@@ -6,9 +6,11 @@ bare BentoML service on the same ONNX file, same worker count, same load, in one
 
 Kinds: ``bare`` (BentoML alone), ``vigil`` (everything on: prediction log and Monitor),
 ``vigil-log`` (log on, Monitor off), ``vigil-nolog`` (log and Monitor off), ``vigil-oip``
-(the same server as ``vigil``, asked through ``POST /v2/models/breast_cancer/infer``) and
-``vigil-v1`` (through ``POST /v1/models/breast_cancer:predict``). Ratios are against the first
-kind given.
+(the same server as ``vigil``, asked through ``POST /v2/models/breast_cancer/infer``),
+``vigil-v1`` (through ``POST /v1/models/breast_cancer:predict``), ``vigil-encrypted`` (the log
+encrypted at rest) and ``vigil-tls`` (HTTPS, a development certificate; hey does not verify
+it). Ratios are against the first kind given; ``cpu ms/req`` is the Gateway workers' CPU
+(user + system, the Monitor left out) over the requests answered.
 
 Drives each server with `hey` (Debian package `hey`) from a separate process, alternating
 A/B per round so both see the same machine noise, and prints req/s, p50, p99 and p99.9 of
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -27,19 +30,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.loadgen import hey, median_interval  # noqa: E402
-from load_tests.servers import ROOT, serve, stop  # noqa: E402
+from load_tests.servers import ROOT, descendants, serve, stop  # noqa: E402
 
 ROW = [float(v) for v in (ROOT / "models/demo/artifacts/breast_cancer/v1/reference.csv")
        .read_text().splitlines()[1].split(",")]
 
 
+BENCH_KEY = "YmVuY2gta2V5LTMyLWJ5dGVzLW5vdC1hLXNlY3JldCE="  # 32 bytes, not a secret
 KINDS = {"vigil": {}, "vigil-noshadow": {}, "vigil-nogc": {"VIGIL_SERVER__GC_TUNING": "false"},
          "vigil-log": {"VIGIL_MONITOR__ENABLED": "false"},
-         "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"}}
+         "vigil-nolog": {"VIGIL_MONITOR__ENABLED": "false", "VIGIL_LOG__ENABLED": "false"},
+         "vigil-encrypted": {"VIGIL_LOG__ENCRYPTION__KEY": BENCH_KEY},
+         "vigil-tls": {}}  # its certificate is made at start
+TRUST: dict[str, ssl.SSLContext] = {}  # an HTTPS server's URL -> a context trusting its CA
 TOKEN = "bench-admin-token"
 PACED_ROUNDS = 5  # per part, for its p50 at a fixed rate
 BATCH = [ROW] * 1000
@@ -64,7 +73,18 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
         env.update(BARE_WORKERS=str(workers),
                    BARE_ONNX=str(ROOT / "models/demo/artifacts/breast_cancer/v1/model.onnx"))
         target = "load_tests.bare_service:Bare"
-    proc, url = serve(target, env, home / f"{kind}.log")
+    tls = None
+    if kind == "vigil-tls":
+        from monitoring.tls import client_context
+        from service.devcert import make_dev_pki
+
+        pki = make_dev_pki(home / "tls")
+        env.update(VIGIL_SERVER__TLS__CERTFILE=str(pki["server.pem"]),
+                   VIGIL_SERVER__TLS__KEYFILE=str(pki["server.key"]))
+        tls = client_context(pki["ca.pem"])
+    proc, url = serve(target, env, home / f"{kind}.log", tls=tls)
+    if tls is not None:
+        TRUST[url] = tls
     if kind == "vigil-noshadow":  # the demo deployment without its shadow
         import httpx
 
@@ -76,6 +96,21 @@ def start(kind: str, workers: int, home: Path) -> tuple[subprocess.Popen[bytes],
                     ).raise_for_status()
         time.sleep(2)  # every worker polls the new revision
     return proc, url
+
+
+def worker_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) the server's workers have used, its Monitor left out."""
+    total = 0.0
+    for p in descendants(proc.pid):
+        try:
+            cmd = p.cmdline()
+            if "--service-name" not in cmd or "monitor" in cmd[cmd.index("--service-name") + 1]:
+                continue
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def start_all(kinds: list[str], workers: int, home: Path
@@ -104,8 +139,9 @@ def monitor_health(url: str) -> tuple[float | None, float, str]:
     h = {"Authorization": f"Bearer {TOKEN}"}
     import httpx
 
-    stats = httpx.get(f"{url}/admin/models/breast_cancer/stats", headers=h, timeout=30).json()
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    stats = httpx.get(f"{url}/admin/models/breast_cancer/stats", headers=h, timeout=30,
+                      verify=TRUST.get(url, True)).json()
+    text = httpx.get(f"{url}/metrics", timeout=30, verify=TRUST.get(url, True)).text
     drops = _gauge(text, "vigil_prediction_log_dropped_total")
     outcomes: dict[str, float] = {}
     for line in text.splitlines():
@@ -127,7 +163,7 @@ def caught_up(url: str, timeout: float = 90) -> float:
 
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        text = httpx.get(url + "/metrics", timeout=10).text
+        text = httpx.get(url + "/metrics", timeout=10, verify=TRUST.get(url, True)).text
         if _gauge(text, "vigil_monitor_lag_events") == 0:
             break
         time.sleep(0.2)
@@ -389,8 +425,12 @@ def main() -> None:
                 for _ in range(args.rounds):
                     for kind in kinds:
                         quiesce(servers)  # no server pays for another's Monitor backlog
-                        runs[kind].append(hey(url(kind), ROUTES[kind][2], args.seconds,
-                                              args.connections))
+                        proc = servers[ROUTES[kind][0]][0]
+                        cpu = worker_cpu(proc)
+                        run = hey(url(kind), ROUTES[kind][2], args.seconds, args.connections)
+                        run["cpu_ms"] = (worker_cpu(proc) - cpu) * 1000 / max(1.0,
+                                                                             run["requests"])
+                        runs[kind].append(run)
             finally:
                 for proc, _ in servers.values():
                     stop(proc)
@@ -399,14 +439,14 @@ def main() -> None:
         report.append((workers, med))
         print(f"\n{workers} worker(s), {args.connections} connections, "
               f"median of {args.rounds} rounds x {args.seconds:g}s")
-        print(f"{'':12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}"
-              f"{'non-200':>9}{'req/s ratio':>13}{'p99 ratio':>11}")
+        print(f"{'':16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p99.9 ms':>10}"
+              f"{'non-200':>9}{'req/s ratio':>13}{'p99 ratio':>11}{'cpu ms/req':>12}")
         base = med[kinds[0]]
         for kind in kinds:
             m = med[kind]
-            print(f"{kind:12}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
+            print(f"{kind:16}{m['rps']:>10.0f}{m['p50']:>10.1f}{m['p99']:>10.1f}"
                   f"{m['p99.9']:>10.1f}{m['non_200']:>9.0f}{m['rps'] / base['rps']:>13.2f}"
-                  f"{m['p99'] / base['p99']:>11.2f}")
+                  f"{m['p99'] / base['p99']:>11.2f}{m['cpu_ms']:>12.3f}")
         print(f"(ratios against {kinds[0]}; routes: "
               + ", ".join(f"{k} {ROUTES[k][1]}" for k in kinds) + ")")
 

@@ -52,7 +52,7 @@ def hey(url: str, body: dict, seconds: float, connections: int,
     span = max(at + float(r[7]) + float(r[0]) for at, r in rows) - min(at for at, _ in rows)
     return {"rps": len(rows) / span, "p50": quantile(latencies, 0.50),
             "p99": quantile(latencies, 0.99), "p99.9": quantile(latencies, 0.999),
-            "non_200": float(sum(s != "200" for s in statuses))}
+            "non_200": float(sum(s != "200" for s in statuses)), "requests": float(len(rows))}
 
 
 def quantile(latencies: list[float], q: float, step: float = HEY_STEP_MS) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,9 +24,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(target: str, env: dict[str, str], log: Path,
-          timeout: float = 90) -> tuple[subprocess.Popen[bytes], str]:
-    """Run ``bentoml serve target`` until ``/readyz`` answers 200; returns process and URL."""
+def serve(target: str, env: dict[str, str], log: Path, timeout: float = 90,
+          tls: ssl.SSLContext | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``bentoml serve target`` until ``/readyz`` answers 200; returns process and URL.
+    ``tls``: the server speaks HTTPS (``VIGIL_SERVER__TLS__*`` in ``env``); this client
+    context, trusting its CA (and holding a client certificate for mTLS), probes it."""
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     bentoml = Path(sys.executable).with_name("bentoml")
@@ -33,13 +36,13 @@ def serve(target: str, env: dict[str, str], log: Path,
         proc = subprocess.Popen(
             [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"bentoml serve {target} exited:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1, verify=tls or True).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Feature:
     max: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    pii: str = "keep"  # keep | hash | drop: how the prediction log writes it
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,32 @@ class ModelCard:
         return None
 
 
+PII_ORDER = {"keep": 0, "hash": 1, "drop": 2}
+
+
+def strictest_pii(cards: list[ModelCard]) -> tuple[Feature, ...]:
+    """The first card's features, each with the strictest personal-data mark any of
+    ``cards`` gives it (drop > hash > keep): what a model's log writes when several versions
+    serve it, so no version's personal data is written for another's requests.
+
+    >>> a = ModelCard("m", "1", "regression", (Feature("x", "float"),), "X", "matrix",
+    ...               "float32", (), {"value": "v"}, {})
+    >>> b = ModelCard("m", "2", "regression", (Feature("x", "float", pii="hash"),), "X",
+    ...               "matrix", "float32", (), {"value": "v"}, {})
+    >>> [f.pii for f in strictest_pii([a, b])]
+    ['hash']
+    """
+    marks: dict[str, str] = {}
+    for card in cards:
+        for f in card.features:
+            if PII_ORDER[f.pii] > PII_ORDER[marks.get(f.name, "keep")]:
+                marks[f.name] = f.pii
+    first = cards[0].features
+    if all(marks.get(f.name, "keep") == f.pii for f in first):
+        return first
+    return tuple(replace(f, pii=marks.get(f.name, "keep")) for f in first)
+
+
 def parse_card(data: Any) -> ModelCard:
     """Validate ``data`` against the card schema and build a ModelCard.
 
@@ -104,7 +131,7 @@ def parse_card(data: Any) -> ModelCard:
     features = tuple(
         Feature(name=f["name"], dtype=f["dtype"], min=f.get("min"), max=f.get("max"),
                 categories=tuple(f["categories"]) if "categories" in f else None,
-                nullable=bool(f.get("nullable", False)))
+                nullable=bool(f.get("nullable", False)), pii=f.get("pii", "keep"))
         for f in data["inputs"]
     )
     names = [f.name for f in features]

@@ -144,6 +144,9 @@ class MonitorMetrics:
         self.torn_tails = Gauge(
             "vigil_prediction_log_torn_segments", "Segments of dead writers ending in a torn "
             "(partial, never read) last line.", multiprocess_mode="livemax", **kw)
+        self.bad_frames = Counter(
+            "vigil_prediction_log_bad_frames_total", "Encrypted log frames that failed "
+            "authentication (or named an unknown key) and were skipped unread.", **kw)
 
         self.rollout_transitions = Counter(
             "vigil_rollout_transitions_total", "Rollout decisions applied, by kind (weight, "

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from models.deployment import Canary, Deployment, Shadow
 from models.registry import Registry
+from monitoring.log.frames import LogKeyError
+from monitoring.log.reader import LocalEventLog
 from monitoring.retrain.webhooks import targets_from_config
 from service.settings import Settings
 from store import DeploymentStore, make_engine, migrate
@@ -23,10 +26,21 @@ def register_dir(registry: Registry, directory: Path) -> None:
                       (directory / "reference.csv").read_bytes(), "reference.csv")
 
 
+def check_log_keys(settings: Settings) -> None:
+    """A log sealed by a key that is not configured stops the start with one clear line
+    (exit status 2) instead of a Monitor that skips every frame."""
+    try:
+        LocalEventLog(settings.log_dir, keys=settings.log.encryption.keys()).check_keys()
+    except LogKeyError as exc:
+        print(f"vigil: the prediction log cannot be read: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def bootstrap(settings: Settings) -> None:
     # a bad webhook target (scheme, SSRF address, missing dag_id...) stops the start here,
     # with its name, instead of failing every delivery later
     targets_from_config(settings.webhooks.targets, settings.webhooks.allow_link_local)
+    check_log_keys(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     migrate(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from bentoml.exceptions import BentoMLException
 
 from models.registry import Registry
 from monitoring.log.events import EventSink, InMemoryStatsSink
+from monitoring.log.pii import Redactor
 from monitoring.log.sink import LogSink, Renderer
 from monitoring.log.writer import SegmentWriter
 from monitoring.metrics import GatewayMetrics
@@ -83,6 +85,12 @@ class WorkerContext:
             m.log_queue.set(self.log.writer.queue_depth)
 
 
+def log_redactor(settings: Settings) -> Redactor:
+    key = settings.log.hash_key
+    return Redactor(base64.b64decode(key.get_secret_value()) if key else None,
+                    hash_request_ids=settings.log.hash_routing_keys)
+
+
 def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -> LogSink:
     """This worker's prediction-log writer. Its stream name carries the pid and start time,
     so a respawned worker never appends to a segment its dead predecessor may have torn."""
@@ -96,11 +104,16 @@ def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -
         if metrics is not None:
             metrics.log_records.inc(n)
 
+    # the Monitor writes shadows' answers to inputs and request ids it read from the log:
+    # already dropped and hashed, never to be hashed twice
+    redactor = None if worker == "monitor" else log_redactor(settings)
     writer = SegmentWriter(
-        settings.log_dir, f"{worker}-{os.getpid()}-{time.time_ns()}", Renderer(),
+        settings.log_dir, f"{worker}-{os.getpid()}-{time.time_ns()}",
+        Renderer(redactor=redactor),
         queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
         segment_max_bytes=lg.segment_max_bytes, segment_max_seconds=lg.segment_max_seconds,
-        max_total_bytes=lg.retention_max_bytes, on_drop=on_drop, on_write=on_write)
+        max_total_bytes=lg.retention_max_bytes, on_drop=on_drop, on_write=on_write,
+        keys=settings.log.encryption.keys())
     return LogSink(writer, {str(variant): rate for variant, rate in lg.sample.items()})
 
 

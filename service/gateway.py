@@ -37,6 +37,7 @@ from service.monitor import Monitor
 from service.predict import PREDICT
 from service.process import tune_gc
 from service.settings import settings
+from service.tls import bentoml_ssl
 
 log = logging.getLogger("vigil.gateway")
 
@@ -118,6 +119,7 @@ async def metrics() -> Response:
     runner_probe={"enabled": False},
     # every URL excluded: the OpenTelemetry middleware passes requests straight through
     **({} if settings().server.tracing else {"tracing": {"excluded_urls": [".*"]}}),
+    **bentoml_ssl(settings().server.tls),  # HTTPS (and mTLS) when server.tls is set
     service_class=openapi.VigilService,
 )
 class Gateway:

@@ -125,7 +125,7 @@ class Predictor:
         self.sink.emit(PredictionEvent(
             request_id=request_id, model=model, version=chosen.version, variant=chosen.variant,
             time=time.time(), rows=len(matrix), latency_seconds=time.perf_counter() - start,
-            status="error", inputs=matrix, features=served.card.features, outputs=None,
+            status="error", inputs=matrix, features=served.log_features, outputs=None,
             error=f"{type(exc).__name__}: {exc}"[:500]))
 
     def _after(self, served: Served, chosen: Route, matrix: np.ndarray,
@@ -138,5 +138,5 @@ class Predictor:
         self.sink.emit(PredictionEvent(
             request_id=request_id, model=model, version=chosen.version, variant=chosen.variant,
             time=time.time(), rows=len(matrix), latency_seconds=latency, status="ok",
-            inputs=matrix, features=served.card.features, outputs=outputs,
+            inputs=matrix, features=served.log_features, outputs=outputs,
             shadows=chosen.shadows))  # the Monitor runs them on the logged record

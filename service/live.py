@@ -9,11 +9,12 @@ previous state keeps serving.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
 
-from models.card import ModelCard
+from models.card import Feature, ModelCard, strictest_pii
 from models.deployment import Deployment
 from models.errors import DeploymentNotFound, VigilError
 from models.registry import Registry
@@ -33,6 +34,13 @@ class Served:
     @property
     def card(self) -> ModelCard:
         return self.runtimes[self.deployment.champion].card
+
+    @functools.cached_property
+    def log_features(self) -> tuple[Feature, ...]:
+        """The champion's features with the strictest personal-data mark of any version
+        served (``models.card.strictest_pii``): how the log writes this model's requests."""
+        others = [r.card for v, r in self.runtimes.items() if v != self.deployment.champion]
+        return strictest_pii([self.card, *others])
 
 
 class LiveDeployments:

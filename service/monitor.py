@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -53,8 +54,14 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
             metrics.observe_step(result)
 
     m, lg = settings.monitor, settings.log
+
+    def on_bad_frame(segment: Path, offset: int) -> None:
+        if metrics is not None:
+            metrics.bad_frames.inc()
+
     return MonitorLoop(
-        engine, LocalEventLog(settings.log_dir),
+        engine, LocalEventLog(settings.log_dir, keys=settings.log.encryption.keys(),
+                              on_bad_frame=on_bad_frame),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,

@@ -12,12 +12,18 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
+)
+
+from service.settings_security import (
+    LogEncryptionSettings,
+    TlsSettings,
+    check_key,
 )
 
 Role = Literal["client", "feedback", "viewer", "operator", "admin"]
@@ -58,6 +64,8 @@ class ServerSettings(Section):
                                  "(service/drain.py).")
     base_url: str = Field("http://127.0.0.1:3000", description="How clients reach this "
                           "gateway: sent as `gateway` in webhook events.")
+    tls: TlsSettings = Field(TlsSettings(), description="HTTPS on the Gateway's port, and "
+                             "optionally client certificates (docs/security.md).")
 
 
 class LimitsSettings(Section):
@@ -115,6 +123,26 @@ class LogSettings(Section):
         {}, description="Share of each variant's predictions written to the log, e.g. "
         "`{shadow: 0.1}` (default 1.0 each; feedback is never sampled). Shadows run only on "
         "logged requests.")
+
+    encryption: LogEncryptionSettings = Field(LogEncryptionSettings(), description="The log "
+                                              "encrypted at rest (docs/security.md).")
+    hash_key: SecretStr | None = Field(None, description="HMAC-SHA256 key (32 random bytes, "
+                                       "standard base64) for inputs a card marks `pii: hash` "
+                                       "and for routing keys; unset: those values are dropped, "
+                                       "never written in clear.")
+    hash_routing_keys: bool = Field(False, description="Write the request's routing key into "
+                                    "the log as its keyed hash (needs `hash_key`).")
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, v: SecretStr | None) -> SecretStr | None:
+        return check_key(v, "log.hash_key")
+
+    @model_validator(mode="after")
+    def _hash_ids_need_key(self) -> LogSettings:
+        if self.hash_routing_keys and self.hash_key is None:
+            raise ValueError("log.hash_routing_keys needs log.hash_key")
+        return self
 
     def sample_rate(self, variant: str) -> float:
         return self.sample.get(variant, 1.0)  # type: ignore[call-overload]
@@ -198,11 +226,14 @@ class AuthSettings(Section):
 class WebhookSettings(Section):
     # - {name, type: generic|airflow2|airflow3|github_dispatch|github_workflow|prefect, url,
     #    events?, models?, secret_env?, username_env?, password_env?, token_env?, dag_id?,
-    #    repository?, workflow?, ref?, event_type?, deployment_id?}
+    #    repository?, workflow?, ref?, event_type?, deployment_id?, ca_bundle?, verify?}
     targets: list[dict[str, Any]] = Field([], description="Retraining webhook targets: `{name, "
                                           "type, url, ...}`; see docs/operations.md, "
                                           "Retraining webhooks. A bad target stops the server "
-                                          "at start.")
+                                          "at start. `ca_bundle` (a PEM path) trusts a "
+                                          "private CA for one target; `verify: false` turns "
+                                          "its certificate check off, with a warning at "
+                                          "start.")
     timeout_seconds: float = Field(15.0, gt=0, description="One delivery attempt's timeout.")
     schedule_seconds: list[float] = Field(
         [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],

@@ -7,10 +7,11 @@ import doctest
 import pytest
 
 import models.card
+import monitoring.log.pii
 import service.routing
 
 
-@pytest.mark.parametrize("module", [models.card, service.routing])
+@pytest.mark.parametrize("module", [models.card, monitoring.log.pii, service.routing])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

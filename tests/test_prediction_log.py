@@ -1,5 +1,6 @@
 """The prediction log: records, the segment writer, and the reader's tolerance of torn lines,
-rotation mid-read and retention."""
+rotation mid-read and retention. Every test that writes and reads segments runs twice: clear
+lines, and encrypted frames (``keys``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from models.card import Feature
 from monitoring.log.events import PredictionEvent
+from monitoring.log.frames import LogKeys, Sealer
 from monitoring.log.reader import LocalEventLog, Position, list_segments
 from monitoring.log.sink import LogSink, render
 from monitoring.log.writer import (
@@ -29,6 +32,16 @@ from monitoring.log.writer import (
 
 FEATURES = (Feature("size", "float"), Feature("color", "category", categories=("red", "blue"),
                                                 nullable=True), Feature("new", "bool"))
+
+
+@pytest.fixture(params=["clear", "encrypted"])
+def keys(request: pytest.FixtureRequest) -> LogKeys | None:
+    return LogKeys(os.urandom(32)) if request.param == "encrypted" else None
+
+
+def sealed(keys: LogKeys | None, line: bytes) -> bytes:
+    """A line as a writer with ``keys`` puts it on disk."""
+    return line if keys is None or keys.active is None else Sealer(keys.active).seal(line)
 
 
 def event(i: int, variant: str = "champion") -> PredictionEvent:
@@ -69,14 +82,14 @@ def test_named_inputs_turn_nan_into_null() -> None:
         {"size": None, "color": None, "new": True}]
 
 
-def test_writer_then_reader_sees_every_record_once(tmp_path: Path) -> None:
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render, fsync_seconds=0.05)
+def test_writer_then_reader_sees_every_record_once(tmp_path: Path, keys: LogKeys | None) -> None:
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, fsync_seconds=0.05, keys=keys)
     sink = LogSink(writer)
     for i in range(250):
         sink.emit(event(i))
     assert sink.feedback("m", [{"request_id": "r1", "label": "a", "row": 0}], time.time())
     writer.close()
-    log = LocalEventLog(tmp_path)
+    log = LocalEventLog(tmp_path, keys=keys)
     batch = log.read({}, 100)
     assert len(batch.lines) == 100
     rest = log.read(batch.checkpoint, 10_000)
@@ -88,26 +101,29 @@ def test_writer_then_reader_sees_every_record_once(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["gw1-1-1.000001.jsonl"]
 
 
-def test_sampling_writes_the_configured_share(tmp_path: Path) -> None:
+def test_sampling_writes_the_configured_share(tmp_path: Path, keys: LogKeys | None) -> None:
     rng = np.random.default_rng(7)
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, keys=keys)
     sink = LogSink(writer, {"shadow": 0.25}, rand=lambda: float(rng.random()))
     for i in range(2000):
         sink.emit(event(i, "shadow"))
         sink.emit(event(i, "champion"))
     writer.close()
-    records = [orjson.loads(x) for x in LocalEventLog(tmp_path).read({}, 10_000).lines]
+    records = [orjson.loads(x)
+               for x in LocalEventLog(tmp_path, keys=keys).read({}, 10_000).lines]
     shadows = [r for r in records if r["data"]["variant"] == "shadow"]
     assert sum(r["data"]["variant"] == "champion" for r in records) == 2000
     assert 400 < len(shadows) < 600
     assert all(r["data"]["sample_rate"] == 0.25 for r in shadows)
 
 
-def test_torn_last_line_of_a_dead_writer_is_never_read(tmp_path: Path) -> None:
+def test_torn_last_line_of_a_dead_writer_is_never_read(tmp_path: Path,
+                                                       keys: LogKeys | None) -> None:
     path = tmp_path / f"gw1-{dead_pid()}-5.000001.open"
-    good = [orjson.dumps(prediction_record(event(i))) + b"\n" for i in range(3)]
-    path.write_bytes(b"".join(good) + b'{"specversion": "1.0", "id": "to')
-    log = LocalEventLog(tmp_path)
+    good = [sealed(keys, orjson.dumps(prediction_record(event(i))) + b"\n") for i in range(3)]
+    torn = sealed(keys, b'{"specversion": "1.0", "id": "torn"}\n')[:-9]
+    path.write_bytes(b"".join(good) + torn)
+    log = LocalEventLog(tmp_path, keys=keys)
     batch = log.read({}, 100)
     assert len(batch.lines) == 3
     assert all(orjson.loads(line) for line in batch.lines)
@@ -118,11 +134,12 @@ def test_torn_last_line_of_a_dead_writer_is_never_read(tmp_path: Path) -> None:
                                max_total_bytes=1 << 30) == [path]
 
 
-def test_rotation_while_reading_loses_and_repeats_nothing(tmp_path: Path) -> None:
+def test_rotation_while_reading_loses_and_repeats_nothing(tmp_path: Path,
+                                                          keys: LogKeys | None) -> None:
     writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=4096,
-                           fsync_seconds=0.01)
+                           fsync_seconds=0.01, keys=keys)
     sink = LogSink(writer)
-    log = LocalEventLog(tmp_path)
+    log = LocalEventLog(tmp_path, keys=keys)
     checkpoint: dict[str, Position] = {}
     seen: list[str] = []
     for i in range(600):
@@ -143,38 +160,39 @@ def test_rotation_while_reading_loses_and_repeats_nothing(tmp_path: Path) -> Non
     assert len(segments) > 5 and all(s.closed for s in segments)
 
 
-def test_two_streams_are_read_fairly_and_resumed(tmp_path: Path) -> None:
+def test_two_streams_are_read_fairly_and_resumed(tmp_path: Path, keys: LogKeys | None) -> None:
     for stream in ("gw1-1-1", "gw2-2-2"):
-        w = SegmentWriter(tmp_path, stream, render)
+        w = SegmentWriter(tmp_path, stream, render, keys=keys)
         for i in range(100):
             w.submit(("p", event(i), 1.0))
         w.close()
-    log = LocalEventLog(tmp_path)
+    log = LocalEventLog(tmp_path, keys=keys)
     batch = log.read({}, 50)
     assert len(batch.lines) == 50
     assert set(batch.checkpoint) == {"gw1-1-1", "gw2-2-2"}  # both streams advanced
     assert len(log.read(batch.checkpoint, 1000).lines) == 150
 
 
-def test_full_queue_drops_the_newest_and_counts_it(tmp_path: Path) -> None:
+def test_full_queue_drops_the_newest_and_counts_it(tmp_path: Path, keys: LogKeys | None) -> None:
     drops: list[tuple[str, int]] = []
     writer = SegmentWriter(tmp_path, "gw1-1-1", render, queue_size=5, fsync_seconds=30,
-                           on_drop=lambda r, n: drops.append((r, n)))
+                           on_drop=lambda r, n: drops.append((r, n)), keys=keys)
     writer._wake.set = lambda: None  # type: ignore[method-assign]  # keep the writer asleep
     results = [writer.submit(("p", event(i), 1.0)) for i in range(8)]
     assert results == [True] * 5 + [False] * 3
     assert writer.dropped == {"queue_full": 3} and drops == [("queue_full", 1)] * 3
     del writer._wake.set  # type: ignore[attr-defined]
     writer.close()
-    ids = [orjson.loads(x)["data"]["request_id"] for x in LocalEventLog(tmp_path).read(
-        {}, 100).lines]
+    ids = [orjson.loads(x)["data"]["request_id"]
+           for x in LocalEventLog(tmp_path, keys=keys).read({}, 100).lines]
     assert ids == ["r0", "r1", "r2", "r3", "r4"]  # the oldest were kept
 
 
-def test_a_full_disk_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+def test_a_full_disk_drops_and_counts_without_blocking(tmp_path: Path,
+                                                       keys: LogKeys | None) -> None:
     # the segment the writer will open is /dev/full: every write fails with ENOSPC
     (tmp_path / "gw1-1-1.000001.open").symlink_to("/dev/full")
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, keys=keys)
     for i in range(50):
         assert writer.submit(("p", event(i), 1.0))  # accepted at once, never blocks
     wait_written(writer, 50)
@@ -182,10 +200,10 @@ def test_a_full_disk_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     assert writer.dropped.get("io_error") == 50
 
 
-def test_an_unwritable_directory_drops_and_counts(tmp_path: Path) -> None:
+def test_an_unwritable_directory_drops_and_counts(tmp_path: Path, keys: LogKeys | None) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    writer = SegmentWriter(blocker / "log", "gw1-1-1", render)
+    writer = SegmentWriter(blocker / "log", "gw1-1-1", render, keys=keys)
     for i in range(20):
         writer.submit(("p", event(i), 1.0))
     wait_written(writer, 20)
@@ -193,9 +211,9 @@ def test_an_unwritable_directory_drops_and_counts(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_size_cap_drops_instead_of_filling_the_disk(tmp_path: Path) -> None:
+def test_size_cap_drops_instead_of_filling_the_disk(tmp_path: Path, keys: LogKeys | None) -> None:
     (tmp_path / "old.bin").write_bytes(os.urandom(20_000))
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render, max_total_bytes=10_000)
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, max_total_bytes=10_000, keys=keys)
     for i in range(10):
         writer.submit(("p", event(i), 1.0))
     wait_written(writer, 10)
@@ -203,15 +221,15 @@ def test_size_cap_drops_instead_of_filling_the_disk(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_retention_deletes_only_consumed_segments(tmp_path: Path) -> None:
-    writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=2048)
+def test_retention_deletes_only_consumed_segments(tmp_path: Path, keys: LogKeys | None) -> None:
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render, segment_max_bytes=2048, keys=keys)
     for i in range(60):
         writer.submit(("p", event(i), 1.0))
         if i % 10 == 9:
             wait_written(writer, i + 1)
             time.sleep(0.02)
     writer.close()
-    log = LocalEventLog(tmp_path)
+    log = LocalEventLog(tmp_path, keys=keys)
     segments = list_segments(tmp_path)["gw1-1-1"]
     batch = log.read({}, 25)  # consumes part of the log
     deleted = log.delete_consumed(batch.checkpoint, older_than=time.time() + 60,

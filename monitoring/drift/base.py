@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,8 @@ class Reference:
     outputs: np.ndarray  # reference prediction scores (n, outputs)
     output_names: list[str]
     source: str = "registry"
+    # inputs without a drift signal, and why: personal data the log drops or hashes
+    unmonitored: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -27,18 +27,23 @@ CHUNK = 1024  # rows per detector update; larger batches spill the CPU cache
 
 
 def reference_from_version(mv: ModelVersion) -> Reference:
-    """A version's drift reference: its registered reference rows and its own outputs on them."""
+    """A version's drift reference: its registered reference rows and its own outputs on them.
+    Inputs the card marks as personal data (``pii: drop`` or ``hash``) are left out: the log
+    holds no value of them to compare (docs/security.md, Personal data)."""
     card = mv.card
     matrix = reference_matrix(card, pd.read_parquet(mv.path / "reference.parquet"))
     runtime = ModelRuntime(card, mv.onnx_bytes())
     outputs = output_matrix(card.is_classifier, runtime.predict(matrix),
                             list(card.class_labels))
+    kept = [i for i, f in enumerate(card.features) if f.pii == "keep"]
+    features = [card.features[i] for i in kept]
     return Reference(
-        features=card.feature_names,
-        kinds=["category" if f.dtype == "category" else "numeric" for f in card.features],
-        categories={f.name: list(f.categories or ()) for f in card.features
+        features=[f.name for f in features],
+        kinds=["category" if f.dtype == "category" else "numeric" for f in features],
+        categories={f.name: list(f.categories or ()) for f in features
                     if f.dtype == "category"},
-        rows=matrix, outputs=outputs,
+        rows=matrix[:, kept], outputs=outputs,
+        unmonitored={f.name: f"pii: {f.pii}" for f in card.features if f.pii != "keep"},
         output_names=list(card.class_labels) if card.is_classifier else ["value"])
 
 
@@ -91,7 +96,7 @@ class DriftTracker:
                 ref = Reference(ref.features, ref.kinds, ref.categories,
                                 np.array(adopted["rows"], dtype=np.float64),
                                 np.array(adopted["outputs"], dtype=np.float64),
-                                ref.output_names, adopted["source"])
+                                ref.output_names, adopted["source"], ref.unmonitored)
             det = VersionDrift(model, version, ref, self.config,
                                classifier=ref.output_names != ["value"])
             saved = self._saved.get(key)
@@ -153,8 +158,10 @@ class DriftTracker:
                     rows[i, j] = math.nan
                 elif j in cats:
                     rows[i, j] = float(cats[j][v]) if v in cats[j] else math.nan
-                else:
+                elif isinstance(v, (int, float)):
                     rows[i, j] = float(v)
+                else:  # a hashed value (personal data another version marks): no signal
+                    rows[i, j] = math.nan
         outs = np.empty((n, k))
         for i, o in enumerate(outputs):
             if det.classifier:
@@ -217,6 +224,7 @@ class DriftTracker:
             "snapshot": det.snapshot(), "state": det.state(), "psi": det.feature_psi(),
             "rows_seen": det.rows_seen, "labels_seen": det.labels_seen,
             "reference": {"source": det.ref.source, "rows": len(det.ref.rows)},
+            "unmonitored": det.ref.unmonitored,
             "error_rate_reference": det.error_p0}, now)
 
     def process_requests(self, tx: Transaction, now: float) -> None:
@@ -268,7 +276,8 @@ def read_drift(engine: Engine, model: str, version: str,
     return {"model": model, "version": version, "rows_seen": doc.get("rows_seen", 0),
             "labels_seen": doc.get("labels_seen", 0), "reference": doc.get("reference"),
             "error_rate_reference": doc.get("error_rate_reference"), "signals": signals,
-            "psi": doc.get("psi", {}), "alarms": alarms,
+            "psi": doc.get("psi", {}), "unmonitored": doc.get("unmonitored", {}),
+            "alarms": alarms,
             "active_alarms": [a for a in alarms if a["active"]],
             "rebaselines": [{"id": r.id, "rows": r.rows, "requested_by": r.requested_by,
                              "ts": r.ts, "done_at": r.done_at, "outcome": r.outcome}

@@ -6,7 +6,9 @@ Columns: ``time`` (UTC), ``request_id``, ``row``, ``model``, ``version``, ``vari
 ``status``, ``latency_seconds``, ``error``, ``agreement`` (shadows), one ``input.<feature>``
 column per feature and the flattened outputs (``output.label``, ``output.label_index``,
 ``output.probabilities.<class>``, or ``output.value``). Reads the segment files directly (only
-complete lines), so it works whether or not the server is running.
+complete lines), so it works whether or not the server is running. An encrypted log is opened
+with ``VIGIL_LOG__ENCRYPTION__KEY`` (and ``..._PREVIOUS_KEYS``, a JSON list) from the
+environment.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
 
-from monitoring.log.reader import list_segments
+from monitoring.log.frames import LogKeyError, LogKeys
+from monitoring.log.reader import Checkpoint, LocalEventLog
 from monitoring.log.writer import PREDICTION, parse_time
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -42,21 +45,21 @@ def parse_since(value: str, now: float | None = None) -> float:
                          "2026-11-27T00:00:00Z") from None
 
 
-def records(log_dir: Path) -> Iterator[dict[str, Any]]:
-    for segments in list_segments(log_dir).values():
-        for seg in segments:
+def records(log_dir: Path, keys: LogKeys | None = None) -> Iterator[dict[str, Any]]:
+    """Every complete record of the log, opened with ``keys`` when it is encrypted (a frame
+    that fails authentication is logged and skipped, as the Monitor does)."""
+    log = LocalEventLog(log_dir, keys=keys)
+    checkpoint: Checkpoint = {}
+    while True:
+        batch = log.read(checkpoint, 10_000)
+        if not batch.lines:
+            return
+        checkpoint = batch.checkpoint
+        for line in batch.lines:
             try:
-                data = seg.path.read_bytes()
-            except FileNotFoundError:
-                try:
-                    data = seg.path.with_suffix(".jsonl").read_bytes()
-                except FileNotFoundError:
-                    continue
-            for line in data[:data.rfind(b"\n") + 1].splitlines():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -85,10 +88,12 @@ def rows_of(rec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
-                   since: float | None = None, until: float | None = None) -> int:
-    """Write the matching predictions to ``out``; returns the number of rows written."""
+                   since: float | None = None, until: float | None = None,
+                   keys: LogKeys | None = None) -> int:
+    """Write the matching predictions to ``out``; returns the number of rows written.
+    ``keys`` open an encrypted log (``log.encryption``)."""
     rows: list[dict[str, Any]] = []
-    for rec in records(Path(log_dir)):
+    for rec in records(Path(log_dir), keys):
         if rec.get("type") != PREDICTION:
             continue
         if model is not None and rec["data"].get("model") != model:
@@ -98,6 +103,11 @@ def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
             continue
         rows.extend(rows_of(rec))
     df = pd.DataFrame(rows)
+    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:
+        # a feature hashed from some time on (personal data) holds numbers and hex strings
+        kinds = {type(v) for v in df[col].dropna()}
+        if str in kinds and len(kinds) > 1:
+            df[col] = df[col].where(df[col].isna(), df[col].astype(str))
     if not df.empty:
         df = df.sort_values(["time", "request_id", "row"], kind="stable")
         df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
@@ -106,6 +116,14 @@ def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
     df.to_parquet(tmp, index=False)
     os.replace(tmp, out)
     return len(df)
+
+
+def keys_from_env(environ: Mapping[str, str]) -> LogKeys | None:
+    """The log's keys from the variables the server reads (``VIGIL_LOG__ENCRYPTION__KEY``,
+    ``VIGIL_LOG__ENCRYPTION__PREVIOUS_KEYS`` as a JSON list), for this tool run by hand;
+    ``vigil logs export`` reads the whole configuration instead."""
+    previous = orjson.loads(environ.get("VIGIL_LOG__ENCRYPTION__PREVIOUS_KEYS") or "[]")
+    return LogKeys.from_config(environ.get("VIGIL_LOG__ENCRYPTION__KEY"), previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         until = parse_since(args.until) if args.until else None
     except ValueError as exc:
         parser.error(str(exc))
-    n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until)
+    try:
+        keys = keys_from_env(os.environ)
+    except (LogKeyError, ValueError) as exc:
+        parser.error(str(exc))
+    n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until,
+                       keys=keys)
     print(f"wrote {n} rows to {args.out}", file=sys.stderr)
     return 0
 

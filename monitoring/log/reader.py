@@ -1,6 +1,9 @@
 """Reading the prediction log: the segment files of every writer stream, from checkpointed
 positions. Only complete lines are read: a torn last line (a writer killed mid-write) is never
 consumed, and a segment renamed (rotated) or deleted while it is read is followed or skipped.
+A segment of encrypted frames (``monitoring.log.frames``) reads the same way, frame by frame:
+a torn last frame is never consumed, and a frame that fails authentication is counted, logged
+with its segment and offset, and skipped.
 
 ``EventLog`` is the seam for a shared log (NATS JetStream, Redis Streams, Kafka: see
 docs/architecture.md, Scale-out); ``LocalEventLog`` implements it over the segment files
@@ -20,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from monitoring.log.frames import LogKeyError, LogKeys, Opener, first_key_id, is_framed, split
 from monitoring.log.writer import SegmentWriter, parse_time
 
 log = logging.getLogger("vigil.log")
@@ -112,18 +116,26 @@ class EventLog(Protocol):
 
 class LocalEventLog:
     """``EventLog`` over the segment directory. Reads complete lines only, tolerates a torn
-    last line and a segment renamed (rotated) or deleted while it is being read."""
+    last line and a segment renamed (rotated) or deleted while it is being read. With
+    ``keys`` it writes encrypted frames and opens them; ``on_bad_frame(segment, offset)`` is
+    called for each frame that fails authentication (``bad_frames`` counts them)."""
 
     READ_CHUNK = 4 * 1024 * 1024
 
-    def __init__(self, directory: Path, stream: str | None = None) -> None:
+    def __init__(self, directory: Path, stream: str | None = None, *,
+                 keys: LogKeys | None = None,
+                 on_bad_frame: Callable[[Path, int], None] | None = None) -> None:
         self.directory = Path(directory)
         self._stream = stream
         self._writer: SegmentWriter | None = None
+        self.keys = keys
+        self._opener = Opener(keys)
+        self._on_bad_frame = on_bad_frame
+        self.bad_frames = 0
 
     def writer(self, stream: str, render: Callable[[Any], bytes] = bytes,
                **kw: Any) -> SegmentWriter:
-        return SegmentWriter(self.directory, stream, render, **kw)
+        return SegmentWriter(self.directory, stream, render, keys=self.keys, **kw)
 
     def append(self, lines: Iterable[bytes]) -> None:
         """Synchronous append (tests and tools): one stream for this object, fsynced."""
@@ -189,30 +201,77 @@ class LocalEventLog:
         except FileNotFoundError:
             log.warning("segment %s vanished before it was read", seg.path)
             return [], 0
+        with f:
+            framed = is_framed(f.read(1))
+            f.seek(offset)
+            if framed:
+                return self._read_frames(f, seg, offset, budget)
+            return self._read_lines(f, budget)
+
+    def _read_lines(self, f: Any, budget: int) -> tuple[list[bytes], int]:
         lines: list[bytes] = []
         consumed = 0
-        with f:
-            f.seek(offset)
-            tail = b""
-            while len(lines) < budget:
-                chunk = f.read(self.READ_CHUNK)
-                if not chunk:
-                    break
-                data = tail + chunk
-                end = data.rfind(b"\n")
-                if end < 0:
-                    tail = data
-                    continue
-                parts = data[:end].split(b"\n")
-                tail = data[end + 1:]
-                if len(lines) + len(parts) > budget:
-                    parts = parts[:budget - len(lines)]
-                    consumed += sum(len(p) + 1 for p in parts)
-                    lines.extend(parts)
-                    return lines, consumed
+        tail = b""
+        while len(lines) < budget:
+            chunk = f.read(self.READ_CHUNK)
+            if not chunk:
+                break
+            data = tail + chunk
+            end = data.rfind(b"\n")
+            if end < 0:
+                tail = data
+                continue
+            parts = data[:end].split(b"\n")
+            tail = data[end + 1:]
+            if len(lines) + len(parts) > budget:
+                parts = parts[:budget - len(lines)]
+                consumed += sum(len(p) + 1 for p in parts)
                 lines.extend(parts)
-                consumed += end + 1
+                return lines, consumed
+            lines.extend(parts)
+            consumed += end + 1
         return lines, consumed
+
+    def _read_frames(self, f: Any, seg: Segment, offset: int,
+                     budget: int) -> tuple[list[bytes], int]:
+        """Complete frames from ``offset``, opened; a closed segment's bytes are all final,
+        so a frame whose length runs past its end is corrupt rather than torn."""
+        lines: list[bytes] = []
+        consumed = 0
+        tail = b""
+        while len(lines) < budget:
+            chunk = f.read(self.READ_CHUNK)
+            data = tail + chunk
+            frames, used, skipped = split(data, final=not chunk and seg.closed)
+            if len(lines) + len(frames) > budget:
+                frames = frames[:budget - len(lines)]
+                used = frames[-1].end if frames else 0
+            for at in skipped:
+                if at < used:
+                    self._bad(seg, offset + consumed + at, "is not a frame")
+            for frame in frames:
+                record = self._opener.open(frame)
+                if record is None:
+                    self._bad(seg, offset + consumed + frame.offset,
+                              "failed authentication" if self._opener.known(frame.key_id)
+                              else f"sealed by unknown key id {frame.key_id.hex()}")
+                else:
+                    lines.append(record[:-1] if record.endswith(b"\n") else record)
+            consumed += used
+            tail = data[used:]
+            if not chunk or len(lines) >= budget:
+                break
+        return lines, consumed
+
+    def _bad(self, seg: Segment, offset: int, why: str) -> None:
+        self.bad_frames += 1
+        log.error("prediction log %s: the frame at byte %d %s; skipped, never parsed",
+                  seg.path, offset, why)
+        if self._on_bad_frame is not None:
+            try:
+                self._on_bad_frame(seg.path, offset)
+            except Exception:  # a metric must never stop the reader
+                log.exception("bad-frame callback failed")
 
     def backlog(self, checkpoint: Checkpoint) -> Backlog:
         events = nbytes = torn = 0
@@ -226,24 +285,60 @@ class LocalEventLog:
                 offset = pos.offset if seg.seq == pos.seq else 0
                 try:
                     with self._open(seg) as f:
+                        framed = is_framed(f.read(1))
                         f.seek(offset)
                         data = f.read()
                 except FileNotFoundError:
                     continue
-                end = data.rfind(b"\n") + 1
-                n = data.count(b"\n", 0, end)
+                n, end, head = self._complete(framed, data)
                 events += n
                 nbytes += end
                 if n and first:
                     first = False
                     try:
-                        t = parse_time(orjson.loads(data[:data.index(b"\n")])["time"])
+                        t = parse_time(orjson.loads(head)["time"])
                         oldest = t if oldest is None else min(oldest, t)
                     except (ValueError, KeyError, TypeError):
                         pass
                 if end < len(data) and not seg.closed and not pid_alive(seg.pid):
                     torn += 1
         return Backlog(events, nbytes, oldest, torn)
+
+    def _complete(self, framed: bool, data: bytes) -> tuple[int, int, bytes]:
+        """How many complete records ``data`` holds, the bytes they take, and the first."""
+        if not framed:
+            end = data.rfind(b"\n") + 1
+            n = data.count(b"\n", 0, end)
+            return n, end, data[:data.index(b"\n")] if n else b""
+        frames, end, _ = split(data)
+        head = self._opener.open(frames[0]) if frames else None
+        return len(frames), end, head or b""
+
+    def check_keys(self) -> None:
+        """Raise ``LogKeyError`` naming the first segment sealed by a key that is not
+        configured (or any segment of frames when no key is): at start, a wrong key is a
+        clear error rather than a log whose every frame fails. A directory that cannot be
+        listed holds nothing to check (its writers drop and count)."""
+        try:
+            streams = list_segments(self.directory)
+        except OSError:
+            return
+        for segments in streams.values():
+            for seg in segments:
+                try:
+                    with self._open(seg) as f:
+                        kid = first_key_id(f.read(64))
+                except FileNotFoundError:
+                    continue
+                if kid is None or self._opener.known(kid):
+                    continue
+                if self.keys is None:
+                    raise LogKeyError("log.encryption.key", f"{seg.path.name} is encrypted "
+                                      "and no key is configured")
+                raise LogKeyError("log.encryption.key", (
+                    f"{seg.path.name} was sealed by key id {kid.hex()}, which is neither the "
+                    "key nor one of log.encryption.previous_keys (a wrong key, or a rotated "
+                    "one missing from previous_keys)"))
 
     def delete_consumed(self, checkpoint: Checkpoint, *, older_than: float,
                         max_total_bytes: int) -> list[Path]:
@@ -282,7 +377,8 @@ class LocalEventLog:
     def _only_tail(self, seg: Segment, offset: int) -> bool:
         try:
             with open(seg.path, "rb") as f:
+                framed = is_framed(f.read(1))
                 f.seek(offset)
-                return b"\n" not in f.read()
+                return self._complete(framed, f.read())[0] == 0
         except FileNotFoundError:
             return True

@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import orjson
 
 from monitoring.log.events import PredictionEvent
+from monitoring.log.pii import Redactor
 from monitoring.log.writer import (
     SegmentWriter,
     encode,
@@ -33,15 +35,22 @@ class Renderer:
     """``render`` for one writer thread, remembering the named inputs it rendered last: a
     request and its shadows share one input matrix, so the shadow's record reuses the JSON
     (for a 1,000-row batch that is most of the record). At most ``entries`` matrices and
-    ``max_bytes`` of JSON are kept; the matrix itself is held so its id is not reused."""
+    ``max_bytes`` of JSON are kept; the matrix itself is held so its id is not reused.
+    ``redactor`` drops and hashes what the card marks as personal data, and the request ids
+    when it hashes them (``monitoring.log.pii``)."""
 
-    def __init__(self, entries: int = 16, max_bytes: int = 16 * 2**20) -> None:
+    def __init__(self, entries: int = 16, max_bytes: int = 16 * 2**20,
+                 redactor: Redactor | None = None) -> None:
         self.entries, self.max_bytes = entries, max_bytes
         self._cache: OrderedDict[int, tuple[np.ndarray, Any, bytes]] = OrderedDict()
         self._bytes = 0
         self.hits = 0
+        self._redactor = redactor
 
     def __call__(self, item: tuple[Any, ...]) -> bytes:
+        r = self._redactor
+        if r is not None and r.hash_request_ids:
+            item = self._hash_ids(r, item)
         if item[0] != "p" or item[1].inputs is None or item[1].features is None:
             return render(item)
         event = item[1]
@@ -53,7 +62,9 @@ class Renderer:
             self._cache.move_to_end(key)
             text = cached[2]
         else:
-            text = orjson.dumps(named_inputs(event.features, event.inputs))
+            rows = (named_inputs(event.features, event.inputs) if r is None
+                    else r.inputs(event.features, event.inputs))
+            text = orjson.dumps(rows)
             if cached is not None:
                 self._bytes -= len(cached[2])
             self._cache[key] = (event.inputs, event.features, text)
@@ -63,6 +74,16 @@ class Renderer:
                 _, (_, _, old) = self._cache.popitem(last=False)
                 self._bytes -= len(old)
         return encode(prediction_record(event, item[2], orjson.Fragment(text)))
+
+    @staticmethod
+    def _hash_ids(r: Redactor, item: tuple[Any, ...]) -> tuple[Any, ...]:
+        if item[0] == "p":
+            return ("p", replace(item[1], request_id=r.request_id(item[1].request_id)),
+                    *item[2:])
+        label = dict(item[2])
+        if label.get("request_id") is not None:
+            label["request_id"] = r.request_id(str(label["request_id"]))
+        return ("f", item[1], label, *item[3:])
 
 
 class LogSink:

@@ -7,7 +7,10 @@ Layout under the log directory (one *stream* per writer process lifetime)::
 
 A respawned worker has a new pid and start time, so it never appends to a file a dead
 writer may have torn. Every line is one complete JSON record; a killed writer can leave one
-torn last line in its ``.open`` segment, which readers never consume.
+torn last line in its ``.open`` segment, which readers never consume. With encryption at rest
+(``log.encryption.key``) each line is sealed into one AES-256-GCM frame instead
+(``monitoring.log.frames``; the names stay the same), and a torn last frame is treated as a
+torn last line.
 
 Durability: the writer takes the queue every ``flush_seconds`` (50 ms) and flushes each batch
 to the OS, so a killed *process* loses only what was still queued in memory (at most that
@@ -37,6 +40,7 @@ import orjson
 
 from models.card import Feature
 from monitoring.log.events import PredictionEvent
+from monitoring.log.frames import LogKeys, Sealer
 from monitoring.log.ids import new_id
 
 log = logging.getLogger("vigil.log")
@@ -152,7 +156,8 @@ class SegmentWriter:
     """A bounded queue in front of one thread that appends to this process's segments.
 
     ``submit`` never blocks: it returns False (and counts the drop) when the queue is full.
-    ``render`` turns a queued item into one line of bytes, in the writer thread.
+    ``render`` turns a queued item into one line of bytes, in the writer thread; with
+    ``keys`` each line is sealed into its own encrypted frame (``monitoring.log.frames``).
     """
 
     def __init__(self, directory: Path, stream: str, render: Callable[[Any], bytes], *,
@@ -160,10 +165,12 @@ class SegmentWriter:
                  segment_max_bytes: int = 64 * 1024 * 1024, segment_max_seconds: float = 3600.0,
                  max_total_bytes: int = 2 * 1024**3, flush_seconds: float = 0.05,
                  on_drop: Callable[[str, int], None] = lambda reason, n: None,
-                 on_write: Callable[[int], None] = lambda n: None) -> None:
+                 on_write: Callable[[int], None] = lambda n: None,
+                 keys: LogKeys | None = None) -> None:
         self.directory = Path(directory)
         self.stream = stream
         self._render = render
+        self._seal = Sealer(keys.active).seal if keys and keys.active else None
         self._queue: deque[Any] = deque()
         self._in_hand = 0  # records taken from the queue, not yet written
         self._queue_size = queue_size
@@ -278,9 +285,11 @@ class SegmentWriter:
             self._drop("log_full", len(batch))
             return
         lines = []
+        seal = self._seal
         for n, item in enumerate(batch, 1):
             try:
-                lines.append(self._render(item))
+                line = self._render(item)
+                lines.append(line if seal is None else seal(line))
             except Exception:
                 log.exception("could not render a log record")
                 self._drop("render_error", 1)

@@ -26,6 +26,7 @@ import httpx
 import orjson
 from standardwebhooks import Webhook
 
+from monitoring.tls import target_mounts
 from store import Engine, Outbox, Transaction
 from store.webhooks import Attempt, DueDelivery, add_event
 
@@ -50,6 +51,8 @@ class Target:
     secrets: tuple[str, ...] = ()  # whsec_… (two during a rotation)
     options: dict[str, Any] = field(default_factory=dict, hash=False)  # dag_id, repository…
     credentials: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
+    ca_bundle: str | None = None  # PEM CAs for this target's certificate (default: system's)
+    verify: bool = True  # false only per target, and warned about at start
 
     def matches(self, event_type: str, model: str | None) -> bool:
         if event_type not in self.events:
@@ -177,7 +180,8 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_outcome = on_outcome
-        self.client = httpx.Client(follow_redirects=False, timeout=timeout)
+        self.client = httpx.Client(follow_redirects=False, timeout=timeout,
+                                   mounts=target_mounts(targets))  # a target's own CAs
         self._tokens: dict[str, str] = {}
 
     def close(self) -> None:
@@ -313,7 +317,9 @@ def targets_from_config(items: list[dict[str, Any]], allow_link_local: bool = Fa
         for key in REQUIRED.get(kind, ()):
             if not options.get(key):
                 raise ValueError(f"webhooks.targets.{name}.{key} is required for {kind}")
+        if item.get("verify", True) is False:
+            log.warning("webhooks.targets.%s: certificate verification is OFF", name)
         out.append(Target(name, kind, url, tuple(item.get("events") or Target.events),
                           tuple(item["models"]) if item.get("models") else None, secrets,
-                          options, creds))
+                          options, creds, item.get("ca_bundle"), item.get("verify") is not False))
     return out

@@ -18,10 +18,12 @@ codes) is ``service.cli.common``.
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Annotated
 
 import typer
 
+from monitoring.tls import client_context
 from service.cli import audit, deploy, drift, local, models, rollout, status, webhooks
 from service.cli.common import (
     EXIT_AUTH,
@@ -31,6 +33,7 @@ from service.cli.common import (
     EXIT_SERVER,
     EXIT_UNREACHABLE,
     Ctx,
+    err,
     out,
 )
 
@@ -50,6 +53,21 @@ for group, name in ((models.app, "models"), (deploy.app, "deploy"), (drift.app, 
     app.add_typer(group, name=name)
 
 
+def tls_context(ca_bundle: str | None, cert: str | None, key: str | None,
+                insecure: bool) -> ssl.SSLContext | bool:
+    """How the CLI checks an HTTPS gateway; ``--insecure`` says so on every call."""
+    if insecure:
+        err.print("[yellow]warning[/yellow] --insecure: the gateway's certificate is not "
+                  "checked")
+    if not (ca_bundle or cert or insecure):
+        return True
+    try:
+        return client_context(ca_bundle, verify=not insecure, certfile=cert, keyfile=key)
+    except (OSError, ssl.SSLError) as exc:
+        err.print(f"[red]error[/red] TLS files: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
 @app.callback()
 def main_options(
         ctx: typer.Context,
@@ -58,8 +76,18 @@ def main_options(
         token: Annotated[str | None, typer.Option(envvar="VIGIL_TOKEN", show_default=False,
                                                   help="a bearer token (never printed)")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] =
+        False,
+        ca_bundle: Annotated[str | None, typer.Option(
+            envvar="VIGIL_CA_BUNDLE", help="PEM CAs to trust for an HTTPS gateway")] = None,
+        client_cert: Annotated[str | None, typer.Option(
+            envvar="VIGIL_CLIENT_CERT", help="PEM client certificate (mTLS)")] = None,
+        client_key: Annotated[str | None, typer.Option(
+            envvar="VIGIL_CLIENT_KEY", help="its PEM key, if not in the certificate")] = None,
+        insecure: Annotated[bool, typer.Option(
+            envvar="VIGIL_INSECURE", help="do not check the gateway's certificate")] =
         False) -> None:
-    ctx.obj = Ctx(url.rstrip("/"), token, json_out)
+    ctx.obj = Ctx(url.rstrip("/"), token, json_out,
+                  tls_context(ca_bundle, client_cert, client_key, insecure))
     # a pipe or a CI log gets 160 columns rather than rich's 80 off a terminal; decided per
     # call, since COLUMNS and the output may change between calls in one process
     wide = not out.is_terminal and "COLUMNS" not in os.environ

@@ -9,6 +9,7 @@ the exit codes themselves.
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Ctx:
     url: str
     token: str | None
     json: bool
+    verify: ssl.SSLContext | bool = True  # a CA bundle, a client certificate (mTLS)
 
 
 class Failed(Exception):
@@ -58,7 +60,8 @@ def call(c: Ctx, method: str, path: str, **kw: Any) -> httpx.Response:
     if c.token:
         headers["Authorization"] = f"Bearer {c.token}"
     try:
-        r = httpx.request(method, c.url + path, headers=headers, timeout=30, **kw)
+        r = httpx.request(method, c.url + path, headers=headers, timeout=30, verify=c.verify,
+                          **kw)
     except httpx.TransportError as exc:
         raise Failed(EXIT_UNREACHABLE, f"cannot reach {c.url}: {type(exc).__name__}") from None
     if r.status_code >= 400:

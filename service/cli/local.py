@@ -32,14 +32,22 @@ def logs_export(
         None) -> None:
     """Write prediction records to Parquet, one row per predicted row (reads the local log)."""
     from monitoring.log.export import export_parquet, parse_since
+    from service.settings import load_settings, problems
 
-    directory = log_dir or Path(os.environ.get("VIGIL_DATA_DIR", "var")) / "log"
+    try:
+        settings = load_settings()
+    except Exception as exc:  # the log's keys are part of the configuration
+        for line in problems(exc):
+            err.print(f"[red]invalid[/red] {line}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    directory = log_dir or settings.log_dir
     try:
         start = parse_since(since) if since else None
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    n = export_parquet(directory, out_path, model=model, since=start)
+    n = export_parquet(directory, out_path, model=model, since=start,
+                       keys=settings.log.encryption.keys())
     out.print(f"wrote {n} rows to {out_path}")
 
 

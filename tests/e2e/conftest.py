@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,8 @@ class Server:
         return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[
-        Popen[bytes], Server]:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> tuple[Popen[bytes], Server]:
     tokens = [{"name": f"{role}-token", "role": role,
                "sha256": hashlib.sha256(tok.encode()).hexdigest()}
               for role, tok in TOKENS.items() if role != "admin"]
@@ -46,7 +47,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tup
            "VIGIL_SERVER__DRAIN_SECONDS": "0",
            **(extra_env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc, url = serve("service.gateway:Gateway", env, data_dir / "server.log")
+    proc, url = serve("service.gateway:Gateway", env, data_dir / "server.log", tls=tls)
     return proc, Server(url, data_dir, data_dir / "server.log")
 
 

@@ -17,14 +17,21 @@ from collections import Counter
 from typing import Any
 
 import httpx
-import orjson
 import psutil
 import pytest
 
 from load_tests.servers import descendants
-from monitoring.log.reader import pid_alive
-from tests.e2e.conftest import Server, monitor_counts, start_server, stop_server
-from tests.e2e.test_log_faults import LOSS_WINDOW_SECONDS, ROW, Load, segment_files
+from monitoring.log.frames import LogKeys
+from tests.e2e.conftest import monitor_counts, start_server, stop_server
+from tests.e2e.test_log_faults import (
+    ENCRYPTION,
+    LOG_KEY,
+    LOSS_WINDOW_SECONDS,
+    ROW,
+    Load,
+    logged_records,
+    segment_files,
+)
 from tests.e2e.test_monitoring import wait_for
 from tests.receivers import receiver
 
@@ -33,25 +40,15 @@ SEEDS = [int(s) for s in os.environ.get("VIGIL_FAULT_SEEDS", "1").split(",")]
 SECRET = "whsec_Y3Jhc2gtcmVzdGFydC1zZWNyZXQtYnl0ZXM="
 
 
-def read_log(srv: Server) -> list[dict[str, Any]]:
-    """Every complete line; a torn last line only in a dead writer's open segment."""
-    records = []
-    for path in segment_files(srv.data_dir):
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        records += [orjson.loads(line) for line in data[:end].splitlines()]
-        if end < len(data):
-            assert path.suffix == ".open" and not pid_alive(int(path.name.split("-")[1]))
-    return records
-
-
+@pytest.mark.parametrize("at_rest", sorted(ENCRYPTION))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
-        tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
+        tmp_path_factory: pytest.TempPathFactory, seed: int, at_rest: str) -> None:
     rng = random.Random(seed)
+    keys = LogKeys.from_config(LOG_KEY) if at_rest == "encrypted" else None
     data_dir = tmp_path_factory.mktemp(f"vigil-crash-{seed}")
     with receiver([(503, {})]) as rx:
-        env = {"VIGIL_CRASH_WH_SECRET": SECRET,
+        env = {"VIGIL_CRASH_WH_SECRET": SECRET, **ENCRYPTION[at_rest],
                "VIGIL_WEBHOOKS__TARGETS": json.dumps([{
                    "name": "retrain", "type": "generic", "url": rx.url + "/hook",
                    "secret_env": "VIGIL_CRASH_WH_SECRET"}]),
@@ -89,7 +86,7 @@ def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
         rx.script = [(200, {})]  # the target recovers while the server is down
         proc, srv = start_server(data_dir, env)
         try:
-            records = read_log(srv)
+            records = logged_records(data_dir, keys)
             ids = [r["data"]["request_id"] for r in records]
             assert len(ids) == len(set(ids)), "a record was written twice"
             before = {rid for t, rid in load.acked if t < killed_at - LOSS_WINDOW_SECONDS}

@@ -1,5 +1,6 @@
 """Faults against a real server: SIGKILL of a Gateway worker and of the Monitor mid-load, and
-a log directory that cannot be written. Each test runs its own server."""
+a log directory that cannot be written. Each test runs its own server. The kill test runs with
+the log in clear and encrypted at rest: the guarantees are the same."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import orjson
 import psutil
 import pytest
 
+from monitoring.log.frames import LogKeys, Opener, is_framed, split
 from monitoring.log.reader import SEGMENT_RE, pid_alive
 from tests.e2e.conftest import monitor_counts, start_server, stop_server
 from tests.e2e.test_monitoring import wait_for
@@ -67,6 +69,35 @@ def segment_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in (data_dir / "log").iterdir() if SEGMENT_RE.match(p.name))
 
 
+LOG_KEY = "q1Fq+0mVuY3m6cJxgk3Pt7Vt2wI8n0p9ZV0w8mS3C7A="  # a test key: 32 bytes, base64
+ENCRYPTION = {"clear": {}, "encrypted": {"VIGIL_LOG__ENCRYPTION__KEY": LOG_KEY}}
+
+
+def logged_records(data_dir: Path, keys: LogKeys | None = None) -> list[dict[str, Any]]:
+    """Every complete record on disk, lines or frames (opened with ``keys``); a torn last
+    line or frame only in a dead writer's open segment, and no frame that fails."""
+    records: list[dict[str, Any]] = []
+    opener = Opener(keys)
+    for path in segment_files(data_dir):
+        data = path.read_bytes()
+        if is_framed(data):
+            assert keys is not None, f"{path.name} is encrypted"
+            frames, end, skipped = split(data)
+            assert not skipped
+            for frame in frames:
+                record = opener.open(frame)
+                assert record is not None, f"{path.name}: a frame failed at {frame.offset}"
+                records.append(orjson.loads(record))
+        else:
+            assert keys is None or not data, f"{path.name} is in clear"
+            end = data.rfind(b"\n") + 1
+            records += [orjson.loads(line) for line in data[:end].splitlines()]
+        if end < len(data):
+            assert path.suffix == ".open"
+            assert not pid_alive(int(path.name.split("-")[1]))
+    return records
+
+
 class Load:
     """Threads that each keep one connection and post until stopped, noting every 200."""
 
@@ -102,10 +133,12 @@ class Load:
             t.join()
 
 
+@pytest.mark.parametrize("at_rest", sorted(ENCRYPTION))
 def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+        tmp_path_factory: pytest.TempPathFactory, at_rest: str) -> None:
+    keys = LogKeys.from_config(LOG_KEY) if at_rest == "encrypted" else None
     proc, srv = start_server(tmp_path_factory.mktemp("vigil-faults"),
-                             {"VIGIL_LOG__FSYNC_SECONDS": "0.1"})
+                             {"VIGIL_LOG__FSYNC_SECONDS": "0.1", **ENCRYPTION[at_rest]})
     try:
         load = Load(srv.url)
         time.sleep(2.0)
@@ -146,15 +179,8 @@ def test_sigkill_of_a_worker_and_of_the_monitor_loses_and_doubles_nothing(
         # last answers' records land after the snapshot and the Monitor counts "extra" ones
         wait_for(lambda: log_bytes(srv.data_dir), stable_for(1.0), timeout=30)
 
-        # every line parses, except a torn last line in a dead writer's open segment
-        logged: list[dict[str, Any]] = []
-        for path in segment_files(srv.data_dir):
-            data = path.read_bytes()
-            end = data.rfind(b"\n") + 1
-            logged += [orjson.loads(line) for line in data[:end].splitlines()]
-            if end < len(data):
-                assert path.suffix == ".open"
-                assert not pid_alive(int(path.name.split("-")[1]))
+        # every line (frame) parses, except a torn last one in a dead writer's open segment
+        logged = logged_records(srv.data_dir, keys)
         logged_ids = [r["data"]["request_id"] for r in logged]
         assert len(logged_ids) == len(set(logged_ids))  # no record written twice
 
