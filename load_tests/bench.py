@@ -245,7 +245,12 @@ def suite(rounds: int, seconds: float, out: Path, only: str | None = None,
                       # sides (the shadow's own cost is the cell above)
                       ("prediction log + Monitor + drift (no shadow)", 16, "vigil-nolog",
                        "/predict", ROUTES["vigil"][2], "vigil-noshadow", "/predict",
-                       ROUTES["vigil"][2])]
+                       ROUTES["vigil"][2]),
+                      # issue 28: encryption at rest (target: at most 5% of req/s) and HTTPS
+                      ("prediction log encrypted at rest", 16, "vigil", "/predict",
+                       ROUTES["vigil"][2], "vigil-encrypted", "/predict", ROUTES["vigil"][2]),
+                      ("TLS (HTTPS)", 16, "vigil", "/predict", ROUTES["vigil"][2], "vigil-tls",
+                       "/predict", ROUTES["vigil"][2])]
         if only:  # a subset, for measuring one change (docs/performance.md's table is the full run)
             cells = [c for c in cells if only in c[0]]
             if not cells:
