@@ -23,6 +23,7 @@ from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
+from monitoring.quality.outcomes import KpiJoin
 from monitoring.retrain.policy import Policy
 from monitoring.retrain.triggers import Triggers
 from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_from_config
@@ -34,7 +35,8 @@ from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
 from service.settings import PolicySettings, Settings
 from service.settings import settings as read_settings
-from store import DeploymentStore, Engine, make_engine
+from store import DeploymentStore, Engine, PredictionIndex, make_engine
+from store.kpis import KpiStore
 
 log = logging.getLogger("vigil.monitor")
 
@@ -60,7 +62,8 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
         on_step=on_step, drift=drift, triggers=build_triggers(settings, engine, registry),
-        mirror=mirror)
+        mirror=mirror, kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine),
+                                    m.pending_label_seconds))
 
 
 def build_drift(settings: Settings, engine: Engine, registry: Registry) -> DriftTracker | None:
@@ -246,6 +249,7 @@ class Monitor:
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
+                metrics.observe_kpis(await asyncio.to_thread(KpiStore(self.engine).sums))
                 self._publish_shadows()
                 metrics.observe_quality(self.loop.stats)
                 if self.drift is not None:

@@ -96,3 +96,18 @@ class KpiJoin:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+
+def summarize(n: float, total: float, total_sq: float) -> dict[str, float]:
+    """What the API and the metrics show of a KPI's sums: count, sum, sum of squares, mean."""
+    mean = total / n if n else 0.0
+    return {"count": n, "sum": total, "sum_squares": total_sq, "mean": mean}
+
+
+def read_kpis(store: KpiStore, model: str) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """version -> variant -> KPI -> its summary, for ``GET /admin/models/{m}/stats``."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for (_, version, variant, kpi), s in sorted(store.sums(model).items()):
+        out.setdefault(version, {}).setdefault(variant, {})[kpi] = summarize(
+            s.n, s.total, s.total_sq)
+    return out
