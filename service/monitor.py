@@ -18,6 +18,7 @@ import bentoml
 from models.registry import Registry
 from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
+from monitoring.experiments.controller import ExperimentController
 from monitoring.log.reader import LocalEventLog
 from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
@@ -237,6 +238,10 @@ class Monitor:
                                      self.mirror, drift)
                 await asyncio.to_thread(loop.load)
                 self.controller = build_controller(self.settings, self.engine, metrics)
+                self.experiments = ExperimentController(
+                    self.engine, targets_of(self.settings), self.settings.server.base_url,
+                    on_look=lambda model, doc: metrics.observe_experiment(
+                        model, doc["status"] == "running", doc.get("shares", {})))
                 self.loop, self.drift = loop, drift
             except Exception:
                 log.exception("Monitor could not load its state; retrying")
@@ -248,6 +253,7 @@ class Monitor:
                 await asyncio.to_thread(self._tick)
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
+                    await asyncio.to_thread(self.experiments.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
                 metrics.observe_kpis(await asyncio.to_thread(KpiStore(self.engine).sums))
                 self._publish_shadows()
