@@ -68,7 +68,8 @@ def sizing_variances(kind: str, direction: int, control: Moments, min_effect: fl
 
 def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: str,
           actor: str, role: str | None, now: float | None = None, *,
-          cards: CardOf | None = None, loader: Loader | None = None) -> dict[str, Any]:
+          cards: CardOf | None = None, loader: Loader | None = None,
+          kpi_better: dict[str, str] | None = None) -> dict[str, Any]:
     """Begin an experiment: size the test, route the arms (a deployment change, checked and
     loaded first), then in one transaction refuse a running rollout or experiment, compare
     and set the deployment, audit, and write the experiment."""
@@ -97,7 +98,7 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
            "max_samples_per_arm": horizon,
            "fixed_horizon_samples_per_arm": fixed_horizon_samples_per_arm(
                alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
-           "shares": dict(arms)}
+           "shares": dict(arms), "kpi_better": kpi_better or {}}
     store = ExperimentStore(engine)
     with engine.begin() as conn:
         rollout = RolloutStore(engine).get(model, conn)
@@ -183,25 +184,33 @@ class ExperimentController:
             self.conclude(model, doc, revision, None, "guardrail", d, now)
         elif spec.get("mode") == "bandit":
             self._reallocate(model, doc, revision, primary, design, d, now)
+        elif verdict.winner is not None and self._guardrail(
+                doc, design, windows, moments, (verdict.winner,), suspected=True):
+            self._save(model, doc, revision, now)  # no winner while a guardrail is suspected
         elif verdict.reason is not None:
             self.conclude(model, doc, revision, verdict.winner, verdict.reason, d, now)
         else:
             self._save(model, doc, revision, now)
 
     def _guardrail(self, doc: dict[str, Any], design: Design, windows: dict[str, Any],
-                   moments: Callable[[str, str], Moments]) -> str | None:
+                   moments: Callable[[str, str], Moments], arms: tuple[str, ...] = (),
+                   suspected: bool = False) -> str | None:
+        """The first guardrail an arm breaks (or, ``suspected``, whose point estimate is past
+        its limit), named with the arm; None when none is."""
         c = design.control
         for g in (Guardrail(**g) for g in doc["spec"].get("guardrails", [])):
-            for arm in design.treatments:
+            for arm in arms or design.treatments:
                 if g.metric == "latency_p95_ms":
                     big = min(windows[c].requests, windows[arm].requests) >= design.min_samples
                     hit = big and breached(g, windows[c].p95, windows[arm].p95, design.alpha)
                 elif g.metric == "error_rate":
                     hit = breached(g, error_moments(windows[c]), error_moments(windows[arm]),
-                                   design.alpha, min_samples=design.min_samples)
+                                   design.alpha, min_samples=design.min_samples,
+                                   suspected=suspected)
                 else:
+                    way = 1 if doc.get("kpi_better", {}).get(g.kpi) != "lower" else -1
                     hit = breached(g, moments(c, str(g.kpi)), moments(arm, str(g.kpi)),
-                                   design.alpha, design.direction, design.min_samples)
+                                   design.alpha, way, design.min_samples, suspected)
                 if hit:
                     return f"{g.name} of {arm}"
         return None

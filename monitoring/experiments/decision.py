@@ -116,11 +116,12 @@ class Guardrail:
 
 
 def breached(g: Guardrail, control: Any, arm: Any, alpha: float, direction: int = 1,
-             min_samples: int = MIN_SAMPLES) -> bool:
+             min_samples: int = MIN_SAMPLES, suspected: bool = False) -> bool:
     """Whether ``arm`` breaks ``g`` against ``control``. Error rates and KPIs are
     ``Moments`` (errors as 0/1 outcomes) and breach when the whole always-valid confidence
     sequence of the difference is past the limit; latency is a p95 in ms (a float, or None
-    with too few requests) and breaches on the point ratio."""
+    with too few requests) and breaches on the point ratio. ``suspected``: the point estimate
+    alone is past the limit (a winner is not declared while a guardrail is suspected)."""
     if g.metric == "latency_p95_ms":
         return (control is not None and arm is not None and control > 0
                 and g.max_ratio is not None and arm / control > g.max_ratio)
@@ -128,12 +129,12 @@ def breached(g: Guardrail, control: Any, arm: Any, alpha: float, direction: int 
         return False
     scale = max(control.variance, arm.variance) ** 0.5 or 1e-3
     c = compare(control, arm, tau=scale / 10, alpha=alpha)
+    lo, hi = (c.lift, c.lift) if suspected else c.ci
     if g.metric == "error_rate" and g.max_increase is not None:
-        return c.ci[0] > g.max_increase
+        return lo > g.max_increase
     if g.kpi is not None and g.max_decrease is not None:
         limit = g.max_decrease * abs(control.mean)
-        worse = (-c.ci[1]) if direction > 0 else c.ci[0]  # the least bad the arm can be
-        return worse > limit
+        return (-hi if direction > 0 else lo) > limit  # the least bad the arm can be
     return False
 
 

@@ -118,7 +118,8 @@ async def start(request: Request, model: ModelName,
             doc = start_experiment(ctx.engine, model, spec, kpi.kind, kpi.better,
                                    principal.name, principal.role,
                                    cards=lambda m, v: ctx.registry.get(m, v).card,
-                                   loader=ctx.live)
+                                   loader=ctx.live,
+                                   kpi_better={k: d.better for k, d in declared.items()})
         except DeploymentNotFound:
             raise NotFound("model", "not deployed",
                            message=f"no deployment for model '{model}'") from None
