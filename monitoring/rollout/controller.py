@@ -245,13 +245,13 @@ def start(engine: Engine, model: str, spec: Spec, actor: str, role: str,
     deployment, writes the audit row and the rollout."""
     now = time.time() if now is None else now
     deployments, rollouts = DeploymentStore(engine), RolloutStore(engine)
+    if deployments.get(model).arms:  # the arms hold the split until the experiment ends
+        raise StateConflict("model", "an experiment is running; stop it first")
     change = plan_change(
         deployments, model,
         lambda d: apply_patch(d, {"canary": {"version": spec.candidate,
                                              "weight": spec.steps[0]}}),
         cards=cards, loader=loader, field_of=lambda d, v: "candidate")
-    if change.before.arms:  # the arms hold the split until the experiment ends
-        raise StateConflict("model", "an experiment is running; stop it first")
     state = State(status="running", step=0, step_started_at=now)
     doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
            "started_by": actor}
