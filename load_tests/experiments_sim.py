@@ -85,13 +85,14 @@ def run_bandit(rates: dict[str, float], total: int, rng: np.random.Generator,
     return regret
 
 
-def aa(runs: int, seed: int, p: float = 0.1, to_the_end: bool = True
+def aa(runs: int, seed: int, p: float = 0.1, to_the_end: bool = True, arms: int = 2
        ) -> tuple[float, float, list[Run]]:
     """A/A experiments, each looked at to ``max_samples_per_arm`` (futility ignored): the
     share that names a winner, and its bound's standard error at alpha."""
-    d = design(p)
+    d = design(p, arms=arms)
     rng = np.random.default_rng(seed)
-    out = [run_fixed(d, {"v1": p, "v2": p}, rng, to_the_end=to_the_end) for _ in range(runs)]
+    out = [run_fixed(d, dict.fromkeys(d.arms, p), rng, to_the_end=to_the_end)
+           for _ in range(runs)]
     share = sum(r.winner is not None for r in out) / runs
     return share, math.sqrt(d.alpha * (1 - d.alpha) / runs), out
 
@@ -116,6 +117,7 @@ def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int) -> s
     fixed_n = fixed_horizon_samples_per_arm(0.05, 0.8, 0.09, 0.12 * 0.88, 0.02)
     share, se, _ = aa(aa_runs, 1)
     early_share, _, aa_out = aa(aa_runs, 5, to_the_end=False)
+    three, se3, _ = aa(aa_runs // 4, 6, arms=3)
     lifted = lift(lift_runs, 2)
     detected = [r for r in lifted if r.reason == "significant" and r.winner == "v2"]
     guards = guardrail(guard_runs, 3)
@@ -139,6 +141,9 @@ def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int) -> s
         f"| A/A as deployed (futility stops) | {aa_runs} | winner in {early_share:.2%}; "
         f"futility {sum(r.reason == 'futility' for r in aa_out) / aa_runs:.1%}, median stop "
         f"{statistics.median(r.n for r in aa_out):.0f} per arm |",
+        f"| A/A/A, three arms at alpha/2 each (Bonferroni), to max_samples_per_arm "
+        f"{design(0.1, arms=3).max_samples_per_arm} | {aa_runs // 4} | a winner in "
+        f"{three:.2%} (bound {0.05 + 2 * se3:.2%}) |",
         f"| 10% → 12% | {lift_runs} | v2 detected in {len(detected) / lift_runs:.1%} by "
         f"{d.max_samples_per_arm} per arm; median samples to a decision "
         f"{statistics.median(r.n for r in lifted):.0f} per arm (detected runs: "
