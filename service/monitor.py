@@ -138,6 +138,7 @@ def build_controller(settings: Settings, engine: Engine,
     if metrics is not None:  # every model's series exist from the start, at 0
         for d in DeploymentStore(engine).all():
             metrics.rollout_step.labels(d.model).set(0)
+            metrics.observe_experiment(d.model, False, {d.champion: 0.0})
             for kind in ("weight", "promote", "abort", "pause"):
                 metrics.rollout_transitions.labels(d.model, kind)
     return Controller(engine, targets_of(settings), settings.server.base_url, on_transition)

@@ -112,6 +112,15 @@ def test_an_experiment_from_feedback_to_promotion(setup: tuple[Server, Receiver]
         assert rollout.status_code == 409, rollout.text
         assert c.get(f"/admin/experiments/{MODEL}",
                      headers=srv.headers("client")).status_code == 403
+        # a running experiment in `vigil status` and the metrics
+        st = as_json(vigil(srv, "--json", "status", role="viewer"))
+        row = next(m for m in st["models"] if m["model"] == MODEL)
+        assert row["experiment"] == {"v1": 0.5, "v2": 0.5}
+        assert "experiment v2 50%" in vigil(srv, "status", role="viewer").output
+        running = wait_for(lambda: c.get("/metrics").text,
+                           lambda t: 'vigil_experiment_running{model="breast_cancer"} 1.0' in t,
+                           timeout=10)
+        assert 'vigil_experiment_running{model="breast_cancer"} 1.0' in running
 
         # the arms take over the split: variant experiment, both versions
         served: Counter[tuple[str, str]] = Counter()
