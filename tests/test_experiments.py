@@ -238,3 +238,19 @@ def test_rollouts_and_experiments_refuse_each_other(traffic: Traffic) -> None:
     start_rollout(engine, "m", Spec.from_dict({"candidate": "v2"}), "alice", "operator")
     with pytest.raises(StateConflict, match="rollout is running"):
         start(engine, "m", SPEC, "binary", "higher", "alice", "operator", traffic.now)
+
+
+def test_a_bandit_moves_traffic_to_the_better_arm_and_never_concludes(traffic: Traffic
+                                                                      ) -> None:
+    spec = {**SPEC, "mode": "bandit", "guardrails": []}
+    start(traffic.engine, "m", spec, "binary", "higher", "alice", "operator", traffic.now)
+    for _ in range(12):
+        traffic.run({"v1": 0.10, "v2": 0.30}, {}, 250)
+    got = read(traffic.engine, "m")
+    assert got is not None and got["status"] == "running" and got["decision"] is None
+    assert got["bandit"]["probability_best"]["v2"] > 0.95
+    shares = {a.version: a.share for a in DeploymentStore(traffic.engine).get("m").arms}
+    assert 0.9 <= shares["v2"] <= 0.95 + 1e-9 and shares["v1"] >= 0.05 - 1e-9  # the floor
+    reallocations = [r for r in AuditLog(traffic.engine).recent(50)
+                     if r.action == "experiment.reallocate"]
+    assert reallocations and all(r.actor == "system:experiment" for r in reallocations)
