@@ -32,7 +32,9 @@ from monitoring.log.writer import SegmentWriter
 from monitoring.monitor import Monitor
 from monitoring.quality.outcomes import KpiJoin
 from monitoring.retrain.webhooks import Target
-from monitoring.rollout.analysis import Spec
+from monitoring.rollout.analysis import Spec, Window, kpi_gate
+from monitoring.rollout.controller import Controller as RolloutController
+from monitoring.rollout.controller import read as rollout_doc
 from monitoring.rollout.controller import start as start_rollout
 from service.routing import EXPERIMENT, route
 from store import AuditLog, DeploymentStore, Outbox, PredictionIndex
@@ -254,3 +256,40 @@ def test_a_bandit_moves_traffic_to_the_better_arm_and_never_concludes(traffic: T
     reallocations = [r for r in AuditLog(traffic.engine).recent(50)
                      if r.action == "experiment.reallocate"]
     assert reallocations and all(r.actor == "system:experiment" for r in reallocations)
+
+
+# ----------------------------------------------------------------------------- rollout KPI gate
+
+
+def test_the_kpi_gate_uses_a_one_sided_bound() -> None:
+    spec = Spec.from_dict({"candidate": "v2", "min_labels": 100, "kpi_gate": {
+        "kpi": "conversion", "margin": 0.01, "better": "higher"}})
+    champion = Window(kpi_n=3000, kpi_mean=0.10, kpi_var=0.09)
+    assert kpi_gate(spec, Window(kpi_n=3000, kpi_mean=0.05, kpi_var=0.0475),
+                    champion).verdict == "fail"
+    assert kpi_gate(spec, Window(kpi_n=3000, kpi_mean=0.10, kpi_var=0.09),
+                    champion).verdict == "pass"
+    assert kpi_gate(spec, Window(kpi_n=50, kpi_mean=0.0, kpi_var=0.0),
+                    champion).verdict == "insufficient"
+    lower = Spec.from_dict({**spec.to_dict(), "kpi_gate": {"kpi": "churn", "margin": 0.01,
+                                                           "better": "lower"}})
+    assert kpi_gate(lower, Window(kpi_n=3000, kpi_mean=0.05, kpi_var=0.0475),
+                    champion).verdict == "pass"
+
+
+def test_a_rollout_whose_canary_converts_worse_is_aborted(traffic: Traffic) -> None:
+    spec = Spec.from_dict({"candidate": "v2", "steps": [0.5, 1.0], "min_seconds": 0,
+                           "min_requests": 100, "min_labels": 100, "max_wait_seconds": 600,
+                           "js_max": 1.0, "kpi_gate": {"kpi": "conversion", "margin": 0.01,
+                                                       "better": "higher"}})
+    start_rollout(traffic.engine, "m", spec, "alice", "operator", traffic.now)
+    rollouts = RolloutController(traffic.engine, [])
+    for _ in range(20):
+        traffic.run({"v1": 0.20, "v2": 0.05}, {}, 250)
+        rollouts.tick(traffic.monitor.stats, traffic.now)
+        if rollout_doc(traffic.engine, "m")["state"]["status"] != "running":  # type: ignore
+            break
+    doc = rollout_doc(traffic.engine, "m")
+    assert doc is not None and doc["state"]["status"] == "aborted"
+    gate = next(g for g in doc["analysis"]["gates"] if g["name"] == "kpi")
+    assert gate["verdict"] == "fail" and gate["value"] < -0.1
