@@ -85,3 +85,27 @@ def test_the_monitor_joins_outcomes_to_the_answer_that_served(engine: sa.Engine,
     assert v1["revenue"] == {"count": 5, "sum": 20, "sum_squares": 120, "mean": 4.0}
     assert v2["revenue"]["count"] == 4  # r9 sent no revenue
     assert kpis.counts == {"pending": 2, "joined": 19, "duplicate": 1, "unmatched": 1}
+
+
+def test_outcomes_export_to_parquet_one_row_per_request(engine: sa.Engine,
+                                                        tmp_path: Path) -> None:
+    import pandas as pd
+
+    from monitoring.quality.outcomes import export_outcomes
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer)
+    for i in range(3):
+        emit(sink, i, "experiment", "v2" if i % 2 else "v1")
+    sink.feedback("m", [{"request_id": f"r{i}", "row": 0, "label": "a",
+                         "kpis": {"conversion": float(i == 1), "revenue": 5.0 * i}}
+                        for i in range(3)], 2.0)
+    writer.close()
+    m = monitor(engine, tmp_path, kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine)))
+    m.tick()
+    path = tmp_path / "outcomes.parquet"
+    assert export_outcomes(KpiStore(engine), "m", path) == 3
+    df = pd.read_parquet(path).sort_values("request_id")
+    assert list(df["version"]) == ["v1", "v2", "v1"]
+    assert list(df["kpi.conversion"]) == [0.0, 1.0, 0.0]
+    assert list(df["kpi.revenue"]) == [0.0, 5.0, 10.0]
+    assert set(df["label"]) == {'"a"'} and set(df["variant"]) == {"experiment"}

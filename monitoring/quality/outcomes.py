@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 
 from store import PredictionIndex, Transaction
 from store.kpis import KpiStore, KpiSums, StatKey
@@ -111,3 +113,23 @@ def read_kpis(store: KpiStore, model: str) -> dict[str, dict[str, dict[str, dict
         out.setdefault(version, {}).setdefault(variant, {})[kpi] = summarize(
             s.n, s.total, s.total_sq)
     return out
+
+
+def export_outcomes(store: KpiStore, model: str, out: Path, since: float = 0.0) -> int:
+    """Write the joined outcomes of ``model`` to Parquet for analysts, one row per request:
+    ``request_id``, ``time`` (UTC, when the first outcome came), ``model``, ``version``,
+    ``variant``, ``label`` (JSON, when one came with an outcome) and a ``kpi.<name>`` column
+    per KPI. Returns the row count."""
+    rows: dict[str, dict[str, Any]] = {}
+    for o in store.outcomes(model, since):
+        r = rows.setdefault(o["request_id"], {
+            "request_id": o["request_id"], "time": o["ts"], "model": model,
+            "version": o["version"], "variant": o["variant"], "label": o["label"]})
+        r["time"] = min(r["time"], o["ts"])
+        r["label"] = r["label"] or o["label"]
+        r[f"kpi.{o['kpi']}"] = o["value"]
+    frame = pd.DataFrame(list(rows.values()), columns=None if rows else [
+        "request_id", "time", "model", "version", "variant", "label"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    frame.to_parquet(out, index=False)
+    return len(frame)
