@@ -17,7 +17,7 @@ import numpy as np
 
 from control.deployments import Actor, CardOf, Loader, change_deployment, commit_change, plan_change
 from models.deployment import Deployment, apply_patch, promoted, with_arms
-from models.errors import NotFound, StateConflict
+from models.errors import InvalidInput, NotFound, StateConflict
 from monitoring.experiments.decision import (
     Design,
     Guardrail,
@@ -41,6 +41,7 @@ EVENT = "vigil.experiment.concluded"
 VARIANT = "experiment"
 MIN_SIZING_OUTCOMES = 30  # the control's outcomes the variance is estimated from at start
 BANDIT_FLOOR = 0.05
+MAX_HORIZON = 10**12  # samples per arm: a smaller min_effect is refused
 PUBLIC = ("model", "status", "decision", "arms", "effects", "started_at", "concluded_at",
           "spec", "control", "max_samples_per_arm", "fixed_horizon_samples_per_arm", "bandit")
 
@@ -84,13 +85,21 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
             if v == control and k == spec["primary"]]
     base = Moments(sum(s.n for s in sums), sum(s.total for s in sums),
                    sum(s.total_sq for s in sums))
+    if kind == "binary" and spec["min_effect"] >= 1:
+        raise InvalidInput("min_effect", "a binary KPI's mean moves by less than 1")
     var_c, var_t = sizing_variances(kind, direction, base, spec["min_effect"])
     alpha_each = spec["alpha"] / max(len(arms) - 1, 1)
     try:
         horizon = max_samples_per_arm(alpha_each, spec["power"], var_c, var_t,
                                       spec["min_effect"])
-    except ValueError as exc:
-        raise StateConflict("power", str(exc)) from None
+    except ValueError as exc:  # outside the table
+        raise InvalidInput("power" if str(exc).startswith("power") else "alpha",
+                           str(exc)) from None
+    except OverflowError:
+        horizon = MAX_HORIZON + 1
+    if horizon > MAX_HORIZON:
+        raise InvalidInput("min_effect", f"too small to detect: more than {MAX_HORIZON:,} "
+                           "samples per arm")
     doc: dict[str, Any] = {
            "model": model, "spec": spec, "kind": kind, "better": better, "control": control,
            "status": "running", "decision": None, "arms": {}, "effects": [],

@@ -64,8 +64,8 @@ class ExperimentBody(BaseModel):
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentBody:
-        if len(self.arms) < 2:
-            raise ValueError("arms: two or more versions")
+        if not 2 <= len(self.arms) <= 10:
+            raise ValueError("arms: two to ten versions")
         if any(not re.match(NAME, v) for v in self.arms):
             raise ValueError("arms: version names are [a-z0-9._-]{1,63}")
         if any(not 0 < w <= 1 for w in self.arms.values()) or \
