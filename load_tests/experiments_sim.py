@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from load_tests.experiments_monitor import aa_through_monitor
 from monitoring.experiments.decision import Design, Guardrail, breached, evaluate, thompson_shares
 from monitoring.experiments.horizon import fixed_horizon_samples_per_arm, max_samples_per_arm
 from monitoring.experiments.msprt import Moments
@@ -111,7 +112,8 @@ def guardrail(runs: int, seed: int) -> list[Run]:
             for _ in range(runs)]
 
 
-def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int) -> str:
+def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int,
+           monitor_runs: int) -> str:
     started = time.perf_counter()
     d = design(0.1)
     fixed_n = fixed_horizon_samples_per_arm(0.05, 0.8, 0.09, 0.12 * 0.88, 0.02)
@@ -125,6 +127,8 @@ def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int) -> s
     total = 2 * d.max_samples_per_arm
     bandit = [run_bandit({"v1": 0.1, "v2": 0.12}, total, rng) for _ in range(bandit_runs)]
     fixed_regret = total / 2 * 0.02
+    real = aa_through_monitor(monitor_runs, 8)
+    real_winners = sum(r["decision"]["winner"] is not None for r in real)
     lines = [
         "# Experiments: seeded simulations of the decision code",
         "",
@@ -157,6 +161,10 @@ def report(aa_runs: int, lift_runs: int, guard_runs: int, bandit_runs: int) -> s
         f"| bandit (Thompson, floor 5%) vs fixed 50/50, 10% vs 12%, {total} outcomes | "
         f"{bandit_runs} | mean regret {statistics.mean(bandit):.1f} conversions vs "
         f"{fixed_regret:.1f} for the fixed split |",
+        f"| A/A through the real Monitor and store (30% both, min_effect 0.05, sized at "
+        f"{real[0]['max_samples_per_arm'] if real else 0} per arm, a look every 250 per arm) | "
+        f"{monitor_runs} | a winner in {real_winners}; futility in "
+        f"{sum(r['decision']['reason'] == 'futility' for r in real)} |",
         "",
         f"Wall time {time.perf_counter() - started:.0f} s.",
         "",
@@ -172,8 +180,9 @@ if __name__ == "__main__":
     ap.add_argument("--lift", type=int, default=500)
     ap.add_argument("--guard", type=int, default=200)
     ap.add_argument("--bandit", type=int, default=100)
+    ap.add_argument("--monitor", type=int, default=100)
     ap.add_argument("--out", default="load_tests/experiments_results.md")
     a = ap.parse_args()
-    text = report(a.aa, a.lift, a.guard, a.bandit)
+    text = report(a.aa, a.lift, a.guard, a.bandit, a.monitor)
     Path(a.out).write_text(text)
     print(text)

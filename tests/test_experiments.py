@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from load_tests import experiments_sim as sim
+from load_tests.experiments_monitor import Traffic, aa_through_monitor
 from models.deployment import Deployment, with_arms
 from models.errors import DeploymentInvalid, StateConflict
-from monitoring.experiments.controller import ExperimentController, read, start, stop
+from monitoring.experiments.controller import read, start, stop
 from monitoring.experiments.decision import Design, Guardrail, breached, evaluate
 from monitoring.experiments.horizon import (
     fixed_horizon_samples_per_arm,
@@ -25,21 +26,12 @@ from monitoring.experiments.horizon import (
     normalized_horizon,
 )
 from monitoring.experiments.msprt import Moments, compare
-from monitoring.log.events import PredictionEvent
-from monitoring.log.reader import LocalEventLog
-from monitoring.log.sink import LogSink, render
-from monitoring.log.writer import SegmentWriter
-from monitoring.monitor import Monitor
-from monitoring.quality.outcomes import KpiJoin
-from monitoring.retrain.webhooks import Target
 from monitoring.rollout.analysis import Spec, Window, kpi_gate
 from monitoring.rollout.controller import Controller as RolloutController
 from monitoring.rollout.controller import read as rollout_doc
 from monitoring.rollout.controller import start as start_rollout
 from service.routing import EXPERIMENT, route
-from store import AuditLog, DeploymentStore, Outbox, PredictionIndex
-from store.kpis import KpiStore
-from tests.test_monitor import FEATURES, out
+from store import AuditLog, DeploymentStore, Outbox
 
 # ----------------------------------------------------------------------------- pure
 
@@ -138,49 +130,6 @@ SPEC: dict[str, Any] = {"arms": {"v1": 0.5, "v2": 0.5}, "primary": "conversion",
                         "min_effect": 0.02, "alpha": 0.05, "power": 0.8,
                         "guardrails": [{"metric": "error_rate", "max_increase": 0.01}],
                         "mode": "fixed", "auto_promote": True}
-
-
-class Traffic:
-    """Requests routed by the stored deployment, logged, read by the real Monitor; each
-    request's conversion comes back through /feedback's records."""
-
-    def __init__(self, engine: sa.Engine, log_dir: Path, seed: int) -> None:
-        self.engine, self.rng, self.i = engine, np.random.default_rng(seed), 0
-        self.log_dir, self.streams = log_dir, 0
-        self.writer = SegmentWriter(log_dir, "gw1-0-0", render, queue_size=1 << 20)
-        self.sink = LogSink(self.writer)
-        self.now = 1_700_000_000.0
-        self.monitor = Monitor(engine, LocalEventLog(log_dir), class_labels_of=lambda m, v:
-                               ["a", "b"], clock=lambda: self.now,
-                               kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine)))
-        self.monitor.load()
-        self.target = Target("hook", "generic", "http://127.0.0.1:9/",
-                             events=("vigil.experiment.concluded",))
-        self.controller = ExperimentController(engine, [self.target], rng=self.rng)
-
-    def run(self, rates: dict[str, float], errors: dict[str, float], n: int) -> None:
-        d = DeploymentStore(self.engine).get("m")
-        for _ in range(n):
-            self.i += 1
-            r = route(d, f"user-{self.i}")
-            assert r is not None
-            ok = self.rng.random() >= errors.get(r.version, 0.0)
-            self.sink.emit(PredictionEvent(
-                request_id=f"r{self.i}", model="m", version=r.version, variant=r.variant,
-                time=self.now, rows=1, latency_seconds=0.001, status="ok" if ok else "error",
-                inputs=np.array([[1.0]]), features=FEATURES, outputs=[out(0.7)] if ok else None,
-                error=None if ok else "boom"))
-            if ok:
-                self.sink.feedback("m", [{"request_id": f"r{self.i}", "row": 0, "kpis": {
-                    "conversion": float(self.rng.random() < rates[r.version])}}], self.now)
-        self.writer.close()  # every record of this second is on disk for the Monitor
-        self.streams += 1
-        self.writer = SegmentWriter(self.log_dir, f"gw1-{self.streams}-0", render,
-                                    queue_size=1 << 20)
-        self.sink = LogSink(self.writer)
-        self.now += 1
-        self.monitor.tick()
-        self.controller.tick(self.monitor.stats, self.now)
 
 
 @pytest.fixture
@@ -293,3 +242,10 @@ def test_a_rollout_whose_canary_converts_worse_is_aborted(traffic: Traffic) -> N
     assert doc is not None and doc["state"]["status"] == "aborted"
     gate = next(g for g in doc["analysis"]["gates"] if g["name"] == "kpi")
     assert gate["verdict"] == "fail" and gate["value"] < -0.1
+
+
+def test_a_a_through_the_real_monitor_names_no_winner() -> None:
+    runs = aa_through_monitor(2, seed=31, min_effect=0.1)
+    assert [r["status"] for r in runs] == ["concluded", "concluded"]
+    assert all(r["decision"]["winner"] is None for r in runs)
+    assert all(r["decision"]["reason"] == "futility" for r in runs)
