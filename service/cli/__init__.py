@@ -22,17 +22,8 @@ from typing import Annotated
 
 import typer
 
-from service.cli import (
-    audit,
-    deploy,
-    drift,
-    experiment,
-    local,
-    models,
-    rollout,
-    status,
-    webhooks,
-)
+from service.cli import audit, deploy, drift, local, models, rollout, status, webhooks
+from service.cli.experiment import app as experiment_app
 from service.cli.common import (
     EXIT_AUTH,
     EXIT_CONFLICT,
@@ -55,7 +46,7 @@ for commands in (status.commands, deploy.commands, audit.commands, local.command
     app.add_typer(commands)
 for group, name in ((models.app, "models"), (deploy.app, "deploy"), (drift.app, "drift"),
                     (webhooks.app, "webhooks"), (rollout.app, "rollout"),
-                    (experiment.app, "experiment"),
+                    (experiment_app, "experiment"),
                     (local.logs_app, "logs"), (local.config_app, "config"),
                     (local.db_app, "db")):
     app.add_typer(group, name=name)
