@@ -23,7 +23,6 @@ from typing import Annotated
 import typer
 
 from service.cli import audit, deploy, drift, local, models, rollout, status, webhooks
-from service.cli.experiment import app as experiment_app
 from service.cli.common import (
     EXIT_AUTH,
     EXIT_CONFLICT,
@@ -34,6 +33,7 @@ from service.cli.common import (
     Ctx,
     out,
 )
+from service.cli.experiment import app as experiment_app
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFLICT", "EXIT_INVALID", "EXIT_NOT_FOUND", "EXIT_SERVER",
            "EXIT_UNREACHABLE", "app", "main"]
