@@ -249,3 +249,15 @@ def test_a_a_through_the_real_monitor_names_no_winner() -> None:
     assert [r["status"] for r in runs] == ["concluded", "concluded"]
     assert all(r["decision"]["winner"] is None for r in runs)
     assert all(r["decision"]["reason"] == "futility" for r in runs)
+
+
+def test_promoting_a_winner_that_is_also_a_shadow() -> None:
+    from models.deployment import Canary, Shadow
+    from monitoring.experiments.controller import promote_winner
+
+    d = with_arms(Deployment(model="m", champion="v1", canary=Canary("v2", 0.1),
+                             shadows=(Shadow("v3"), Shadow("v4", 0.5)), salt="s"),
+                  {"v1": 0.5, "v3": 0.5})
+    after = promote_winner("v3")(d)
+    assert (after.champion, after.canary, after.arms) == ("v3", None, ())
+    assert [s.version for s in after.shadows] == ["v4"] and after.history == ("v1",)

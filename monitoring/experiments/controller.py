@@ -265,10 +265,8 @@ class ExperimentController:
         with self.engine.begin() as conn:
             self.store.save(model, doc, revision, now, conn)
             if current.arms:
-                edit = ((lambda d: promoted(apply_patch(with_arms(d, None), {
-                    "canary": {"version": winner, "weight": 1.0}})))
-                    if promote and winner != current.champion else
-                    (lambda d: with_arms(d, None)))
+                edit = (promote_winner(winner) if promote and winner is not None
+                        else lambda d: with_arms(d, None))
                 change_deployment(self.deployments, self.audit, model, edit,
                                   Actor(actor, role), "promote" if promote else
                                   "experiment.stop", current=current, detail=detail, conn=conn)
@@ -294,6 +292,17 @@ def stop(controller: ExperimentController, model: str, actor: str, role: str | N
     controller.conclude(model, found.doc, found.revision, None, "operator",
                         controller.deployments.get(model), now, actor, role)
     return read(controller.engine, model) or public(found.doc)
+
+
+def promote_winner(winner: str) -> Callable[[Deployment], Deployment]:
+    """The arms cleared and the winner promoted: the change ``POST …/promote`` makes, with
+    the winner as the canary at full weight first (and no longer a shadow)."""
+    def edit(d: Deployment) -> Deployment:
+        shadows = [{"version": s.version, "sample_rate": s.sample_rate}
+                   for s in d.shadows if s.version != winner]
+        return promoted(apply_patch(with_arms(d, None), {
+            "canary": {"version": winner, "weight": 1.0}, "shadows": shadows}))
+    return edit
 
 
 def design_of(doc: dict[str, Any]) -> Design:
