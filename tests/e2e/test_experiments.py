@@ -95,6 +95,14 @@ def test_an_experiment_from_feedback_to_promotion(setup: tuple[Server, Receiver]
                     and 'variant="champion"' in x)
         assert float(line.split()[-1]) == n_champion
 
+        # arms must be registered, compatible versions; the primary a declared KPI
+        body = {"arms": {"v1": 0.5, "v9": 0.5}, "primary": "conversion", "min_effect": 0.1}
+        r = c.post(f"/admin/experiments/{MODEL}", json=body, headers=srv.headers("operator"))
+        assert r.status_code == 422 and r.json()["field"] == "arms.v9", r.text
+        r = c.post(f"/admin/experiments/{MODEL}", json={**body, "primary": "churn"},
+                   headers=srv.headers("operator"))
+        assert r.status_code == 422 and r.json()["field"] == "primary", r.text
+
         # started with the CLI
         started = as_json(vigil(srv, "--json", "experiment", "start", MODEL,
                                 "--arms", "v1=0.5,v2=0.5", "--primary", "conversion",
