@@ -187,7 +187,7 @@ class Monitor:
         now = self.clock()
         index_rows: list[IndexRow] = []
         feedback: list[tuple[dict[str, Any], float]] = []
-        outcomes_only: list[tuple[dict[str, Any], float]] = []  # KPIs with no label
+        kpi_only: list[tuple[dict[str, Any], float]] = []  # business outcomes, no label
         for_drift: list[tuple[float, dict[str, Any]]] = []
         mirrored: list[dict[str, Any]] = []
         shadowed: list[IndexRow] = []  # shadow answers: their request may be labelled
@@ -220,8 +220,7 @@ class Monitor:
                          orjson.dumps(data["outputs"]).decode()))
             elif kind == FEEDBACK:
                 result.feedback += 1
-                (feedback if "label" in data or "value" in data else outcomes_only).append(
-                    (data, ts))
+                (feedback if "label" in data or "value" in data else kpi_only).append((data, ts))
             else:
                 result.invalid += 1
         if result.invalid:
@@ -249,7 +248,7 @@ class Monitor:
                 result.labels[outcome] = result.labels.get(outcome, 0) + 1
             self.pending.hold(tx, held)
             if self.kpis is not None:
-                self.kpis.join(tx, feedback + outcomes_only, now, self._caught_up)
+                self.kpis.join(tx, feedback + kpi_only, now, self._caught_up)
             if feedback or now - self._last_housekeeping >= 1.0:
                 self._retry_pending(tx, now, changed, result)
             if self.drift is not None:
