@@ -101,13 +101,13 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
         raise InvalidInput("min_effect", f"too small to detect: more than {MAX_HORIZON:,} "
                            "samples per arm")
     doc: dict[str, Any] = {
-           "model": model, "spec": spec, "kind": kind, "better": better, "control": control,
-           "status": "running", "decision": None, "arms": {}, "effects": [],
-           "started_at": iso(now), "concluded_at": None, "started_by": actor,
-           "max_samples_per_arm": horizon,
-           "fixed_horizon_samples_per_arm": fixed_horizon_samples_per_arm(
-               alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
-           "shares": dict(arms), "kpi_better": kpi_better or {}}
+        "model": model, "spec": spec, "kind": kind, "better": better, "control": control,
+        "status": "running", "decision": None, "arms": {}, "effects": [],
+        "started_at": iso(now), "concluded_at": None, "started_by": actor,
+        "max_samples_per_arm": horizon,
+        "fixed_horizon_samples_per_arm": fixed_horizon_samples_per_arm(
+            alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
+        "shares": dict(arms), "kpi_better": kpi_better or {}}
     store = ExperimentStore(engine)
     with engine.begin() as conn:
         rollout = RolloutStore(engine).get(model, conn)
