@@ -1,5 +1,6 @@
 """A model's deployment (pure): champion, canary and weight, shadows, routing key, revision,
-and the changes to it — JSON Merge Patch documents (RFC 7386), promote and roll back. The store
+a running experiment's arms (they take over the split), and the changes to it — JSON Merge
+Patch documents (RFC 7386), promote and roll back. The store
 keeps it (``store.deployments``, a compare-and-set on the revision); routing reads it.
 """
 
@@ -30,6 +31,14 @@ class Shadow:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """An experiment's arm: a version and its share of the traffic."""
+
+    version: str
+    share: float
+
+
+@dataclass(frozen=True)
 class Deployment:
     model: str
     champion: str
@@ -39,13 +48,14 @@ class Deployment:
     salt: str = ""
     revision: int = 0
     history: tuple[str, ...] = field(default=(), compare=False)
+    arms: tuple[Arm, ...] = ()  # a running experiment's: they route instead of the canary
 
     def versions(self) -> set[str]:
         """Every version this deployment needs loaded."""
         names = {self.champion, *(s.version for s in self.shadows)}
         if self.canary is not None:
             names.add(self.canary.version)
-        return names
+        return names | {a.version for a in self.arms}
 
     def to_doc(self) -> dict[str, Any]:
         """The stored document (no model, no revision: those are columns)."""
@@ -58,6 +68,8 @@ class Deployment:
             "routing_key_header": self.routing_key_header,
             "salt": self.salt,
             "history": list(self.history),
+            **({"experiment": {"arms": {a.version: a.share for a in self.arms}}}
+               if self.arms else {}),
         }
 
     def to_public(self) -> dict[str, Any]:
@@ -115,7 +127,31 @@ class Deployment:
         return cls(model=model, champion=champion["version"], canary=parsed_canary,
                    shadows=tuple(shadows), routing_key_header=header,
                    salt=str(doc.get("salt") or ""), revision=revision,
-                   history=tuple(doc.get("history", ())))
+                   history=tuple(doc.get("history", ())), arms=parse_arms(doc.get("experiment")))
+
+
+def parse_arms(doc: Any) -> tuple[Arm, ...]:
+    """``{"arms": {version: share}}`` (shares positive, summing to 1), or none."""
+    if doc is None:
+        return ()
+    arms = doc.get("arms") if isinstance(doc, dict) else None
+    if not isinstance(arms, dict) or len(arms) < 2:
+        raise DeploymentInvalid("experiment.arms", "must map two or more versions to shares")
+    for version, share in arms.items():
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise DeploymentInvalid(f"experiment.arms.{version}", "must be a share in (0, 1]")
+    if abs(sum(arms.values()) - 1.0) > 1e-6:
+        raise DeploymentInvalid("experiment.arms", "the shares must sum to 1")
+    return tuple(Arm(str(v), float(w)) for v, w in arms.items())
+
+
+def with_arms(current: Deployment, arms: dict[str, float] | None) -> Deployment:
+    """The deployment with an experiment's arms (validated), or with none."""
+    doc = current.to_doc()
+    doc.pop("experiment", None)
+    if arms:
+        doc["experiment"] = {"arms": arms}
+    return Deployment.from_doc(current.model, current.revision, doc)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -148,6 +148,16 @@ class MonitorMetrics:
             "vigil_prediction_log_bad_frames_total", "Encrypted log frames that failed "
             "authentication (or named an unknown key) and were skipped unread.", **kw)
 
+        self.kpi = Gauge(
+            "vigil_model_kpi", "Business KPI outcomes joined to the answers of a version and "
+            "variant (stat: count, sum, sum_squares, mean).",
+            ["model", "version", "variant", "kpi", "stat"], multiprocess_mode="livemax", **kw)
+        self.experiment_running = Gauge(
+            "vigil_experiment_running", "1 while an experiment runs on the model.", ["model"],
+            multiprocess_mode="livemax", **kw)
+        self.experiment_share = Gauge(
+            "vigil_experiment_arm_share", "A running experiment's traffic share per arm.",
+            ["model", "version"], multiprocess_mode="livemax", **kw)
         self.rollout_transitions = Counter(
             "vigil_rollout_transitions_total", "Rollout decisions applied, by kind (weight, "
             "promote, abort, pause).", ["model", "kind"], **kw)
@@ -175,6 +185,19 @@ class MonitorMetrics:
             "vigil_drift_score", "Population stability index of a feature's live window "
             "against the reference.", ["model", "version", "feature"],
             multiprocess_mode="livemax", **kw)
+
+    def observe_kpis(self, sums: dict[tuple[str, str, str, str], Any]) -> None:
+        """Per (model, version, variant, KPI) sums (``store.kpis.KpiSums``) as gauges."""
+        for (model, version, variant, kpi), s in sums.items():
+            mean = s.total / s.n if s.n else 0.0
+            for stat, value in (("count", s.n), ("sum", s.total), ("sum_squares", s.total_sq),
+                                ("mean", mean)):
+                self.kpi.labels(model, version, variant, kpi, stat).set(value)
+
+    def observe_experiment(self, model: str, running: bool, shares: dict[str, float]) -> None:
+        self.experiment_running.labels(model).set(int(running))
+        for arm, share in shares.items():
+            self.experiment_share.labels(model, arm).set(share if running else 0.0)
 
     def observe_drift(self, versions: dict[Any, Any],
                       active: set[tuple[str, str, str]] | None = None) -> None:

@@ -4,12 +4,9 @@ prediction log into derived state, counting every event exactly once.
 Each step reads a batch of complete lines from every writer's segments, starting at the
 checkpointed offsets; updates per (model, version, variant) statistics; writes the compact
 prediction index; joins labels; and commits the new stats, index rows, joins and checkpoints
-in **one** transaction. A crash anywhere before the commit replays the batch from the old
-checkpoint against the old state; a crash after it has nothing to replay. So after ``kill -9``
-and a restart no event is counted twice and none is skipped.
-
-Later issues (drift, triggers, rollouts) hook into ``step`` the same way: state in memory,
-committed with the checkpoint.
+in **one** transaction (with drift state and KPI outcomes). A crash anywhere before the commit
+replays the batch from the old checkpoint against the old state; a crash after it has nothing
+to replay. So after ``kill -9`` and a restart no event is counted twice and none is skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segm
 from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
 from monitoring.quality.history import record_minute
 from monitoring.quality.label_join import Key, LabelJoin
+from monitoring.quality.outcomes import KpiJoin
 from monitoring.quality.stats import VersionStats
 from store import (
     Engine,
@@ -113,7 +111,7 @@ class Monitor:
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
                  drift: Drift | None = None, triggers: Retraining | None = None,
-                 mirror: Mirror | None = None) -> None:
+                 mirror: Mirror | None = None, kpis: KpiJoin | None = None) -> None:
         self.engine = engine
         self.saved = MonitorStateStore(engine)
         self.index = PredictionIndex(engine)
@@ -130,6 +128,7 @@ class Monitor:
         self.on_step = on_step
         self.drift = drift
         self.triggers = triggers
+        self.kpis = kpis  # business KPI outcomes from /feedback, joined in the step
         # shadows.mirror.ShadowMirror, or None: given a committed step's records that name
         # shadows, after the commit (a step read again after a failed commit mirrors once)
         self.mirror = mirror
@@ -188,6 +187,7 @@ class Monitor:
         now = self.clock()
         index_rows: list[IndexRow] = []
         feedback: list[tuple[dict[str, Any], float]] = []
+        kpi_only: list[tuple[dict[str, Any], float]] = []  # business outcomes, no label
         for_drift: list[tuple[float, dict[str, Any]]] = []
         mirrored: list[dict[str, Any]] = []
         shadowed: list[IndexRow] = []  # shadow answers: their request may be labelled
@@ -220,7 +220,7 @@ class Monitor:
                          orjson.dumps(data["outputs"]).decode()))
             elif kind == FEEDBACK:
                 result.feedback += 1
-                feedback.append((data, ts))
+                (feedback if "label" in data or "value" in data else kpi_only).append((data, ts))
             else:
                 result.invalid += 1
         if result.invalid:
@@ -247,6 +247,8 @@ class Monitor:
                     self._count(str(data.get("model")), outcome)
                 result.labels[outcome] = result.labels.get(outcome, 0) + 1
             self.pending.hold(tx, held)
+            if self.kpis is not None:
+                self.kpis.join(tx, feedback + kpi_only, now, self._caught_up)
             if feedback or now - self._last_housekeeping >= 1.0:
                 self._retry_pending(tx, now, changed, result)
             if self.drift is not None:

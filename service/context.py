@@ -55,7 +55,8 @@ class WorkerContext:
             m.revision.labels(model).set(d.revision)
             roles = [(d.champion, "champion")] + \
                 ([(d.canary.version, "canary")] if d.canary is not None else []) + \
-                [(s.version, "shadow") for s in d.shadows]
+                [(s.version, "shadow") for s in d.shadows] + \
+                [(a.version, "experiment") for a in d.arms]
             for version, variant in roles:
                 card = served.runtimes[version].card
                 lineage = card.lineage

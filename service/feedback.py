@@ -22,7 +22,9 @@ def accept_feedback(ctx: WorkerContext, body: Any) -> dict[str, Any]:
         raise ModelNotFound(model)
     metrics = ctx.metrics
     try:
-        items = validate_feedback(served.card, body, ctx.settings.limits.max_feedback_items)
+        declared = {k.name: k.kind for k in ctx.settings.kpis.get(model, ())}
+        items = validate_feedback(served.card, body, ctx.settings.limits.max_feedback_items,
+                                  declared)
     except FeedbackInvalid as exc:
         if metrics is not None:
             metrics.feedback_items.labels(model, "rejected").inc(max(exc.total, 1))

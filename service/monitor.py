@@ -19,11 +19,13 @@ import bentoml
 from models.registry import Registry
 from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
+from monitoring.experiments.controller import ExperimentController
 from monitoring.log.reader import LocalEventLog
 from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
 from monitoring.monitor import StepResult
+from monitoring.quality.outcomes import KpiJoin
 from monitoring.retrain.policy import Policy
 from monitoring.retrain.triggers import Triggers
 from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_from_config
@@ -35,7 +37,8 @@ from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
 from service.settings import PolicySettings, Settings
 from service.settings import settings as read_settings
-from store import DeploymentStore, Engine, make_engine
+from store import DeploymentStore, Engine, PredictionIndex, make_engine
+from store.kpis import KpiStore
 
 log = logging.getLogger("vigil.monitor")
 
@@ -67,7 +70,8 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
         on_step=on_step, drift=drift, triggers=build_triggers(settings, engine, registry),
-        mirror=mirror)
+        mirror=mirror, kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine),
+                                    m.pending_label_seconds))
 
 
 def build_drift(settings: Settings, engine: Engine, registry: Registry) -> DriftTracker | None:
@@ -141,6 +145,7 @@ def build_controller(settings: Settings, engine: Engine,
     if metrics is not None:  # every model's series exist from the start, at 0
         for d in DeploymentStore(engine).all():
             metrics.rollout_step.labels(d.model).set(0)
+            metrics.observe_experiment(d.model, False, {d.champion: 0.0})
             for kind in ("weight", "promote", "abort", "pause"):
                 metrics.rollout_transitions.labels(d.model, kind)
     return Controller(engine, targets_of(settings), settings.server.base_url, on_transition)
@@ -241,6 +246,10 @@ class Monitor:
                                      self.mirror, drift)
                 await asyncio.to_thread(loop.load)
                 self.controller = build_controller(self.settings, self.engine, metrics)
+                self.experiments = ExperimentController(
+                    self.engine, targets_of(self.settings), self.settings.server.base_url,
+                    on_look=lambda model, doc: metrics.observe_experiment(
+                        model, doc["status"] == "running", doc.get("shares", {})))
                 self.loop, self.drift = loop, drift
             except Exception:
                 log.exception("Monitor could not load its state; retrying")
@@ -252,7 +261,9 @@ class Monitor:
                 await asyncio.to_thread(self._tick)
                 if self.controller is not None:
                     await asyncio.to_thread(self.controller.tick, self.loop.stats)
+                    await asyncio.to_thread(self.experiments.tick, self.loop.stats)
                 metrics.observe_status(self.loop.status)
+                metrics.observe_kpis(await asyncio.to_thread(KpiStore(self.engine).sums))
                 self._publish_shadows()
                 metrics.observe_quality(self.loop.stats)
                 if self.drift is not None:

@@ -35,7 +35,8 @@ PREDICT_RESPONSE: dict[str, Any] = {
     "properties": {
         "model": {"type": "string"},
         "version": {"type": "string"},
-        "variant": {"type": "string", "enum": ["champion", "canary", "explicit"]},
+        "variant": {"type": "string",
+                    "enum": ["champion", "canary", "explicit", "experiment"]},
         "request_id": {"type": "string"},
         "predictions": {"type": "array", "items": PREDICTION_SCHEMA},
     },

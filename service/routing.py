@@ -7,6 +7,8 @@ With a routing key the split is deterministic and sticky::
 
 so every process and release agrees, one key stays on one variant, and raising the weight
 only moves keys from champion to canary. Without a key the split is random (``rand``).
+A running experiment's arms take over the split: the same bucket falls in the arm whose
+cumulative share passes it (variant ``experiment``); the champion stays the fallback.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from models.deployment import Deployment
 
 BUCKETS = 10_000
 CHAMPION, CANARY, SHADOW, EXPLICIT = "champion", "canary", "shadow", "explicit"
-VARIANTS = (CHAMPION, CANARY, SHADOW, EXPLICIT)
+EXPERIMENT = "experiment"
+VARIANTS = (CHAMPION, CANARY, SHADOW, EXPLICIT, EXPERIMENT)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ def route(deployment: Deployment, key: str | None = None, override: str | None =
         if override not in deployment.versions():
             return None
         return Route(override, EXPLICIT, ())
+    if deployment.arms:
+        point = bucket(deployment.salt, key) if key else rand() * BUCKETS
+        edge = 0.0
+        for arm in deployment.arms:
+            edge += arm.share
+            if point < round(edge * BUCKETS):
+                return Route(arm.version, EXPERIMENT, shadows)
+        return Route(deployment.champion, CHAMPION, shadows)
     canary = deployment.canary
     if canary is not None and canary.weight > 0:
         threshold = round(canary.weight * BUCKETS)

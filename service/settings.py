@@ -268,6 +268,14 @@ class PolicySettings(Section):
                                     "second firing within this long.")
 
 
+class KpiSettings(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,63}$", description="The KPI's name, as "
+                      "`/feedback` items send it in `kpis`.")
+    kind: Literal["binary", "continuous"] = Field(description="`binary` (0 or 1: a "
+                                                  "conversion) or `continuous` (revenue).")
+    better: Literal["higher", "lower"] = Field("higher", description="Which way is better.")
+
+
 class Settings(BaseSettings):
     """Everything Vigil reads from its configuration (the keys: docs/configuration.md)."""
 
@@ -292,6 +300,9 @@ class Settings(BaseSettings):
                                  "the Monitor.")
     policies: dict[str, PolicySettings] = Field({}, description="Retraining trigger policies, "
                                                 "per model name.")
+    kpis: dict[str, list[KpiSettings]] = Field({}, description="Business KPIs per model name, "
+                                               "sent with `/feedback` and tested by "
+                                               "experiments (docs/experiments.md).")
     rollouts: dict[str, Any] = Field({}, description="Accepted and not read: a rollout's "
                                      "steps and gates come with `POST /admin/rollouts/{model}`.")
     webhooks: WebhookSettings = Field(WebhookSettings(), description="Retraining and rollout "

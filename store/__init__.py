@@ -10,6 +10,8 @@ family; repositories take and return plain values and dataclasses, and write in 
 - ``webhooks``: the webhook outbox, its deliveries and every attempt
 - ``policy_state``: the retraining policies' state
 - ``rollouts``: each model's latest rollout, compare-and-set on its revision
+- ``kpis``: business KPI outcomes per request and their sums per (version, variant, KPI)
+- ``experiments``: each model's latest experiment, compare-and-set on its revision
 - ``transaction``: the transaction handle; ``engine``: engines and migrations; ``tables``
 
 A SQLite file in WAL mode is the embedded default; a PostgreSQL URL is the same code.

@@ -210,3 +210,47 @@ monitor_history = sa.Table(
     sa.Column("latency", sa.Text, nullable=False),  # JSON: counts <= each bound, then all
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# --- Experiments on business KPIs (monitoring.experiments)
+
+# per (model, version, variant, KPI): count, sum and sum of squares of the joined outcomes
+kpi_stats = sa.Table(
+    "kpi_stats",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("kpi", sa.String(63), primary_key=True),
+    sa.Column("n", sa.Float, nullable=False),
+    sa.Column("total", sa.Float, nullable=False),
+    sa.Column("total_sq", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# one outcome per (request, model, KPI): the first wins; version NULL while its prediction
+# has not been read (it waits like a label), then the answer it was joined to
+kpi_outcomes = sa.Table(
+    "kpi_outcomes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("kpi", sa.String(63), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("version", sa.String(63), nullable=True),
+    sa.Column("variant", sa.String(16), nullable=True),
+    sa.Column("label", sa.Text, nullable=True),  # JSON: the request's label, when one came with
+    sa.Column("ts", sa.Float, nullable=False),  # received
+    sa.UniqueConstraint("request_id", "model", "kpi", name="uq_kpi_outcomes_request"),
+    sa.Index("ix_kpi_outcomes_version", "version"),
+)
+
+# one row per model: its latest experiment (design, state, baselines, last look)
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+)

@@ -1,8 +1,10 @@
 """Validate ``POST /feedback`` bodies against the model's task, as a whole.
 
-One item ``{"model", "request_id", "label" | "value", "row"?}`` or a batch
-``{"model", "items": [{"request_id", "label" | "value", "row"?}, ...]}``. A classifier's label
-is one of the card's class labels (or its index); a regressor's value is a finite number.
+One item ``{"model", "request_id", "label" | "value", "row"?, "kpis"?}`` or a batch
+``{"model", "items": [{"request_id", "label" | "value", "row"?, "kpis"?}, ...]}``; with
+``kpis`` (business outcomes, each a KPI declared for the model) the label is optional. A
+classifier's label is one of the card's class labels (or its index); a regressor's value is a
+finite number.
 Every bad item is reported (field and reason); one bad item refuses the whole batch.
 Pure: plain values in, normalized items out.
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from models.card import ModelCard
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-ITEM_FIELDS = {"request_id", "label", "value", "row"}
+ITEM_FIELDS = {"request_id", "label", "value", "row", "kpis"}
 TOP_FIELDS = {"model", "items"}
 
 
@@ -27,8 +30,8 @@ class FeedbackInvalid(ValueError):
         self.total = total
 
 
-def normalize_item(card: ModelCard, item: Any, where: str,
-                   problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+def normalize_item(card: ModelCard, item: Any, where: str, problems: list[tuple[str, str]],
+                   kpis: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     if not isinstance(item, dict):
         problems.append((where or "body", "must be an object with request_id and "
                          + ("label" if card.is_classifier else "value")))
@@ -46,6 +49,10 @@ def normalize_item(card: ModelCard, item: Any, where: str,
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         problems.append((f"{prefix}row", "must be a non-negative integer (the row of a batch)"))
     out: dict[str, Any] = {"request_id": rid, "row": row}
+    if "kpis" in item:
+        out["kpis"] = normalize_kpis(item["kpis"], kpis or {}, f"{prefix}kpis", problems)
+    if "kpis" in item and "label" not in item and "value" not in item:
+        return out if len(problems) == start else None  # outcomes only, no label
     if card.is_classifier:
         labels = list(card.class_labels or ())
         if "value" in item:
@@ -74,9 +81,32 @@ def normalize_item(card: ModelCard, item: Any, where: str,
     return out if len(problems) == start else None
 
 
-def validate_feedback(card: ModelCard, body: dict[str, Any],
-                      max_items: int) -> list[dict[str, Any]]:
-    """The normalized items, or ``FeedbackInvalid`` listing every problem."""
+def normalize_kpis(doc: Any, declared: Mapping[str, str], where: str,
+                   problems: list[tuple[str, str]]) -> dict[str, float]:
+    """``{name: finite number}``, each name declared for the model (name -> kind: a binary
+    KPI is 0 or 1)."""
+    if not isinstance(doc, dict) or not doc:
+        problems.append((where, "must be a non-empty object of KPI name to number"))
+        return {}
+    out = {}
+    for name, value in doc.items():
+        if name not in declared:
+            problems.append((f"{where}.{name}", f"undeclared KPI '{name}' (declared for this "
+                             f"model: {sorted(declared)})"))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
+            problems.append((f"{where}.{name}", "must be a finite number"))
+        elif declared[name] == "binary" and value not in (0, 1):
+            problems.append((f"{where}.{name}", "is a binary KPI: 0 or 1"))
+        else:
+            out[name] = float(value)
+    return out
+
+
+def validate_feedback(card: ModelCard, body: dict[str, Any], max_items: int,
+                      kpis: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The normalized items, or ``FeedbackInvalid`` listing every problem. ``kpis``: the
+    model's declared KPIs, name -> kind."""
     problems: list[tuple[str, str]] = []
     if "items" in body:
         for name in sorted(set(body) - TOP_FIELDS):
@@ -87,12 +117,12 @@ def validate_feedback(card: ModelCard, body: dict[str, Any],
         if len(items) > max_items:
             raise FeedbackInvalid([("items", f"{len(items)} items; the limit is {max_items}")],
                                   len(items))
-        out = [normalize_item(card, item, f"items[{i}]", problems)
+        out = [normalize_item(card, item, f"items[{i}]", problems, kpis)
                for i, item in enumerate(items)]
         total = len(items)
     else:
         single = {k: v for k, v in body.items() if k != "model"}
-        out = [normalize_item(card, single, "", problems)]
+        out = [normalize_item(card, single, "", problems, kpis)]
         total = 1
     if problems:
         raise FeedbackInvalid(problems, total)

@@ -13,7 +13,10 @@ Each step of a rollout puts the canary at a weight, waits at least ``min_seconds
   distributions (or of value histograms), at most ``js_max``;
 * ``drift`` — no open drift alarm on the canary that the champion does not share;
 * ``quality`` — on joined labels, accuracy (MAE for regressors) not worse by more than
-  ``quality_margin`` with a one-sided confidence bound, not a point estimate.
+  ``quality_margin`` with a one-sided confidence bound, not a point estimate;
+* ``kpi`` — with a ``kpi_gate`` (``{"kpi", "margin", "better"}``), the canary's mean of a
+  business KPI from ``/feedback`` not worse than the champion's by more than ``margin``, with
+  the same one-sided bound as the quality gate.
 
 The analysis is ``Successful`` (every gate passes: next step, or promote after the last),
 ``Failed`` (any gate fails: abort — canary cleared, champion untouched) or ``Inconclusive``
@@ -46,6 +49,7 @@ class Spec:
     latency_slack_ms: float = 5.0
     js_max: float = 0.05
     quality_margin: float = 0.02
+    kpi_gate: dict[str, Any] | None = None  # {"kpi", "margin", "better": higher | lower}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Spec:
@@ -69,6 +73,9 @@ class Window:
     labelled: int = 0
     score: float | None = None  # accuracy (classifier) or -MAE (regressor): higher is better
     score_var: float | None = None  # per-label variance of the score's terms
+    kpi_n: float = 0.0  # the gated KPI's outcomes: count, mean and variance
+    kpi_mean: float | None = None
+    kpi_var: float | None = None
 
 
 @dataclass
@@ -162,15 +169,33 @@ def quality_gate(spec: Spec, canary: Window, champion: Window) -> Gate:
                 f"one-sided upper bound {upper:.4f}")
 
 
+def kpi_gate(spec: Spec, canary: Window, champion: Window) -> Gate:
+    """The canary's KPI mean not worse than the champion's by more than the margin, in the
+    KPI's better direction, at a one-sided bound (as ``quality_gate``)."""
+    g = spec.kpi_gate or {}
+    margin, way = float(g.get("margin", 0.0)), -1 if g.get("better") == "lower" else 1
+    n_c, n_h = canary.kpi_n, champion.kpi_n
+    if n_c < spec.min_labels or n_h < spec.min_labels or canary.kpi_mean is None or \
+            champion.kpi_mean is None:
+        return Gate("kpi", INSUFFICIENT, None, -margin, int(n_c), str(g.get("kpi")))
+    diff = way * (canary.kpi_mean - champion.kpi_mean)
+    se = math.sqrt((canary.kpi_var or 0.0) / n_c + (champion.kpi_var or 0.0) / n_h)
+    upper = diff + _z(spec.alpha) * se
+    return Gate("kpi", FAIL if upper < -margin else PASS, round(diff, 6), -margin, int(n_c),
+                f"{g.get('kpi')}: one-sided upper bound {upper:.4f}")
+
+
 def analyse(spec: Spec, canary: Window, champion: Window, canary_alarms: set[str],
             champion_alarms: set[str], elapsed: float) -> Analysis:
     gates = [error_gate(spec, canary, champion), latency_gate(spec, canary, champion),
              divergence_gate(spec, canary, champion),
              drift_gate(canary_alarms, champion_alarms),
              quality_gate(spec, canary, champion)]
+    if spec.kpi_gate:
+        gates.append(kpi_gate(spec, canary, champion))
     if any(g.verdict == FAIL for g in gates):
         return Analysis(FAILED, gates)
-    needed = [g for g in gates if g.name != "quality" or spec.require_labels]
+    needed = [g for g in gates if g.name not in ("quality", "kpi") or spec.require_labels]
     if elapsed < spec.min_seconds or any(g.verdict == INSUFFICIENT for g in needed):
         return Analysis(INCONCLUSIVE, gates)
     return Analysis(SUCCESSFUL, gates)

@@ -50,6 +50,7 @@ from store import (
     StaleRevision,
     Transaction,
 )
+from store.kpis import KpiStore
 from store.rollouts import RolloutStore, StaleRollout
 
 log = logging.getLogger("vigil.rollout")
@@ -87,9 +88,23 @@ def _sketch_diff(now: dict[str, Any], base: dict[str, Any]) -> Sketch:
     return s
 
 
+def with_kpi(counts: dict[str, Any], kpis: KpiStore | None, key: tuple[str, str, str],
+             kpi: str | None) -> dict[str, Any]:
+    """``counts`` with the gated KPI's sums (count, sum, sum of squares) of ``key``."""
+    if kpis is None or kpi is None:
+        return counts
+    s = kpis.sums(key[0]).get((*key, kpi))
+    return {**counts, "kpi": [s.n, s.total, s.total_sq] if s else [0.0, 0.0, 0.0]}
+
+
 def window(now: dict[str, Any], base: dict[str, Any]) -> Window:
     w = Window(requests=now["requests"] - base["requests"],
                errors=now["errors"] - base["errors"])
+    if "kpi" in now and "kpi" in base:
+        n, s, ss = (a - b for a, b in zip(now["kpi"], base["kpi"], strict=True))
+        if n > 0:
+            w.kpi_n, w.kpi_mean = n, s / n
+            w.kpi_var = max(ss / n - w.kpi_mean ** 2, 0.0)
     latency = _sketch_diff(now["latency"], base["latency"])
     w.p95 = latency.quantile(0.95) if latency.n > 0 else None
     if now.get("classifier", True) and now["dist"]:
@@ -154,18 +169,24 @@ class Controller:
         d = self.deployments.get(model)
         canary_key = (model, spec.candidate, "canary")
         champion_key = (model, d.champion, "champion")
+        kpi = (spec.kpi_gate or {}).get("kpi")
+        kpis = KpiStore(self.engine) if kpi else None
+
+        def measure(key: tuple[str, str, str]) -> dict[str, Any]:
+            return with_kpi(counters(stats.get(key)), kpis, key, kpi)
+
         if d.canary is None or d.canary.version != spec.candidate:
             state.status, state.reason = "paused", "the canary was changed outside the rollout"
             self._commit(model, doc, revision, spec, state,
                          Action("pause", None, "vigil.rollout.paused"), d, now)
             return
         if "baseline" not in doc:
-            doc["baseline"] = {"canary": counters(stats.get(canary_key)),
-                               "champion": counters(stats.get(champion_key))}
+            doc["baseline"] = {"canary": measure(canary_key),
+                               "champion": measure(champion_key)}
             self._save(model, doc, revision, now)
             return
-        canary = window(counters(stats.get(canary_key)), doc["baseline"]["canary"])
-        champion = window(counters(stats.get(champion_key)), doc["baseline"]["champion"])
+        canary = window(measure(canary_key), doc["baseline"]["canary"])
+        champion = window(measure(champion_key), doc["baseline"]["champion"])
         analysis: Analysis = analyse(spec, canary, champion,
                                      self.drift.open_signals_of(model, spec.candidate),
                                      self.drift.open_signals_of(model, d.champion),
@@ -177,8 +198,8 @@ class Controller:
             self._save(model, doc, revision, now)
             return
         if action.kind == "weight":
-            doc["baseline"] = {"canary": counters(stats.get(canary_key)),
-                               "champion": counters(stats.get(champion_key))}
+            doc["baseline"] = {"canary": measure(canary_key),
+                               "champion": measure(champion_key)}
         self._commit(model, doc, revision, spec, state, action, d, now)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float,
@@ -245,6 +266,8 @@ def start(engine: Engine, model: str, spec: Spec, actor: str, role: str,
     deployment, writes the audit row and the rollout."""
     now = time.time() if now is None else now
     deployments, rollouts = DeploymentStore(engine), RolloutStore(engine)
+    if deployments.get(model).arms:  # the arms hold the split until the experiment ends
+        raise StateConflict("model", "an experiment is running; stop it first")
     change = plan_change(
         deployments, model,
         lambda d: apply_patch(d, {"canary": {"version": spec.candidate,

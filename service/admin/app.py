@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from service.admin.audit import router as audit
 from service.admin.deployments import router as deployments
 from service.admin.drift import router as drift
+from service.admin.experiments import router as experiments
 from service.admin.models import router as models
 from service.admin.rollouts import router as rollouts
 from service.admin.webhooks import router as webhooks
@@ -14,7 +15,8 @@ from service.console.api import router as console
 from service.context import WorkerContext, current_metrics
 from service.httperrors import JSONBody, install
 
-ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, console)  # document order
+# document order
+ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, experiments, console)
 
 
 def create_app(ctx: WorkerContext | None = None) -> FastAPI:

@@ -15,11 +15,13 @@ from models.deployment import Deployment
 from models.errors import InvalidInput, NotFound, VigilError
 from models.profile import summarize_profile
 from monitoring.monitor import read_stats
+from monitoring.quality.outcomes import read_kpis
 from service.admin.deps import AUTH_ERRORS, ModelName, VersionName, audit, ctx_of, require
 from service.auth import Principal
 from service.context import WorkerContext
 from service.errors import PayloadTooLarge
 from service.httperrors import JSONBody, error_responses
+from store.kpis import KpiStore
 
 router = APIRouter()
 
@@ -57,6 +59,7 @@ async def model_stats(request: Request, model: ModelName,
                       ) -> dict[str, Any]:
     ctx = ctx_of(request)
     stats = await asyncio.to_thread(read_stats, ctx.engine, model)
+    stats["kpis"] = await asyncio.to_thread(read_kpis, KpiStore(ctx.engine), model)
     if not stats["versions"] and model not in await asyncio.to_thread(ctx.registry.list):
         raise NotFound("model", "unknown model", message=f"model '{model}' not found")
     return stats

@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as PydField
 
-from models.errors import Conflict, DeploymentNotFound, NotFound, RolloutNotFound, StaleRevision
+from models.errors import (
+    Conflict,
+    DeploymentNotFound,
+    InvalidInput,
+    NotFound,
+    RolloutNotFound,
+    StaleRevision,
+)
 from monitoring.rollout.analysis import Spec
 from monitoring.rollout.controller import Controller
 from monitoring.rollout.controller import operate as operate_rollout_in_store
@@ -27,6 +34,14 @@ from service.httperrors import JSONBody, error_responses
 from store.rollouts import StaleRollout
 
 router = APIRouter()
+
+
+class KpiGateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kpi: str = PydField(description="a KPI declared for the model (`kpis` in the config)")
+    margin: float = PydField(ge=0, description="how much worse than the champion's mean the "
+                             "canary's may be, in the KPI's units, at a one-sided bound")
 
 
 class RolloutBody(BaseModel):
@@ -52,6 +67,8 @@ class RolloutBody(BaseModel):
         "is also this many milliseconds above the champion's")
     js_max: float = PydField(0.05, gt=0, le=1)
     quality_margin: float = PydField(0.02, ge=0, le=1)
+    kpi_gate: KpiGateBody | None = PydField(
+        None, description="a business KPI gate: `{\"kpi\": \"conversion\", \"margin\": 0.01}`")
 
     @field_validator("steps")
     @classmethod
@@ -109,7 +126,14 @@ async def start_rollout(request: Request, model: ModelName,
                             require("operator", "rollout.start"))],
                         body: Annotated[RolloutBody, Depends(rollout_body)]) -> JSONBody:
     ctx = ctx_of(request)
-    spec = Spec.from_dict(body.model_dump())
+    doc = body.model_dump()
+    if body.kpi_gate is not None:
+        declared = {k.name: k for k in ctx.settings.kpis.get(model, ())}
+        if body.kpi_gate.kpi not in declared:
+            raise InvalidInput("kpi_gate.kpi", f"undeclared KPI '{body.kpi_gate.kpi}' "
+                               f"(declared for this model: {sorted(declared)})")
+        doc["kpi_gate"]["better"] = declared[body.kpi_gate.kpi].better
+    spec = Spec.from_dict(doc)
 
     def begin() -> dict[str, Any]:
         try:

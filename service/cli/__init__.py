@@ -36,6 +36,7 @@ from service.cli.common import (
     err,
     out,
 )
+from service.cli.experiment import app as experiment_app
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFLICT", "EXIT_INVALID", "EXIT_NOT_FOUND", "EXIT_SERVER",
            "EXIT_UNREACHABLE", "app", "main"]
@@ -48,6 +49,7 @@ for commands in (status.commands, deploy.commands, audit.commands, local.command
     app.add_typer(commands)
 for group, name in ((models.app, "models"), (deploy.app, "deploy"), (drift.app, "drift"),
                     (webhooks.app, "webhooks"), (rollout.app, "rollout"),
+                    (experiment_app, "experiment"),
                     (local.logs_app, "logs"), (local.config_app, "config"),
                     (local.db_app, "db")):
     app.add_typer(group, name=name)

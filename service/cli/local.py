@@ -51,6 +51,30 @@ def logs_export(
     out.print(f"wrote {n} rows to {out_path}")
 
 
+@logs_app.command("outcomes")
+def logs_outcomes(
+        model: Annotated[str, typer.Option(help="the model whose KPI outcomes to export")],
+        out_path: Annotated[Path, typer.Option("--out", help="the Parquet file to write")],
+        since: Annotated[str | None, typer.Option(help="24h, 30m, 7d or ISO 8601")] = None
+        ) -> None:
+    """Write the business KPI outcomes joined per request (version, variant, label, one
+    kpi.<name> column each) to Parquet (reads the local store)."""
+    from monitoring.log.export import parse_since
+    from monitoring.quality.outcomes import export_outcomes
+    from service.settings import load_settings
+    from store import make_engine
+    from store.kpis import KpiStore
+
+    try:
+        start = parse_since(since) if since else 0.0
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    engine = make_engine(load_settings().store_url)
+    n = export_outcomes(KpiStore(engine), model, out_path, start)
+    out.print(f"wrote {n} rows to {out_path}")
+
+
 @config_app.command("check")
 def config_check(config: Annotated[Path | None, typer.Option(
         help="default: $VIGIL_CONFIG or vigil.yaml")] = None) -> None:

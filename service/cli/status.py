@@ -18,7 +18,8 @@ commands = typer.Typer()
 @commands.command()
 def status(ctx: typer.Context,
         json_out: JsonFlag = False) -> None:
-    """Every model: who serves, traffic, errors, drift and quality."""
+    """Every model: who serves (with a running experiment's arms), traffic, errors, drift
+    and quality."""
     c = ctx_of(ctx, json_out)
 
     def body() -> None:
@@ -35,6 +36,7 @@ def status(ctx: typer.Context,
             rows.append({
                 "model": m, "revision": d["revision"], "champion": d["champion"]["version"],
                 "canary": d.get("canary"), "shadows": d.get("shadows", []),
+                "experiment": (d.get("experiment") or {}).get("arms"),
                 "requests": {f"{v}/{var}": r["requests"] for v, x in stats["versions"].items()
                              for var, r in x.items()},
                 "champion_error_rate": champ.get("error_rate"),
@@ -69,6 +71,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         can = r["canary"]
         serving = [r["champion"]]
+        serving += [f"experiment {v} {w:.0%}" for v, w in (r.get("experiment") or {}).items()]
         if can:
             serving.append(f"canary {can['version']} {can['weight']:.0%}")
         serving += [f"shadow {s['version']}" for s in r["shadows"]]

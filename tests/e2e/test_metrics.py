@@ -28,7 +28,7 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = ROOT / "monitoring" / "alerts"
 DASHBOARD = ROOT / "monitoring" / "dashboards" / "vigil.json"
 BOUNDED_LABELS = {"model", "version", "variant", "outcome", "reason", "signal", "feature",
-                  "target", "kind", "operation",
+                  "target", "kind", "operation", "kpi", "stat",
                   "metric", "window", "status", "type", "le", "task", "dataset_sha256",
                   "code_commit", "vigil_version", "python", "bentoml", "onnxruntime"}
 ROW = [14.1, 19.3, 92.0, 655.0, 0.096, 0.104, 0.089, 0.049, 0.181, 0.063, 0.405, 1.217, 2.866,

@@ -35,6 +35,9 @@ ROUTES = [
     ("POST", "/admin/rollouts/nope", "operator"),
     ("GET", "/admin/rollouts/breast_cancer", "viewer"),
     ("POST", "/admin/rollouts/nope/pause", "operator"),
+    ("POST", "/admin/experiments/nope", "operator"),
+    ("GET", "/admin/experiments/breast_cancer", "viewer"),
+    ("POST", "/admin/experiments/nope/stop", "operator"),
     ("GET", "/admin/audit", "viewer"),
 ]
 
