@@ -76,7 +76,8 @@ def build_drift(settings: Settings, engine: Engine, registry: Registry) -> Drift
         engine, reference_of,
         DriftConfig(false_alarms_per_100k=dr.false_alarms_per_100k, window=dr.window,
                     keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
-                    error_delay=dr.error_delay),
+                    error_delay=dr.error_delay, detectors=dr.detectors.model_dump(),
+                    river_stride=dr.river_stride),
         sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
 
 

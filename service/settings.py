@@ -158,8 +158,36 @@ class MonitorSettings(Section):
                       "the same priority).")
 
 
+ContinuousDetector = Literal["cusum", "river.ADWIN", "river.PageHinkley", "river.KSWIN"]
+BinaryDetector = Literal["river.binary.DDM", "river.binary.EDDM", "river.binary.FHDDM",
+                         "river.binary.HDDMA", "river.binary.HDDMW"]
+
+
+class DriftDetectorSettings(Section):
+    # defaults chosen on `make drift-bench` (docs/monitoring.md, Drift: which detector)
+    input_mean: ContinuousDetector = Field("cusum", description="Each numeric feature's mean: "
+                                           "Vigil's CUSUMs or a River detector on its normal "
+                                           "scores.")
+    input_scale: ContinuousDetector = Field("cusum", description="Each numeric feature's "
+                                            "spread: CUSUMs or a River detector on z² − 1.")
+    input_joint: Literal["mahalanobis", "river.HalfSpaceTrees", "river.LODA"] = Field(
+        "mahalanobis", description="How unusual a row is as a whole (its score then watched "
+        "by CUSUMs): the Mahalanobis distance of its normal scores, or a River anomaly "
+        "scorer fitted on the reference rows (30 µs a row and more on 30 features).")
+    prediction: ContinuousDetector = Field("cusum", description="The model's output scores.")
+    error: ContinuousDetector | BinaryDetector = Field(
+        "cusum", description="Joined labels' errors; `river.binary.*` for classifiers only "
+        "(a regressor falls back to CUSUMs).")
+
+
 class DriftSettings(Section):
     enabled: bool = Field(True, description="Run the drift detectors in the Monitor.")
+    detectors: DriftDetectorSettings = Field(DriftDetectorSettings(), description="The "
+                                             "detector of each signal, all calibrated to the "
+                                             "one false-alarm budget.")
+    river_stride: int = Field(1, ge=1, le=64, description="River detectors on inputs and "
+                              "predictions see every n-th row (their per-row cost and "
+                              "budget divided, their delays multiplied, by n).")
     false_alarms_per_100k: float = Field(1.0, gt=0, description="The false-alarm budget per "
                                          "model version and 100k rows, family-wise over every "
                                          "signal.")
@@ -224,8 +252,8 @@ class QualityPolicy(Section):
 
 
 class PolicySettings(Section):
-    drift_signals: list[Literal["input_mean", "input_scale", "input_category", "input_unseen",
-                                "prediction", "error"]] = Field(
+    drift_signals: list[Literal["input_mean", "input_scale", "input_joint", "input_category",
+                                "input_unseen", "prediction", "error"]] = Field(
         [], description="Fire on an open drift alarm of these signals.")
     quality: QualityPolicy | None = Field(None, description="Fire when live quality passes a "
                                           "threshold.")
