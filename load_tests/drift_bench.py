@@ -74,11 +74,11 @@ def linear_model(f: int, seed: int = 99) -> Callable[[np.ndarray], np.ndarray]:
 
 def vigil(ref_rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
           kinds: list[str] | None = None, categories: dict[str, list[str]] | None = None,
-          classifier: bool = True) -> VersionDrift:
+          classifier: bool = True, config: DriftConfig | None = None) -> VersionDrift:
     names = [f"f{j}" for j in range(ref_rows.shape[1])]
     ref = Reference(names, kinds or ["numeric"] * len(names), categories or {}, ref_rows,
                     score(ref_rows), ["p0", "p1"])
-    return VersionDrift("bench", "v1", ref, DriftConfig(), classifier)
+    return VersionDrift("bench", "v1", ref, config or DriftConfig(), classifier)
 
 
 def feed(det: VersionDrift, rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
@@ -168,12 +168,13 @@ def s0_breast_cancer(rows: int, seed: int) -> tuple[Result, Result]:
     return ours, base
 
 
-def s1_to_s3(kind: str, size: float, runs: int, seed: int) -> tuple[Result, Result]:
+def s1_to_s3(kind: str, size: float, runs: int, seed: int, config: DriftConfig | None = None,
+             baseline: bool = True) -> tuple[Result, Result]:
     ours, base = Result(), Result()
     score = linear_model(F)
     for r in range(runs):
         rng = np.random.default_rng(seed + r)
-        det = vigil(gaussian_reference(rng), score)
+        det = vigil(gaussian_reference(rng), score, config=config)
         live = rng.normal(size=(PRE + POST, F))
         j = int(rng.integers(F))
         if kind == "mean":
@@ -188,7 +189,8 @@ def s1_to_s3(kind: str, size: float, runs: int, seed: int) -> tuple[Result, Resu
         if after and (kind != "mean" or size >= 0.5):
             ours.ranked_total += 1
             ours.ranked_first += after[0][1] == f"f{j}"
-        score_alarms(base, adwin_features(live), PRE)
+        if baseline:
+            score_alarms(base, adwin_features(live), PRE)
     return ours, base
 
 
@@ -235,7 +237,8 @@ def s4_categorical(shift: float | None, runs: int, seed: int) -> tuple[Result, R
     return ours, base
 
 
-def s5_errors(p_after: float | None, runs: int, seed: int) -> tuple[Result, Result]:
+def s5_errors(p_after: float | None, runs: int, seed: int, config: DriftConfig | None = None,
+              baseline: bool = True) -> tuple[Result, Result]:
     ours, base = Result(), Result()
     for r in range(runs):
         rng = np.random.default_rng(seed + r)
@@ -245,12 +248,13 @@ def s5_errors(p_after: float | None, runs: int, seed: int) -> tuple[Result, Resu
             errors = np.concatenate([rng.random(PRE) < 0.10,
                                      rng.random(POST) < p_after]).astype(float)
         ref = gaussian_reference(rng, 2000, 2)
-        det = vigil(ref, linear_model(2))
+        det = vigil(ref, linear_model(2), config=config)
         alarms = []
         for i in range(0, len(errors), BATCH):
             alarms += [a.rows for a in det.update_errors(errors[i:i + BATCH], 0.0)]
         score_alarms(ours, alarms, PRE)
-        score_alarms(base, adwin_stream(errors, 0.002), PRE)
+        if baseline:
+            score_alarms(base, adwin_stream(errors, 0.002), PRE)
     return ours, base
 
 
@@ -267,7 +271,8 @@ def sea_errors(seed: int) -> np.ndarray:
     return np.array(errors(0, PRE, seed) + errors(3, POST, seed + 1))
 
 
-def s6_prior(runs: int, seed: int) -> tuple[Result, Result, Result]:
+def s6_prior(runs: int, seed: int, config: DriftConfig | None = None,
+             baseline: bool = True) -> tuple[Result, Result, Result]:
     x, y, score = breast_cancer()
     mal, ben = np.nonzero(y == 0)[0], np.nonzero(y == 1)[0]
     ours, ours_any, base = Result(), Result(), Result()
@@ -278,21 +283,23 @@ def s6_prior(runs: int, seed: int) -> tuple[Result, Result, Result]:
             m = rng.random(n) < share
             return np.where(m, rng.choice(mal, n), rng.choice(ben, n))
         live = x[np.concatenate([sample(PRE, 0.373), sample(POST, 0.50)])]
-        det = vigil(x, score)
+        det = vigil(x, score, config=config)
         alarms = feed(det, live, score)
         score_alarms(ours, [a for a, s, _ in alarms if s == "prediction"], PRE)
         score_alarms(ours_any, [a for a, _, _ in alarms], PRE)
-        score_alarms(base, adwin_stream(score(live)[:, 0], 0.002), PRE)
+        if baseline:
+            score_alarms(base, adwin_stream(score(live)[:, 0], 0.002), PRE)
     return ours, ours_any, base
 
 
-def cost(seed: int) -> tuple[float, float]:
+def cost(seed: int, config: DriftConfig | None = None, batches: int = 60
+         ) -> tuple[float, float]:
     """µs per row (p50, p90 over batches) of every signal on 30 numeric features."""
     rng = np.random.default_rng(seed)
     score = linear_model(30)
-    det = vigil(rng.normal(size=(10_000, 30)), score)
+    det = vigil(rng.normal(size=(10_000, 30)), score, config=config)
     times = []
-    for _ in range(60):
+    for _ in range(batches):
         rows = rng.normal(size=(1000, 30))
         out = score(rows)
         t0 = time.perf_counter()

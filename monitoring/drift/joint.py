@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from monitoring.drift.base import DriftAlarm
-from monitoring.drift.calibration import chi2_threshold, gaussian_threshold
+from monitoring.drift.calibration import chi2_threshold, gaussian_threshold, llr_threshold
 from monitoring.drift.detectors import CusumBank, CusumGroup, NormalScores
 
 METHODS = ("mahalanobis", "river.HalfSpaceTrees", "river.LODA")
 MEAN_KS = (0.25, 0.5, 1.0)  # upper CUSUMs on the row score's normal score
 SCALE_K = 0.6  # and one on its square: a heavier tail at an unchanged mean
+MIXTURES = ((0.1, 2.0), (0.1, 3.0))  # (share of rows, shift of their score)
 MIN_ROWS = 50  # rows behind a pair's live correlation, at least
 TOP_PAIRS = 5
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -131,22 +132,41 @@ def change_start(y: np.ndarray, k: np.ndarray, s0: np.ndarray, column: int, row:
     return int(row - zeros[-1]) if len(zeros) else int(row + 1 + age)
 
 
+def mixture_llr(y: np.ndarray, share: float, shift: float) -> np.ndarray:
+    """Log-likelihood ratio of N(0, 1) against a ``share`` of rows shifted by ``shift``:
+    the increment that sees a few rows turn very unusual (a subpopulation, mispaired rows)
+    much sooner than a CUSUM on the mean does."""
+    return np.log1p(share * np.expm1(shift * y - shift * shift / 2))
+
+
+def mixture_kl(share: float, shift: float) -> float:
+    """KL(N(0, 1) ‖ the mixture), by quadrature: sets the LLR CUSUM's threshold."""
+    y = np.linspace(-10, 10, 20_001)
+    w = np.exp(-y * y / 2) / math.sqrt(2 * math.pi) * (y[1] - y[0])
+    return float(-(w * mixture_llr(y, share, shift)).sum())
+
+
 class JointSignal:
-    """``input_joint`` of a version: its row scores, its CUSUMs (upper, on the row score's
-    normal score and on its square: a heavier tail) and the pairs its last alarm named."""
+    """``input_joint`` of a version: its row scores, its upper CUSUMs on the row score's
+    normal score (its mean; its square, a heavier tail; mixtures, a share of rows turning
+    unusual) and the pairs its last alarm named."""
 
     def __init__(self, z_ref: np.ndarray, names: list[str], method: str, arl: float) -> None:
         """``arl``: the signal's in-control run length, split over its detectors."""
         self.scores = JointScores(z_ref, method)
         self.names = names
-        cols = len(MEAN_KS) + 1
+        cols = len(MEAN_KS) + 1 + len(MIXTURES)
         hs = [*[gaussian_threshold(k, arl * cols) for k in MEAN_KS],
-              chi2_threshold(SCALE_K, arl * cols, True)]
+              chi2_threshold(SCALE_K, arl * cols, True),
+              *[llr_threshold(arl * cols, mixture_kl(e, m)) for e, m in MIXTURES]]
         self.group = CusumGroup(
-            "input_joint", CusumBank(np.array([*MEAN_KS, SCALE_K]), np.array(hs)),
+            "input_joint", CusumBank(np.array([*MEAN_KS, SCALE_K, *[0.0] * len(MIXTURES)]),
+                                     np.array(hs)),
             ["joint"] * cols,
-            [f"joint_mean_up@{k:g}" for k in MEAN_KS] + [f"joint_scale_up@{SCALE_K:g}"],
-            src=np.array([0] * len(MEAN_KS) + [1]), sign=np.ones(cols))
+            [f"joint_mean_up@{k:g}" for k in MEAN_KS] + [f"joint_scale_up@{SCALE_K:g}"]
+            + [f"joint_mixture@{e:g}x{m:g}" for e, m in MIXTURES],
+            src=np.arange(-len(MEAN_KS) + 1, 1 + len(MIXTURES) + 1).clip(0),
+            sign=np.ones(cols))
         self.pairs: list[dict[str, Any]] = []
         self._age = 0  # rows since the CUSUMs last all stood at 0, before this batch
 
@@ -156,7 +176,8 @@ class JointSignal:
         version's alarm maker on this group's series; ``recent(n)``: the last n live rows'
         normal scores (this batch included)."""
         y = self.scores.transform(z)
-        y = np.concatenate([y, y * y - 1.0], axis=1)
+        y = np.concatenate([y, y * y - 1.0, *[mixture_llr(y, e, m) for e, m in MIXTURES]],
+                           axis=1)
         bank = self.group.bank
         s0 = bank.s.copy()
         alarms = run(y)
