@@ -25,9 +25,9 @@ import numpy as np
 
 from load_tests.drift_bench import (
     BATCH,
-    F,
     POST,
     PRE,
+    F,
     Result,
     breast_cancer,
     cost,

@@ -31,6 +31,7 @@ METHODS = ("mahalanobis", "river.HalfSpaceTrees", "river.LODA")
 MEAN_KS = (0.25, 0.5, 1.0)  # upper CUSUMs on the row score's normal score
 SCALE_K = 0.6  # and one on its square: a heavier tail at an unchanged mean
 MIXTURES = ((0.1, 2.0), (0.1, 3.0))  # (share of rows, shift of their score)
+TAIL = 6.0  # the largest normal score a row may get
 MIN_ROWS = 50  # rows behind a pair's live correlation, at least
 TOP_PAIRS = 5
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -99,11 +100,24 @@ class JointScores:
         self.method = method
         self.scorer = scorer(z_ref, method)
         self.normal = NormalScores(held_out)
+        # above the reference's largest score the normal score would stop at Φ⁻¹(1 − 1/2n)
+        # (3.1 for 569 rows): go on log-linearly, as the scores' top decile does, up to TAIL
+        q90, q99 = np.quantile(held_out, [0.9, 0.99])
+        self.top = float(held_out.max())
+        self.z_top = float(self.normal.transform(np.array([[self.top]]))[0, 0])
+        self.tail = max(math.log(max(q99, 1e-12) / max(q90, 1e-12)) / (2.3263 - 1.2816), 1e-3) \
+            if q90 > 0 else 0.0
         self.corr = np.nan_to_num(np.atleast_2d(np.corrcoef(z_ref, rowvar=False)))
 
     def transform(self, z: np.ndarray) -> np.ndarray:
         """(n, d) normal scores → (n, 1)."""
-        return self.normal.transform(self.scorer.score(z)[:, None])
+        raw = self.scorer.score(z)[:, None]
+        y = self.normal.transform(raw)
+        if self.tail > 0 and self.top > 0:
+            over = raw > self.top
+            if over.any():
+                y[over] = np.minimum(self.z_top + np.log(raw[over] / self.top) / self.tail, TAIL)
+        return y
 
     def moved_pairs(self, z: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
         """The feature pairs whose correlation in ``z`` (live rows' normal scores) is furthest
@@ -114,7 +128,12 @@ class JointScores:
             live = np.nan_to_num(np.atleast_2d(np.corrcoef(z, rowvar=False)))
         moved = np.abs(live - self.corr)
         i, j = np.triu_indices(len(names), 1)
-        top = np.argsort(-moved[i, j], kind="stable")[:TOP_PAIRS]
+        # ranked on Fisher's z, whose sampling error is the same at every correlation: a
+        # strong correlation that weakens stands out of a window's noise as much as a weak
+        # one that flips
+        fisher = np.abs(np.arctanh(np.clip(live, -0.999, 0.999))
+                        - np.arctanh(np.clip(self.corr, -0.999, 0.999)))
+        top = np.argsort(-fisher[i, j], kind="stable")[:TOP_PAIRS]
         return [{"feature": f"{names[i[t]]}~{names[j[t]]}", "pair": [names[i[t]], names[j[t]]],
                  "corr_reference": round(float(self.corr[i[t], j[t]]), 4),
                  "corr_live": round(float(live[i[t], j[t]]), 4),
