@@ -24,15 +24,15 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitoring.drift.river_banks import BINARY, DETECTORS, build  # noqa: E402
+from monitoring.drift.river_banks import BINARY, DETECTORS, FLIPPED, build  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID: dict[str, list[float]] = {
     "river.ADWIN": [0.9, 0.5, 0.2, 0.1, 0.05, 0.02],
     "river.PageHinkley": [10.0, 15.0, 20.0, 30.0, 40.0],
     "river.KSWIN": [0.01, 0.001, 0.0001],
-    "river.binary.DDM": [1.5, 2.0, 2.25, 2.5, 3.0, 3.5],
-    "river.binary.EDDM": [0.95, 0.9, 0.85, 0.8, 0.7],
+    "river.binary.DDM": [2.0, 2.25, 2.5, 3.0, 3.5, 4.0],
+    "river.binary.EDDM": [0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
     "river.binary.FHDDM": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
     "river.binary.HDDMA": [0.03, 0.01, 0.003, 0.001, 0.0003],
     "river.binary.HDDMW": [0.03, 0.01, 0.003, 0.001],
@@ -53,6 +53,8 @@ def rate(name: str, value: float, updates: int, seed: int) -> tuple[float, float
     for _ in range(streams):
         stream = (rng.random(stream_len) < ERROR_RATE).astype(float) if name in BINARY \
             else rng.normal(size=stream_len)
+        if name in FLIPPED:
+            stream = 1.0 - stream  # as RiverBank feeds it
         det = build(name, value)
         t0 = time.perf_counter()
         for v in stream.tolist():

@@ -47,10 +47,12 @@ class Mahalanobis:
         corr = np.nan_to_num(corr)
         shrink = min(0.5, d / (4 * max(n, 1))) + 1e-3
         corr = (1 - shrink) * corr + shrink * np.eye(d)
-        self.whiten = np.linalg.inv(np.linalg.cholesky(corr)).T
+        self.whiten = np.ascontiguousarray(np.linalg.inv(np.linalg.cholesky(corr)).T)
 
     def score(self, z: np.ndarray) -> np.ndarray:
-        w = z @ self.whiten
+        # einsum, not BLAS: a 30 × 30 product gains nothing from BLAS's threads, which spin
+        # against the Gateway's workers on a busy machine (12 µs a row instead of 0.4)
+        w = np.einsum("ij,jk->ik", z, self.whiten)
         return np.einsum("ij,ij->i", w, w)
 
 

@@ -19,9 +19,8 @@ Signals of one model version:
   labels older than the last ``error_delay`` (classifiers), or standardized residuals
   (regressors).
 
-Each of ``input_mean``, ``input_scale``, ``prediction`` and ``error`` may run one of River's
-detectors instead (``DriftConfig.detectors``; ``river_banks``), ``input_joint`` a River
-anomaly scorer.
+``input_mean``, ``input_scale``, ``prediction`` and ``error`` may each run River's detectors
+instead (``DriftConfig.detectors``, ``river_banks``), ``input_joint`` a River anomaly scorer.
 
 Calibration: one budget per model version (``false_alarms_per_100k`` rows, family-wise) is
 split over the signals and then evenly over every one-sided detector of a signal, so adding
@@ -242,6 +241,8 @@ class VersionDrift:
         if self.ref_n < self.config.error_warmup:
             take = errors[:self.config.error_warmup - self.ref_n]
             self._absorb(take)
+            if self.classifier and self._river_errors():
+                self.groups["error"].bank.update(take[:, None])  # warm-up: no alarm
             self.labels_seen += len(take)
             errors = errors[len(take):]
             if not len(errors):
@@ -249,8 +250,7 @@ class VersionDrift:
         base = self.labels_seen
         self.labels_seen += len(errors)
         raw = errors
-        if isinstance(self.groups.get("error"), CusumGroup) and \
-                self.chosen["error"] in self.groups["error"].label:  # a River detector
+        if self._river_errors():
             if not self.classifier:
                 errors = (errors - self.ref_sum / self.ref_n) / math.sqrt(max(
                     self.ref_sq / self.ref_n - (self.ref_sum / self.ref_n) ** 2, 1e-12))
@@ -287,6 +287,10 @@ class VersionDrift:
             held -= len(old)
             self._absorb(old)
         return alarms
+
+    def _river_errors(self) -> bool:
+        g = self.groups.get("error")
+        return g is not None and self.chosen["error"] in g.label
 
     def _absorb(self, errors: np.ndarray) -> None:
         self.ref_n += len(errors)
