@@ -32,6 +32,7 @@ MEAN_KS = (0.25, 0.5, 1.0)  # upper CUSUMs on the row score's normal score
 SCALE_K = 0.6  # and one on its square: a heavier tail at an unchanged mean
 MIXTURES = ((0.1, 2.0), (0.1, 3.0))  # (share of rows, shift of their score)
 TAIL = 6.0  # the largest normal score a row may get
+COLUMNS = len(MEAN_KS) + 1 + len(MIXTURES)
 MIN_ROWS = 50  # rows behind a pair's live correlation, at least
 TOP_PAIRS = 5
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -173,10 +174,10 @@ class JointSignal:
     unusual) and the pairs its last alarm named."""
 
     def __init__(self, z_ref: np.ndarray, names: list[str], method: str, arl: float) -> None:
-        """``arl``: the signal's in-control run length, split over its detectors."""
+        """``arl``: the signal's in-control run length, split evenly over its detectors."""
         self.scores = JointScores(z_ref, method)
         self.names = names
-        cols = len(MEAN_KS) + 1 + len(MIXTURES)
+        cols = COLUMNS
         hs = [*[gaussian_threshold(k, arl * cols) for k in MEAN_KS],
               chi2_threshold(SCALE_K, arl * cols, True),
               *[llr_threshold(arl * cols, mixture_kl(e, m)) for e, m in MIXTURES]]

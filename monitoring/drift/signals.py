@@ -63,7 +63,8 @@ from monitoring.drift.river_banks import BINARY
 SIGNALS = ("input_mean", "input_scale", "input_joint", "input_category", "input_unseen",
            "prediction", "error")
 # Share of the budget for each signal family (inputs split again over features and sides).
-SHARES = {"inputs": 0.70, "joint": 0.05, "prediction": 0.1, "error": 0.15}
+# input_joint is of the input family: its detectors count with the others'.
+SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
 
 
 class VersionDrift:
@@ -104,7 +105,7 @@ class VersionDrift:
         m = len(self.numeric)
         n_in = len(cat_kl) + m * ((2 * len(MEAN_KS) if chosen["input_mean"] == "cusum" else 1)
                                   + (len(SCALE_COLUMNS) if chosen["input_scale"] == "cusum"
-                                     else 1))
+                                     else 1)) + (joint.COLUMNS if m >= 2 else 0)
         arl_in = budget_arl / SHARES["inputs"] * max(n_in, 1)
         stride = config.river_stride
         self.scores = NormalScores(ref.rows[:, self.numeric]) if self.numeric else None
@@ -121,7 +122,7 @@ class VersionDrift:
         if m >= 2 and self.scores is not None:
             method = "mahalanobis" if chosen["input_joint"] == "cusum" else chosen["input_joint"]
             self.joint = joint.JointSignal(self.scores.transform(ref.rows[:, self.numeric]),
-                                           names, method, budget_arl / SHARES["joint"])
+                                           names, method, arl_in / joint.COLUMNS)
             self.groups["input_joint"] = self.joint.group
         if self.cat_cols:
             self.groups["input_category"] = CusumGroup(
