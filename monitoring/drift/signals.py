@@ -62,8 +62,8 @@ from monitoring.drift.river_banks import BINARY
 
 SIGNALS = ("input_mean", "input_scale", "input_joint", "input_category", "input_unseen",
            "prediction", "error")
-# Share of the budget for each signal family (inputs split again over features and sides).
-# input_joint is of the input family: its detectors count with the others'.
+# Each signal family's share of the budget, split again evenly over the family's one-sided
+# detectors (input_joint's among the inputs')
 SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
 
 
@@ -178,7 +178,6 @@ class VersionDrift:
         self.unseen: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ updates
-
     def _mean_inputs(self, z: np.ndarray) -> np.ndarray:
         """Columns for the mean bank: for each k, (+z, −z)."""
         both = np.concatenate([z, -z], axis=1)
