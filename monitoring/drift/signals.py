@@ -241,7 +241,7 @@ class VersionDrift:
         if self.ref_n < self.config.error_warmup:
             take = errors[:self.config.error_warmup - self.ref_n]
             self._absorb(take)
-            if self.classifier and self._river_errors():
+            if self.classifier and self._river_errors() and self.chosen["error"] in BINARY:
                 self.groups["error"].bank.update(take[:, None])  # warm-up: no alarm
             self.labels_seen += len(take)
             errors = errors[len(take):]
@@ -251,7 +251,7 @@ class VersionDrift:
         self.labels_seen += len(errors)
         raw = errors
         if self._river_errors():
-            if not self.classifier:
+            if self.chosen["error"] not in BINARY:  # continuous: calibrated on unit variance
                 errors = (errors - self.ref_sum / self.ref_n) / math.sqrt(max(
                     self.ref_sq / self.ref_n - (self.ref_sum / self.ref_n) ** 2, 1e-12))
             y = errors[:, None]
