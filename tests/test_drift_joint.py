@@ -66,7 +66,7 @@ def test_a_correlation_flip_with_unchanged_marginals_alarms_and_names_the_pair()
     assert not [a for a in alarms if a.signal in ("input_mean", "input_scale")
                 and a.rows < 2300]  # the marginals did not move
     state = det.state()["input_joint"]
-    assert state["pairs"][0]["feature"] == "f0~f1" and state["detector"] == "cusum"
+    assert state["pairs"][0]["feature"] == "f0~f1" and state["detector"] == "mahalanobis"
     again = detector(np.random.default_rng(3))
     again.restore(orjson.loads(orjson.dumps(det.snapshot())))
     assert again.state()["input_joint"]["pairs"] == state["pairs"]

@@ -62,9 +62,9 @@ from monitoring.drift.river_banks import BINARY
 
 SIGNALS = ("input_mean", "input_scale", "input_joint", "input_category", "input_unseen",
            "prediction", "error")
-# Each signal family's share of the budget, split again evenly over the family's one-sided
-# detectors (input_joint's among the inputs')
+# Each family's share of the budget, split evenly over its one-sided detectors (joint: inputs)
 SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
+DEFAULTS = {"input_joint": "mahalanobis"}  # every other signal: "cusum" (make drift-bench)
 
 
 class VersionDrift:
@@ -79,7 +79,8 @@ class VersionDrift:
         budget_arl = 100_000 / config.false_alarms_per_100k  # family-wise in-control run length
         self.numeric = [j for j, k in enumerate(ref.kinds) if k == "numeric"]
         self.categorical = [j for j, k in enumerate(ref.kinds) if k == "category"]
-        chosen = self.chosen = {s: config.detectors.get(s, "cusum") for s in SIGNALS}
+        chosen = self.chosen = {s: config.detectors.get(s, DEFAULTS.get(s, "cusum"))
+                                for s in SIGNALS}
         # categorical: per category, Bernoulli LLR CUSUMs for p0 ± each shift
         self.cat_cols: list[tuple[int, int, float, float]] = []  # (feature j, cat i, a, b)
         cat_kl: list[float] = []
@@ -120,9 +121,8 @@ class VersionDrift:
                 else river_group("input_scale", chosen["input_scale"], names, arl_in, stride))
         self.joint: joint.JointSignal | None = None
         if m >= 2 and self.scores is not None:
-            method = "mahalanobis" if chosen["input_joint"] == "cusum" else chosen["input_joint"]
             self.joint = joint.JointSignal(self.scores.transform(ref.rows[:, self.numeric]),
-                                           names, method, arl_in / joint.COLUMNS)
+                                           names, chosen["input_joint"], arl_in / joint.COLUMNS)
             self.groups["input_joint"] = self.joint.group
         if self.cat_cols:
             self.groups["input_category"] = CusumGroup(
