@@ -128,11 +128,14 @@ class RiverBank:
     def restore(self, doc: Any) -> None:
         """Restore a snapshot of the same detector written by the same River version; any
         other (another version, detector or calibration) resets the bank, logged."""
-        if not isinstance(doc, dict) or doc.get("river") != river.__version__ \
-                or doc.get("detector") != self.name or doc.get("value") != self.value:
-            got = doc.get("river") if isinstance(doc, dict) else "a CUSUM bank"
-            log.warning("drift state of %s written by River %s, running %s: reset", self.name,
-                        got, river.__version__)
+        if not isinstance(doc, dict):
+            log.warning("drift state of %s was another detector's: reset", self.name)
+            return
+        if doc.get("river") != river.__version__ or doc.get("detector") != self.name \
+                or doc.get("value") != self.value:
+            log.warning("drift state of %s written by River %s (%s, setting %s), running %s "
+                        "(setting %s): reset", self.name, doc.get("river"), doc.get("detector"),
+                        doc.get("value"), river.__version__, self.value)
             return
         # the pickle is the Monitor's own, read back from its own store
         detectors = pickle.loads(base64.b64decode(doc["pickle"]))  # noqa: S301
