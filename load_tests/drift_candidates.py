@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from load_tests.drift_bench import (
-    BATCH,
     POST,
     PRE,
     F,
@@ -285,4 +284,4 @@ def joint_table(runs: int, seed: int) -> tuple[list[str], dict[str, tuple[Result
     return lines, results
 
 
-__all__ = ["BATCH", "Candidate", "candidates", "defaults", "joint_table", "table"]
+__all__ = ["Candidate", "candidates", "defaults", "joint_table", "table"]
