@@ -35,8 +35,9 @@ from monitoring.shadows.mirror import ShadowMirror
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
-from service.settings import PolicySettings, Settings
+from service.settings import Settings
 from service.settings import settings as read_settings
+from service.settings_monitoring import PolicySettings
 from store import DeploymentStore, Engine, PredictionIndex, make_engine
 from store.kpis import KpiStore
 
@@ -87,7 +88,8 @@ def build_drift(settings: Settings, engine: Engine, registry: Registry) -> Drift
         engine, reference_of,
         DriftConfig(false_alarms_per_100k=dr.false_alarms_per_100k, window=dr.window,
                     keep=dr.rebaseline_rows, error_warmup=dr.error_warmup,
-                    error_delay=dr.error_delay),
+                    error_delay=dr.error_delay, detectors=dr.detectors.model_dump(),
+                    river_stride=dr.river_stride),
         sample=dr.sample, rebaseline_rows=dr.rebaseline_rows)
 
 

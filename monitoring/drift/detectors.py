@@ -8,11 +8,16 @@ started at S_0, so a batch is a cumsum and a running minimum per column.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
+from monitoring.drift.base import Detector
+
+log = logging.getLogger("vigil.drift")
 GRID = 1024  # normal-score grid points per feature
 
 
@@ -137,13 +142,24 @@ class CusumBank:
         """How close each detector is to alarming: S / h."""
         return self.s / self.h
 
+    def snapshot(self) -> list[float]:
+        return self.s.tolist()
+
+    def restore(self, doc: Any) -> None:
+        """Statistics of a bank of the same width; anything else (a River bank's state, a
+        bank since resized) leaves this one at 0."""
+        if isinstance(doc, list) and len(doc) == len(self.s):
+            self.s = np.array(doc, dtype=np.float64)
+        else:
+            log.warning("drift state of another detector or width: CUSUM bank reset")
+
 
 @dataclass
 class CusumGroup:
     """A bank of CUSUM columns and what each column means: one signal of a version."""
 
     signal: str
-    bank: CusumBank
+    bank: Detector  # Vigil's CusumBank or a River bank (river_banks)
     feature: list[str]  # per column
     label: list[str] = field(default_factory=list)  # per column: e.g. "mean+0.125"
     src: np.ndarray | None = None  # per column: the series it watches (see CusumBank)

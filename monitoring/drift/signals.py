@@ -8,6 +8,9 @@ Signals of one model version:
   drift whatever the feature's shape), then watched by two-sided CUSUMs on z (allowances
   k = 0.125, 0.25, 0.5: small, medium and large shifts) and on z² − 1 (variance up or down,
   which a mean detector cannot see).
+* ``input_joint`` — how the numeric features move together (``joint``): the Mahalanobis
+  distance of the normal scores against their reference correlation, CUSUMs on its normal
+  score; the alarm names the feature pairs whose correlation moved most.
 * ``input_category`` — each category's frequency by two-sided Bernoulli log-likelihood CUSUMs;
   ``input_unseen`` — a category the reference never had, on its first occurrence.
 * ``prediction`` — the model's output (class probabilities, or the predicted value) as normal
@@ -16,15 +19,15 @@ Signals of one model version:
   labels older than the last ``error_delay`` (classifiers), or standardized residuals
   (regressors).
 
+``input_mean``, ``input_scale``, ``prediction`` and ``error`` may each run River's detectors
+instead (``DriftConfig.detectors``, ``river_banks``), ``input_joint`` a River anomaly scorer.
+
 Calibration: one budget per model version (``false_alarms_per_100k`` rows, family-wise) is
 split over the signals and then evenly over every one-sided detector of a signal, so adding
-features does not add false alarms. Thresholds come from closed forms, never a start-up
-simulation: Siegmund's approximation for Gaussian increments, the same with the Cramér root
-for χ²₁ increments, and Wald's root θ = 1 for likelihood ratios. ``load_tests/drift_bench.py``
-measures what they give.
-
-The detectors themselves (normal scores, the CUSUM bank, PSI) are in ``detectors``; what a
-version compares against, its configuration and its alarms in ``base``.
+features does not add false alarms. Thresholds come from closed forms (River's detectors:
+an offline table), never a start-up simulation: Siegmund's approximation for Gaussian
+increments, the same with the Cramér root for χ²₁ increments, and Wald's root θ = 1 for
+likelihood ratios. ``load_tests/drift_bench.py`` measures what they give.
 """
 
 from __future__ import annotations
@@ -34,31 +37,38 @@ from typing import Any
 
 import numpy as np
 
+from monitoring.drift import joint
 from monitoring.drift.base import DriftAlarm, DriftConfig, Reference
 from monitoring.drift.calibration import (
     bernoulli_kl,
     bernoulli_llr,
     chi2_threshold,
-    gaussian_threshold,
     guarded,
     llr_threshold,
 )
+from monitoring.drift.columns import (
+    MEAN_KS,
+    SCALE_COLUMNS,
+    SCALE_K,
+    bernoulli_columns,
+    class_columns,
+    llr_group,
+    mean_group,
+    river_group,
+    scale_group,
+)
 from monitoring.drift.detectors import CusumBank, CusumGroup, NormalScores, PsiBins
+from monitoring.drift.river_banks import BINARY
 
-SIGNALS = ("input_mean", "input_scale", "input_category", "input_unseen", "prediction",
-           "error")
-MEAN_KS = (0.125, 0.25, 0.5)
-SCALE_KS = (0.25, 0.6)  # z² − 1 allowances: variance ×1.5 and ×2.2 (up); down uses the first
-SCALE_K = SCALE_KS[0]
-PREDICTED_CLASS_SHIFTS = (0.05, 0.10, 0.15)
-# Share of the budget for each signal family (inputs split again over features and sides).
+SIGNALS = ("input_mean", "input_scale", "input_joint", "input_category", "input_unseen",
+           "prediction", "error")
+# Each family's share of the budget, split evenly over its one-sided detectors (joint: inputs)
 SHARES = {"inputs": 0.75, "prediction": 0.1, "error": 0.15}
+DEFAULTS = {"input_joint": "mahalanobis"}  # every other signal: "cusum" (make drift-bench)
 
 
 class VersionDrift:
     """Every drift detector of one model version."""
-
-    SCALE_COLUMNS = [(k, "up", True) for k in SCALE_KS] + [(SCALE_K, "down", False)]
 
     def __init__(self, model: str, version: str, ref: Reference, config: DriftConfig,
                  classifier: bool) -> None:
@@ -69,33 +79,11 @@ class VersionDrift:
         budget_arl = 100_000 / config.false_alarms_per_100k  # family-wise in-control run length
         self.numeric = [j for j, k in enumerate(ref.kinds) if k == "numeric"]
         self.categorical = [j for j, k in enumerate(ref.kinds) if k == "category"]
-        # count the one-sided detectors of the input family first, to split its share
-        n_cat_cols = sum(2 * len(config.category_shifts) * len(ref.categories[ref.features[j]])
-                         for j in self.categorical)
-        n_in = len(self.numeric) * (2 * len(MEAN_KS) + len(self.SCALE_COLUMNS)) + n_cat_cols
-        arl_in = budget_arl / SHARES["inputs"] * max(n_in, 1)
-        self.scores = NormalScores(ref.rows[:, self.numeric]) if self.numeric else None
-        self.groups: dict[str, CusumGroup] = {}
-        names = [ref.features[j] for j in self.numeric]
-        if self.numeric:
-            self.groups["input_mean"] = self._mean_group("input_mean", names, arl_in)
-            ks, hs, feats, labels = [], [], [], []
-            for k, side, upper in self.SCALE_COLUMNS:
-                h = chi2_threshold(k, arl_in, upper)
-                for name in names:
-                    ks.append(k)
-                    hs.append(h)
-                    feats.append(name)
-                    labels.append(f"scale_{side}@{k:g}")
-            m = len(names)
-            self.groups["input_scale"] = CusumGroup(
-                "input_scale", CusumBank(np.array(ks), np.array(hs)), feats, labels,
-                src=np.tile(np.arange(m), len(self.SCALE_COLUMNS)),
-                sign=np.repeat([1.0 if upper else -1.0 for _, _, upper in self.SCALE_COLUMNS],
-                               m))
+        chosen = self.chosen = {s: config.detectors.get(s, DEFAULTS.get(s, "cusum"))
+                                for s in SIGNALS}
         # categorical: per category, Bernoulli LLR CUSUMs for p0 ± each shift
         self.cat_cols: list[tuple[int, int, float, float]] = []  # (feature j, cat i, a, b)
-        cat_h: list[float] = []
+        cat_kl: list[float] = []
         cat_feats: list[str] = []
         cat_labels: list[str] = []
         self.cat_ref: dict[int, np.ndarray] = {}
@@ -108,20 +96,39 @@ class VersionDrift:
             for i, p_ref in enumerate(freq):
                 if p_ref <= 0:
                     continue  # never seen in the reference: the "unseen" signal's business
-                for d in config.category_shifts:
-                    for up in (True, False):
-                        p0 = guarded(float(p_ref), len(col), up)
-                        p1 = p0 + d if up else p0 - d
-                        if not 0 < p1 < 1:
-                            continue
-                        a, b = bernoulli_llr(p0, p1)
-                        self.cat_cols.append((j, i, a, b))
-                        cat_h.append(llr_threshold(arl_in, bernoulli_kl(p0, p1)))
-                        cat_feats.append(ref.features[j])
-                        cat_labels.append(f"{cats[i]}:{'+' if up else '-'}{d:g}")
+                for a, b, kl, label in bernoulli_columns(float(p_ref), len(col),
+                                                         config.category_shifts):
+                    self.cat_cols.append((j, i, a, b))
+                    cat_kl.append(kl)
+                    cat_feats.append(ref.features[j])
+                    cat_labels.append(f"{cats[i]}:{label}")
+        # count the one-sided detectors of the input family first, to split its share
+        m = len(self.numeric)
+        n_in = len(cat_kl) + m * ((2 * len(MEAN_KS) if chosen["input_mean"] == "cusum" else 1)
+                                  + (len(SCALE_COLUMNS) if chosen["input_scale"] == "cusum"
+                                     else 1)) + (joint.COLUMNS if m >= 2 else 0)
+        arl_in = budget_arl / SHARES["inputs"] * max(n_in, 1)
+        stride = config.river_stride
+        self.scores = NormalScores(ref.rows[:, self.numeric]) if self.numeric else None
+        self.groups: dict[str, CusumGroup] = {}
+        names = [ref.features[j] for j in self.numeric]
+        if self.numeric:
+            self.groups["input_mean"] = (
+                mean_group("input_mean", names, arl_in) if chosen["input_mean"] == "cusum"
+                else river_group("input_mean", chosen["input_mean"], names, arl_in, stride))
+            self.groups["input_scale"] = (
+                scale_group(names, arl_in) if chosen["input_scale"] == "cusum"
+                else river_group("input_scale", chosen["input_scale"], names, arl_in, stride))
+        self.joint: joint.JointSignal | None = None
+        if m >= 2 and self.scores is not None:
+            self.joint = joint.JointSignal(self.scores.transform(ref.rows[:, self.numeric]),
+                                           names, chosen["input_joint"], arl_in / joint.COLUMNS)
+            self.groups["input_joint"] = self.joint.group
         if self.cat_cols:
             self.groups["input_category"] = CusumGroup(
-                "input_category", CusumBank(np.zeros(len(cat_h)), np.array(cat_h)),
+                "input_category", CusumBank(np.zeros(len(cat_kl)),
+                                            np.array([llr_threshold(arl_in, kl)
+                                                      for kl in cat_kl])),
                 cat_feats, cat_labels)
         # predictions: normal scores of the outputs, and (classifiers) the predicted class's
         # frequency by Bernoulli CUSUMs, as for a categorical input
@@ -130,36 +137,27 @@ class VersionDrift:
         class_kl: list[float] = []
         class_labels: list[str] = []
         if classifier and ref.outputs.shape[1] > 1:
-            k = ref.outputs.shape[1]
-            freq = np.bincount(ref.outputs.argmax(axis=1), minlength=k) / len(ref.outputs)
-            classes = range(1, 2) if k == 2 else range(k)  # binary: one class says it all
-            for c in classes:
-                for d in PREDICTED_CLASS_SHIFTS:
-                    for up in (True, False):
-                        p0 = guarded(float(freq[c]), len(ref.outputs), up)
-                        p1 = p0 + d if up else p0 - d
-                        if 0 < freq[c] < 1 and 0 < p1 < 1:
-                            a, b = bernoulli_llr(p0, p1)
-                            self.class_cols.append((c, a, b))
-                            class_kl.append(bernoulli_kl(p0, p1))
-                            class_labels.append(f"class {ref.output_names[c]}:"
-                                                f"{'+' if up else '-'}{d:g}")
-        n_pred = len(ref.output_names) * 2 * len(MEAN_KS) + len(self.class_cols)
-        arl_pred = budget_arl / SHARES["prediction"] * n_pred
-        g = self._mean_group("prediction", ref.output_names, arl_pred)
-        if self.class_cols:
-            assert g.src is not None and g.sign is not None  # a mean group maps its columns
-            g = CusumGroup("prediction", CusumBank(
-                np.append(g.bank.k, np.zeros(len(self.class_cols))),
-                np.append(g.bank.h, [llr_threshold(arl_pred, kl) for kl in class_kl])),
-                [*g.feature, *[ref.output_names[c] for c, _, _ in self.class_cols]],
-                [*g.label, *class_labels],
-                # the class columns watch their own series, after the output scores
-                src=np.append(g.src, len(ref.output_names) + np.arange(len(self.class_cols))),
-                sign=np.append(g.sign, np.ones(len(self.class_cols))))
+            self.class_cols, class_kl, class_labels = class_columns(ref.outputs,
+                                                                    ref.output_names)
+        if chosen["prediction"] == "cusum":
+            n_pred = len(ref.output_names) * 2 * len(MEAN_KS) + len(self.class_cols)
+            arl_pred = budget_arl / SHARES["prediction"] * n_pred
+            g = mean_group("prediction", ref.output_names, arl_pred)
+            if self.class_cols:
+                g = llr_group("prediction", g, class_kl, arl_pred,
+                              [ref.output_names[c] for c, _, _ in self.class_cols],
+                              class_labels)
+        else:
+            series = [*ref.output_names, *[ref.output_names[c] for c, _, _ in self.class_cols]]
+            g = river_group("prediction", chosen["prediction"], series,
+                            budget_arl / SHARES["prediction"] * len(series), stride)
         self.groups["prediction"] = g
         # errors: their reference is the labels themselves (see update_errors)
         self._error_arl = budget_arl / SHARES["error"]
+        if chosen["error"] != "cusum" and (classifier or chosen["error"] not in BINARY):
+            self.groups["error"] = river_group(
+                "error", chosen["error"], ["error_rate" if classifier else "residual"],
+                self._error_arl)
         self.ref_n = 0
         self.ref_sum = 0.0
         self.ref_sq = 0.0
@@ -179,23 +177,7 @@ class VersionDrift:
         self._psi: tuple[int, dict[str, float]] | None = None  # (rows_seen, PSI) last computed
         self.unseen: set[tuple[str, str]] = set()
 
-    def _mean_group(self, signal: str, names: list[str], arl: float) -> CusumGroup:
-        ks, hs, feats, labels = [], [], [], []
-        for k in MEAN_KS:
-            h = gaussian_threshold(k, arl)
-            for side in ("up", "down"):
-                for name in names:
-                    ks.append(k)
-                    hs.append(h)
-                    feats.append(name)
-                    labels.append(f"mean_{side}@{k:g}")
-        m = len(names)  # columns: for each k, every series up, then every series down
-        return CusumGroup(signal, CusumBank(np.array(ks), np.array(hs)), feats, labels,
-                      src=np.tile(np.arange(m), 2 * len(MEAN_KS)),
-                      sign=np.tile(np.repeat([1.0, -1.0], m), len(MEAN_KS)))
-
     # ------------------------------------------------------------------ updates
-
     def _mean_inputs(self, z: np.ndarray) -> np.ndarray:
         """Columns for the mean bank: for each k, (+z, −z)."""
         both = np.concatenate([z, -z], axis=1)
@@ -215,6 +197,11 @@ class VersionDrift:
             z = self.scores.transform(matrix[:, self.numeric])
             alarms += self._run("input_mean", z, base, now)
             alarms += self._run("input_scale", z * z - 1.0, base, now)
+            if self.joint is not None:
+                alarms += self.joint.update(
+                    z, base, lambda y: self._run("input_joint", y, base, now),
+                    lambda k: self.scores.transform(  # type: ignore[union-attr]
+                        self.recent(k)[0][:, self.numeric]))
         if self.cat_cols:
             y = np.empty((n, len(self.cat_cols)))
             for c, (j, i, a, b) in enumerate(self.cat_cols):
@@ -254,13 +241,21 @@ class VersionDrift:
         if self.ref_n < self.config.error_warmup:
             take = errors[:self.config.error_warmup - self.ref_n]
             self._absorb(take)
+            if self.classifier and self._river_errors() and self.chosen["error"] in BINARY:
+                self.groups["error"].bank.update(take[:, None])  # warm-up: no alarm
             self.labels_seen += len(take)
             errors = errors[len(take):]
             if not len(errors):
                 return []
         base = self.labels_seen
         self.labels_seen += len(errors)
-        if self.classifier:
+        raw = errors
+        if self._river_errors():
+            if self.chosen["error"] not in BINARY:  # continuous: calibrated on unit variance
+                errors = (errors - self.ref_sum / self.ref_n) / math.sqrt(max(
+                    self.ref_sq / self.ref_n - (self.ref_sum / self.ref_n) ** 2, 1e-12))
+            y = errors[:, None]
+        elif self.classifier:
             p0 = guarded(self.ref_sum / self.ref_n, self.ref_n, True)
             self.error_p0 = p0
             cols, hs = [], []
@@ -280,18 +275,22 @@ class VersionDrift:
             self.residual_sd = sd
             z = (errors - mean) / sd
             arl = self._error_arl * (2 * len(MEAN_KS) + 1)
-            m = self._mean_group("error", ["residual"], arl)
+            m = mean_group("error", ["residual"], arl)
             self._error_group([*m.label, "scale_up"], np.append(m.bank.k, SCALE_K),
                               np.append(m.bank.h, chi2_threshold(SCALE_K, arl, True)))
             y = np.concatenate([self._mean_inputs(z[:, None]), (z * z - 1.0)[:, None]], axis=1)
         alarms = self._run("error", y, base, now)
-        self._delay.append(errors)
+        self._delay.append(raw)
         held = sum(len(e) for e in self._delay)
         while self._delay and held - len(self._delay[0]) >= self.config.error_delay:
             old = self._delay.pop(0)
             held -= len(old)
             self._absorb(old)
         return alarms
+
+    def _river_errors(self) -> bool:
+        g = self.groups.get("error")
+        return g is not None and self.chosen["error"] in g.label
 
     def _absorb(self, errors: np.ndarray) -> None:
         self.ref_n += len(errors)
@@ -369,12 +368,16 @@ class VersionDrift:
             top = np.argsort(-per, kind="stable")[:10].tolist()
             values = per.tolist()
             out[signal] = {"max_ratio": round(max(values, default=0.0), 4),
-                           "features": {names[i]: round(values[i], 4) for i in top}}
+                           "features": {names[i]: round(values[i], 4) for i in top},
+                           "detector": self.chosen.get(signal, "cusum")}
+        if "input_joint" in out:
+            out["input_joint"]["pairs"] = self.joint.pairs if self.joint else []
         return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"rows_seen": self.rows_seen, "labels_seen": self.labels_seen,
-                "banks": {s: g.bank.s.tolist() for s, g in self.groups.items()},
+                "banks": {s: g.bank.snapshot() for s, g in self.groups.items()},
+                "joint_pairs": self.joint.pairs if self.joint else [],
                 "error_ref": [self.ref_n, self.ref_sum, self.ref_sq],
                 "error_delay": [e.tolist() for e in self._delay],
                 "unseen": sorted(self.unseen),
@@ -390,6 +393,8 @@ class VersionDrift:
             g = self.groups.get(signal)
             if g is None and signal == "error":
                 g = self._error_group([""] * len(s), np.zeros(len(s)), np.ones(len(s)))
-            if g is not None and len(s) == len(g.bank.s):
-                g.bank.s = np.array(s, dtype=np.float64)
+            if g is not None:
+                g.bank.restore(s)
+        if self.joint is not None:
+            self.joint.pairs = doc.get("joint_pairs", [])
         self.unseen = {tuple(x) for x in doc.get("unseen", [])}

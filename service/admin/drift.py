@@ -19,8 +19,8 @@ from store import DriftStore
 router = APIRouter()
 
 
-SignalName = Literal["input_mean", "input_scale", "input_category", "input_unseen",
-                     "prediction", "error"]
+SignalName = Literal["input_mean", "input_scale", "input_joint", "input_category",
+                     "input_unseen", "prediction", "error"]
 SIGNAL_NAMES: tuple[str, ...] = get_args(SignalName)
 
 

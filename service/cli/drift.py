@@ -36,6 +36,9 @@ def drift_show(ctx: typer.Context, model: str,
             t = table("signal", "max statistic/threshold", "top features", "alarm")
             for signal, s in d["signals"].items():
                 top = ", ".join(f"{k} {v:.2f}" for k, v in list(s["features"].items())[:3])
+                if s.get("pairs"):  # input_joint: the pairs whose correlation moved most
+                    top = ", ".join(f"{p['feature']} {p['corr_reference']:+.2f}→"
+                                    f"{p['corr_live']:+.2f}" for p in s["pairs"][:3])
                 t.add_row(signal, f"{s['max_ratio']:.2f}", top,
                           "[red]open[/red]" if s["alarm_active"] else "—")
             out.print(t)

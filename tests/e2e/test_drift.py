@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import DEMO
 from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.test_cli import vigil
 from tests.e2e.test_monitoring import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +94,52 @@ def test_a_mean_shift_raises_an_alarm_naming_the_feature(server: Server) -> None
         assert state["rebaselines"][0]["outcome"].startswith("done")
         assert state["reference"]["source"].startswith("rebaseline")
         assert state["reference"]["rows"] == 1000
+
+
+def test_a_correlation_flip_raises_the_joint_signal_naming_a_moved_pair(
+        server: Server) -> None:
+    """After the test above's rebaseline: rows drawn as that reference was (+1σ in one
+    feature), then columns 0–14 of each row paired with 15–29 of another. Every feature's
+    distribution stays; only how they move together changes."""
+    reference = pd.read_csv(DEMO / "breast_cancer" / "v1" / "reference.csv")
+    names = list(reference.columns)
+    rng = np.random.default_rng(23)
+
+    def rows(n: int) -> np.ndarray:
+        x = reference.to_numpy()[rng.integers(0, len(reference), n)].copy()
+        x[:, names.index(MOVED)] += reference[MOVED].std()
+        return x
+    mispaired = np.concatenate([rows(600)[:, :15], rows(600)[:, 15:]], axis=1)
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        before = drift(c, server)
+        assert before["reference"]["source"].startswith("rebaseline")
+        assert "input_joint" in before["signals"]
+        send(c, mispaired)
+
+        def alarmed(d: dict[str, Any]) -> bool:
+            return any(a["signal"] == "input_joint" for a in d["active_alarms"])
+
+        state = wait_for(lambda: drift(c, server), alarmed)
+        alarm = next(a for a in state["active_alarms"] if a["signal"] == "input_joint")
+        top = alarm["features"][0]
+        a, b = (names.index(f) for f in top["pair"])
+        assert (a < 15) != (b < 15), top  # a pair across the two halves
+        assert top["feature"] == f"{top['pair'][0]}~{top['pair'][1]}"
+        assert abs(top["corr_live"] - top["corr_reference"]) > 0.3
+        assert alarm["rows"] <= before["rows_seen"] + 200 and alarm["score"] >= 1
+        joint = state["signals"]["input_joint"]
+        assert joint["alarm_active"] and joint["pairs"][0]["pair"] == top["pair"]
+
+    shown = vigil(server, "drift", "show", "breast_cancer", role="viewer")
+    assert shown.exit_code == 0, shown.output
+    line = next(x for x in shown.stdout.splitlines() if "input_joint" in x)
+    assert top["feature"] in line and "open" in line
+
+    def joint_open(text: str) -> bool:
+        return any(x.startswith("vigil_drift_alarm_active{") and 'signal="input_joint"' in x
+                   and x.endswith(" 1.0") for x in text.splitlines())
+    assert joint_open(wait_for(lambda: httpx.get(f"{server.url}/metrics").text, joint_open))
 
 
 def test_drift_errors(server: Server) -> None:
