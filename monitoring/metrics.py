@@ -98,6 +98,11 @@ class GatewayMetrics:
             "reason (queue_full, io_error, log_full, render_error).", ["reason"], **kw)
         for reason in DROP_REASONS:
             self.log_dropped.labels(reason)
+        self.log_spilled = Counter(  # log.backend: nats
+            "vigil_prediction_log_spilled_total", "Records written to the local spill because "
+            "NATS did not acknowledge them.", **kw)
+        self.log_forwarded = Counter(
+            "vigil_prediction_log_forwarded_total", "Spilled records forwarded to NATS.", **kw)
         self.feedback_items = Counter(
             "vigil_feedback_items_total", "Feedback items received, by outcome "
             "(accepted, rejected, unavailable).", ["model", "outcome"], **kw)
