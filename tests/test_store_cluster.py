@@ -1,0 +1,57 @@
+"""Partition leases: taken when free, renewed by their owner, taken over only after expiry
+with a new generation, and a commit fenced off once its generation is gone."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import EventIds, LeaseLost, LeaseStore, ReplicaStore, transaction
+
+
+def test_a_lease_is_held_renewed_and_taken_over_after_expiry(engine) -> None:  # type: ignore[no-untyped-def]
+    leases = LeaseStore(engine)
+    a = leases.acquire(0, "a", ttl=5, now=100)
+    assert a is not None and (a.owner, a.generation, a.expires_at) == ("a", 1, 105)
+    assert leases.acquire(0, "b", ttl=5, now=104) is None
+    renewed = leases.acquire(0, "a", ttl=5, now=104)
+    assert renewed is not None and renewed.generation == 1 and renewed.expires_at == 109
+    assert leases.acquire(0, "b", ttl=5, now=108.9) is None
+    b = leases.acquire(0, "b", ttl=5, now=109)
+    assert b is not None and (b.owner, b.generation) == ("b", 2)
+    assert [(x.partition, x.owner, x.generation) for x in leases.all()] == [(0, "b", 2)]
+
+
+def test_a_stale_generation_cannot_commit(engine) -> None:  # type: ignore[no-untyped-def]
+    leases = LeaseStore(engine)
+    ids = EventIds(engine)
+    a = leases.acquire(3, "a", ttl=5, now=100)
+    assert a is not None
+    with transaction(engine) as tx:  # the owner commits
+        leases.fence(tx, [a], now=101)
+        ids.add(tx, [("e1", 3)], now=101)
+    assert leases.acquire(3, "b", ttl=5, now=106) is not None  # a paused past its expiry
+    with pytest.raises(LeaseLost), transaction(engine) as tx:
+        ids.add(tx, [("e2", 3)], now=107)
+        leases.fence(tx, [a], now=107)
+    assert ids.known(["e1", "e2"]) == {"e1"}, "the fenced commit wrote nothing"
+
+
+def test_released_leases_are_taken_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+    leases = LeaseStore(engine)
+    a = leases.acquire(1, "a", ttl=30, now=100)
+    assert a is not None
+    leases.release([a])
+    b = leases.acquire(1, "b", ttl=30, now=101)
+    assert b is not None and b.generation == 2
+
+
+def test_replicas_and_event_ids(engine) -> None:  # type: ignore[no-untyped-def]
+    replicas = ReplicaStore(engine)
+    replicas.seen("r1", "http://10.0.0.1:3000", 42, now=100)
+    replicas.seen("r1", "http://10.0.0.1:3000", 43, now=101)
+    assert [(r.id, r.monitor_pid, r.last_seen) for r in replicas.all()] == [("r1", 43, 101)]
+    ids = EventIds(engine)
+    with transaction(engine) as tx:
+        ids.add(tx, [(f"e{i}", 0) for i in range(1200)], now=100)
+    assert len(ids.known([f"e{i}" for i in range(0, 2000, 2)])) == 600
+    assert ids.expire(before=101) == 1200
