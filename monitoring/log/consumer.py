@@ -17,6 +17,7 @@ duplicate window) and counts it in ``duplicates``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -53,11 +54,19 @@ class NatsEventLog:
 
     # --- the EventLog interface
     def read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
-        return self._runner.run(self._read(checkpoint, max_events),
-                                timeout=self.spec.timeout * 4 + 30)
+        return self._run(self._read(checkpoint, max_events))
 
     def backlog(self, checkpoint: Checkpoint) -> Backlog:
-        return self._runner.run(self._backlog(checkpoint), timeout=self.spec.timeout * 4 + 30)
+        return self._run(self._backlog(checkpoint))
+
+    def _run(self, coro: Any) -> Any:
+        """On any failure (NATS away, a consumer lost with a restarted server) the
+        consumers are made again from the checkpoint on the next call."""
+        try:
+            return self._runner.run(coro, timeout=self.spec.timeout * 4 + 30)
+        except BaseException:
+            self._runner.run(self._forget(), timeout=self.spec.timeout + 5)
+            raise
 
     def commit(self, tx: Transaction, batch: Batch, now: float) -> None:
         """In the step's transaction: every lease still ours, and the ids it counted."""
@@ -85,8 +94,10 @@ class NatsEventLog:
         if self._nc is None or self._nc.is_closed:
             self._nc = await connect(self.spec)
             self._subs.clear()
-            await ensure_stream(self._nc.jetstream(), self.spec)
-        return self._nc.jetstream()
+            await ensure_stream(self._nc.jetstream(timeout=self.spec.timeout), self.spec)
+        if not self._nc.is_connected:
+            raise ConnectionError(f"NATS at {self.spec.url} is not connected")
+        return self._nc.jetstream(timeout=self.spec.timeout)
 
     async def _consumer(self, partition: int, start: int) -> JetStreamContext.PullSubscription:
         """The partition's consumer, positioned at ``start``; replaced when it is not."""
@@ -106,6 +117,8 @@ class NatsEventLog:
 
     async def _read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
         owned = sorted(self.leases())
+        if owned:
+            await self._js()  # fails at once while NATS is away
         for p in set(self._subs) - set(owned):  # a lease lost: its consumer goes
             await _unsubscribe(self._subs.pop(p)[0])
         new = dict(checkpoint)
@@ -173,6 +186,14 @@ class NatsEventLog:
                 except Exception:  # lag is a gauge: never a failed tick
                     log.debug("no time for the oldest record of %s", name)
         return Backlog(events, 0, oldest, 0)
+
+    async def _forget(self) -> None:
+        subs, self._subs = list(self._subs.values()), {}
+        for sub, _ in subs:
+            try:
+                await asyncio.wait_for(_unsubscribe(sub), self.spec.timeout)
+            except TimeoutError:
+                pass
 
     async def _close(self) -> None:
         for sub, _ in self._subs.values():
