@@ -134,6 +134,15 @@ class MonitorMetrics:
         self.tick_failures = Counter(
             "vigil_monitor_tick_failures_total", "Monitor ticks that failed and were retried.",
             **kw)
+        self.partition_owned = Gauge(  # log.backend: nats
+            "vigil_partition_owned", "1 while this replica's Monitor holds the partition's "
+            "lease.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.partition_lag = Gauge(
+            "vigil_monitor_partition_lag_events", "Records of a held partition not yet "
+            "consumed.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.fenced_commits = Counter(
+            "vigil_monitor_fenced_commits_total", "Monitor commits refused because the "
+            "partition's lease had moved to another owner (the Monitor stepped down).", **kw)
         self.quality = Gauge(
             "vigil_model_quality", "Live quality from joined labels, per version and variant "
             "(window: cumulative or the last N labels).",

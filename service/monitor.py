@@ -19,7 +19,7 @@ import bentoml
 from models.registry import Registry
 from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
-from monitoring.log.reader import LocalEventLog
+from monitoring.log.reader import EventLog, LocalEventLog
 from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
@@ -30,6 +30,7 @@ from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_fro
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
+from service.cluster import ClusterMember
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
@@ -42,8 +43,10 @@ log = logging.getLogger("vigil.monitor")
 
 def build_monitor(settings: Settings, engine: Engine, registry: Registry,
                   metrics: MonitorMetrics | None = None, mirror: ShadowMirror | None = None,
-                  drift: DriftTracker | None = None) -> MonitorLoop:
-    """The loop over this process's engine, with the drift tracker ``build_drift`` made."""
+                  drift: DriftTracker | None = None,
+                  event_log: EventLog | None = None) -> MonitorLoop:
+    """The loop over this process's engine, with the drift tracker ``build_drift`` made;
+    ``event_log`` is the NATS log (else the local segments)."""
 
     def class_labels_of(model: str, version: str) -> list[str] | None:
         card = registry.get(model, version).card
@@ -60,8 +63,9 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
             metrics.bad_frames.inc()
 
     return MonitorLoop(
-        engine, LocalEventLog(settings.log_dir, keys=settings.log.encryption.keys(),
-                              on_bad_frame=on_bad_frame),
+        engine, event_log or LocalEventLog(settings.log_dir,
+                                           keys=settings.log.encryption.keys(),
+                                           on_bad_frame=on_bad_frame),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
@@ -188,6 +192,7 @@ class Monitor:
         self.controller: Controller | None = None
         self.mirror: ShadowMirror | None = None
         self.shadow_log: LogSink | None = None
+        self.member: ClusterMember | None = None  # log.backend: nats
         self._task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
@@ -237,8 +242,11 @@ class Monitor:
                 return
             try:
                 drift = build_drift(self.settings, self.engine, self.registry)
+                if self.settings.log.backend == "nats" and self.member is None:
+                    self.member = ClusterMember(self.settings, self.engine, metrics)
                 loop = build_monitor(self.settings, self.engine, self.registry, metrics,
-                                     self.mirror, drift)
+                                     self.mirror, drift,
+                                     self.member.log if self.member else None)
                 await asyncio.to_thread(loop.load)
                 self.controller = build_controller(self.settings, self.engine, metrics)
                 self.loop, self.drift = loop, drift
@@ -273,14 +281,18 @@ class Monitor:
         except Exception:
             log.exception("the Monitor's last tick failed; its records are read on restart")
         await self._close_shadows()
+        if self.member is not None:
+            await asyncio.to_thread(self.member.stop)
 
     def _tick(self) -> None:
         """One tick of the loop; with the GC tuning on, collections wait for its end."""
         assert self.loop is not None
+        loop, member = self.loop, self.member
+        tick = loop.tick if member is None else lambda: member.tick(loop)
         if self.settings.server.gc_tuning:
-            collections_paused(self.loop.tick)
+            collections_paused(tick)
         else:
-            self.loop.tick()
+            tick()
 
     def _publish_shadows(self) -> None:
         if self.mirror is None:

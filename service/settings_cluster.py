@@ -25,6 +25,10 @@ class NatsSettings(_Section):
                                     "a re-published record by its `Nats-Msg-Id` (the event "
                                     "id); the Monitor also ignores an event id it has counted, "
                                     "so a spill forwarded later is still counted once.")
+    lease_seconds: float = Field(10.0, gt=0, description="A Monitor's lease on a partition: "
+                                 "renewed every tick, taken over by another replica's Monitor "
+                                 "once this long has passed without a renewal (a failover "
+                                 "takes about this plus a tick).")
     connect_timeout_seconds: float = Field(2.0, gt=0, description="How long a connection "
                                            "attempt, and a batch's acknowledgements, may take "
                                            "before the records spill to the local segments.")

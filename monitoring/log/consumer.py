@@ -48,6 +48,7 @@ class NatsEventLog:
         self.event_ids = event_ids
         self.leases = leases
         self.duplicates = 0
+        self.lag: dict[int, tuple[int, float | None]] = {}  # partition: events, oldest time
         self._runner = LoopThread(f"nats-reader-{spec.name}")
         self._nc: Client | None = None
         self._subs: dict[int, tuple[JetStreamContext.PullSubscription, int]] = {}
@@ -172,12 +173,14 @@ class NatsEventLog:
         events = 0
         oldest: float | None = None
         js = await self._js()
+        self.lag = {}
         for p in sorted(self.leases()):
             name = subject(self.spec.name, p)
             start = checkpoint.get(name, Position(0, 0)).seq + 1
             sub = await self._consumer(p, start)
             pending = (await sub.consumer_info()).num_pending or 0
             events += pending
+            t = None
             if pending:
                 try:
                     msg = await js.get_msg(self.spec.name, seq=start, subject=name, next=True)
@@ -185,6 +188,7 @@ class NatsEventLog:
                     oldest = t if oldest is None else min(oldest, t)
                 except Exception:  # lag is a gauge: never a failed tick
                     log.debug("no time for the oldest record of %s", name)
+            self.lag[p] = (pending, t)
         return Backlog(events, 0, oldest, 0)
 
     async def _forget(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.admin.audit import router as audit
+from service.admin.cluster import router as cluster
 from service.admin.deployments import router as deployments
 from service.admin.drift import router as drift
 from service.admin.models import router as models
@@ -14,7 +15,8 @@ from service.console.api import router as console
 from service.context import WorkerContext, current_metrics
 from service.httperrors import JSONBody, install
 
-ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, console)  # document order
+# document order
+ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, cluster, console)
 
 
 def create_app(ctx: WorkerContext | None = None) -> FastAPI:
