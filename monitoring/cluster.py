@@ -16,8 +16,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from monitoring.log.partitions import partition_of
 from monitoring.monitor import Monitor, StepResult
-from store import Lease, LeaseLost, LeaseStore
+from store import Lease, LeaseLost, LeaseStore, PendingLabels, Transaction
+from store.predictions import HeldLabel
 
 log = logging.getLogger("vigil.monitor")
 
@@ -81,3 +83,17 @@ def cluster_tick(loop: Monitor, owner: PartitionOwner,
             on_fenced(lost.partition)
         loop.load()
         return None
+
+
+class OwnedPendingLabels(PendingLabels):
+    """The labels waiting for their prediction, as one replica's Monitor sees them: only
+    those of models in the partitions it holds (another model's label is its owner's to
+    join, against statistics only its owner has up to date)."""
+
+    def __init__(self, owner: PartitionOwner) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def held(self, tx: Transaction) -> list[HeldLabel]:
+        n = self.owner.partitions
+        return [h for h in super().held(tx) if partition_of(h.model, n) in self.owner.held]

@@ -305,7 +305,7 @@ class Monitor:
         self.saved.put_checkpoints(tx, [(stream, pos.seq, pos.offset)
                                         for stream, pos in checkpoint.items()
                                         if self.checkpoint.get(stream) != pos], now)
-        self.saved.put_document(tx, "counters", self.counters, now)
+        self.saved.put_counters(tx, self.counters, now)
 
     def tick(self, budget_seconds: float = 5.0) -> StepResult:
         """Consume what is there (several steps when a batch is cut at its size, until

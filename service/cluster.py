@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitoring.cluster import PartitionOwner, cluster_tick
+from monitoring.cluster import OwnedPendingLabels, PartitionOwner, cluster_tick
 from monitoring.log.consumer import NatsEventLog
 from monitoring.log.jetstream import StreamSpec
 from monitoring.log.publisher import NatsWriter
@@ -72,6 +72,8 @@ class ClusterMember:
         self.metrics = metrics
 
     def tick(self, loop: Monitor) -> None:
+        if not isinstance(loop.pending, OwnedPendingLabels):
+            loop.pending = OwnedPendingLabels(self.owner)
         cluster_tick(loop, self.owner, self._fenced)
         now = time.time()
         self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)

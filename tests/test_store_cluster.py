@@ -55,3 +55,37 @@ def test_replicas_and_event_ids(engine) -> None:  # type: ignore[no-untyped-def]
         ids.add(tx, [(f"e{i}", 0) for i in range(1200)], now=100)
     assert len(ids.known([f"e{i}" for i in range(0, 2000, 2)])) == 600
     assert ids.expire(before=101) == 1200
+
+
+def test_counters_merge_by_the_larger_count(engine) -> None:  # type: ignore[no-untyped-def]
+    from store import MonitorStateStore, reading
+
+    state = MonitorStateStore(engine)
+    with transaction(engine) as tx:  # replica a counts iris, holds a stale copy of wine
+        state.put_counters(tx, {"iris": {"joined": 5}, "wine": {"joined": 1}}, now=1)
+    with transaction(engine) as tx:  # replica b counts wine, holds a stale copy of iris
+        state.put_counters(tx, {"iris": {"joined": 2}, "wine": {"joined": 7, "unmatched": 1}},
+                           now=2)
+    with reading(engine) as tx:
+        assert state.get_document(tx, "counters") == {
+            "iris": {"joined": 5}, "wine": {"joined": 7, "unmatched": 1}}
+
+
+def test_a_replica_joins_only_the_pending_labels_of_its_partitions(engine) -> None:  # type: ignore[no-untyped-def]
+    from monitoring.cluster import OwnedPendingLabels, PartitionOwner
+    from monitoring.log.partitions import partition_of
+
+    models = ["iris", "wine", "diabetes", "breast_cancer"]
+    mine = partition_of("iris", 4)
+    owner = PartitionOwner(LeaseStore(engine), "a", 4, ttl=10, clock=lambda: 100.0)
+    lease = owner.store.acquire(mine, "a", 10, 100.0)
+    assert lease is not None
+    owner.held = {mine: lease}
+    pending = OwnedPendingLabels(owner)
+    with transaction(engine) as tx:
+        pending.hold(tx, [({"model": m, "request_id": f"r-{m}", "label": 0}, 1.0)
+                          for m in models])
+    with transaction(engine) as tx:
+        held = {h.model for h in pending.held(tx)}
+    assert held == {m for m in models if partition_of(m, 4) == mine}
+    assert "iris" in held
