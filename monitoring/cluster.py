@@ -57,6 +57,11 @@ class PartitionOwner:
             self.held[p] = lease
         return changed
 
+    def owns(self, model: str) -> bool:
+        """Whether ``model``'s partition is held here: its drift, rollout and retraining
+        decisions are this Monitor's to make."""
+        return partition_of(model, self.partitions) in self.held
+
     def step_down(self, partition: int) -> None:
         self.held.pop(partition, None)
 
@@ -95,5 +100,5 @@ class OwnedPendingLabels(PendingLabels):
         self.owner = owner
 
     def held(self, tx: Transaction) -> list[HeldLabel]:
-        n = self.owner.partitions
-        return [h for h in super().held(tx) if partition_of(h.model, n) in self.owner.held]
+        return [h for h in super().held(tx) if self.owner.owns(h.model)]
+

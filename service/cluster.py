@@ -15,6 +15,7 @@ from monitoring.log.jetstream import StreamSpec
 from monitoring.log.publisher import NatsWriter
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor
+from monitoring.retrain.triggers import Triggers
 from service.settings import Settings
 from store import (
     Engine,
@@ -72,8 +73,10 @@ class ClusterMember:
         self.metrics = metrics
 
     def tick(self, loop: Monitor) -> None:
-        if not isinstance(loop.pending, OwnedPendingLabels):
+        if not isinstance(loop.pending, OwnedPendingLabels):  # the others' owners' work
             loop.pending = OwnedPendingLabels(self.owner)
+        if isinstance(loop.triggers, Triggers):
+            loop.triggers.owns = self.owner.owns
         cluster_tick(loop, self.owner, self._fenced)
         now = time.time()
         self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ def build_mirror(settings: Settings, registry: Registry, metrics: GatewayMetrics
 
 
 def build_controller(settings: Settings, engine: Engine,
-                     metrics: MonitorMetrics | None = None) -> Controller:
+                     metrics: MonitorMetrics | None = None,
+                     owns: Callable[[str], bool] | None = None) -> Controller:
     def on_transition(model: str, kind: str, state: Any) -> None:
         if metrics is not None:
             metrics.rollout_transitions.labels(model, kind).inc()
@@ -147,7 +149,8 @@ def build_controller(settings: Settings, engine: Engine,
             metrics.rollout_step.labels(d.model).set(0)
             for kind in ("weight", "promote", "abort", "pause"):
                 metrics.rollout_transitions.labels(d.model, kind)
-    return Controller(engine, targets_of(settings), settings.server.base_url, on_transition)
+    return Controller(engine, targets_of(settings), settings.server.base_url, on_transition,
+                      owns)
 
 
 def targets_of(settings: Settings) -> list[Target]:
@@ -248,7 +251,9 @@ class Monitor:
                                      self.mirror, drift,
                                      self.member.log if self.member else None)
                 await asyncio.to_thread(loop.load)
-                self.controller = build_controller(self.settings, self.engine, metrics)
+                self.controller = build_controller(
+                    self.settings, self.engine, metrics,
+                    self.member.owner.owns if self.member else None)
                 self.loop, self.drift = loop, drift
             except Exception:
                 log.exception("Monitor could not load its state; retrying")

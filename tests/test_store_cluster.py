@@ -89,3 +89,36 @@ def test_a_replica_joins_only_the_pending_labels_of_its_partitions(engine) -> No
         held = {h.model for h in pending.held(tx)}
     assert held == {m for m in models if partition_of(m, 4) == mine}
     assert "iris" in held
+
+
+def test_a_model_policy_fires_only_at_its_partition_owner(engine) -> None:  # type: ignore[no-untyped-def]
+    from monitoring.retrain.policy import Policy
+    from monitoring.retrain.triggers import Triggers
+    from monitoring.retrain.webhooks import Target
+    from store import DriftStore
+
+    with transaction(engine) as tx:
+        DriftStore(engine).add_alarm(tx, "m", "v1", "input_mean",
+                                     {"signal": "input_mean", "version": "v1"}, 1.0)
+
+    def replica(owns: bool) -> Triggers:
+        t = Triggers(engine, {"m": Policy("m", drift_signals=("input_mean",))},
+                     [Target("t", "generic", "http://127.0.0.1:9")],
+                     lambda model: ("v1", 0.0, {}), "http://gw")
+        t.owns = lambda model: owns
+        return t
+
+    assert replica(owns=False).evaluate({}, 10.0) == []
+    assert len(replica(owns=True).evaluate({}, 10.0)) == 1
+
+
+def test_a_rollout_steps_only_at_its_partition_owner(engine) -> None:  # type: ignore[no-untyped-def]
+    from monitoring.rollout.controller import Controller
+
+    stepped: list[str] = []
+    c = Controller(engine, [], owns=lambda model: model == "mine")
+    c.running = lambda: [(m, {"state": {"status": "running"}}, 1)  # type: ignore[method-assign]
+                         for m in ("mine", "theirs")]
+    c._step = lambda model, *a: stepped.append(model)  # type: ignore[method-assign]
+    c.tick({}, now=1.0)
+    assert stepped == ["mine"]
