@@ -173,7 +173,8 @@ def build_dispatcher(settings: Settings, engine: Engine,
                 metrics.webhook_deliveries.labels(t.name, outcome)
     return Dispatcher(engine, targets, schedule=tuple(w.schedule_seconds),
                       timeout=w.timeout_seconds, jitter=w.jitter,
-                      allow_link_local=w.allow_link_local, on_outcome=on_outcome)
+                      allow_link_local=w.allow_link_local, on_outcome=on_outcome,
+                      claim=settings.log.backend == "nats")  # a dispatcher per replica
 
 
 @bentoml.service(
