@@ -28,8 +28,12 @@ class PartitionOwner:
     """The leases this replica holds, by partition."""
 
     def __init__(self, leases: LeaseStore, replica: str, partitions: int, ttl: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 live: Callable[[], int] | None = None) -> None:
+        """``live()``: how many replicas' Monitors run (this one included); with it each
+        holds at most its share, ceil(partitions / live), and gives up what is over it."""
         self.store = leases
+        self.live = live
         self.replica = replica
         self.partitions = partitions
         self.ttl = ttl
@@ -42,7 +46,18 @@ class PartitionOwner:
         (a partition gained or lost, or a generation moved)."""
         now = self.clock()
         changed = False
-        for p in range(self.partitions):
+        share = self.partitions
+        if self.live is not None:
+            share = -(-self.partitions // max(1, self.live()))
+        over = sorted(self.held)[share:]
+        if over:  # a replica joined: hand partitions over between two commits
+            log.info("handing over partitions %s (share %d)", over, share)
+            self.store.release([self.held.pop(p) for p in over])
+            changed = True
+        for p in [*sorted(self.held), *(p for p in range(self.partitions)
+                                        if p not in self.held)]:
+            if p not in self.held and len(self.held) >= share:
+                continue
             lease = self.store.acquire(p, self.replica, self.ttl, now)
             before = self.held.get(p)
             if lease is None:

@@ -64,7 +64,7 @@ class ClusterMember:
         self.settings = settings
         self.replica = settings.server.replica_id
         self.owner = PartitionOwner(LeaseStore(engine), self.replica, settings.log.partitions,
-                                    settings.log.nats.lease_seconds)
+                                    settings.log.nats.lease_seconds, live=self._live)
         self.log = NatsEventLog(stream_spec(settings), EventIds(engine),
                                 lambda: self.owner.held)
         self.replicas = ReplicaStore(engine)
@@ -91,6 +91,12 @@ class ClusterMember:
                 self.metrics.partition_owned.labels(str(p)).set(int(p in self.owner.held))
                 self.metrics.partition_lag.labels(str(p)).set(
                     self.log.lag.get(p, (0, None))[0] if p in self.owner.held else 0)
+
+    def _live(self) -> int:
+        """Replicas whose Monitor was seen within a lease, this one included."""
+        since = time.time() - self.settings.log.nats.lease_seconds
+        return len({r.id for r in self.replicas.all() if r.last_seen >= since}
+                   | {self.replica})
 
     def _fenced(self, partition: int) -> None:
         if self.metrics is not None:

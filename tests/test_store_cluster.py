@@ -122,3 +122,24 @@ def test_a_rollout_steps_only_at_its_partition_owner(engine) -> None:  # type: i
     c._step = lambda model, *a: stepped.append(model)  # type: ignore[method-assign]
     c.tick({}, now=1.0)
     assert stepped == ["mine"]
+
+
+def test_partitions_are_shared_out_as_replicas_join_and_leave(engine) -> None:  # type: ignore[no-untyped-def]
+    from monitoring.cluster import PartitionOwner
+
+    now = [100.0]
+    live = {"n": 1}
+    leases = LeaseStore(engine)
+    a = PartitionOwner(leases, "a", 5, ttl=5, clock=lambda: now[0], live=lambda: live["n"])
+    b = PartitionOwner(leases, "b", 5, ttl=5, clock=lambda: now[0], live=lambda: live["n"])
+    assert a.renew() and sorted(a.held) == [0, 1, 2, 3, 4]
+    live["n"] = 2  # b's Monitor is seen
+    assert not b.renew() and b.held == {}  # nothing free yet
+    assert a.renew() and sorted(a.held) == [0, 1, 2]  # its share: ceil(5 / 2)
+    assert b.renew() and sorted(b.held) == [3, 4]
+    now[0] += 1
+    assert not a.renew() and not b.renew()  # stable
+    live["n"] = 1  # a stops being seen; its leases run out
+    now[0] += 6
+    assert b.renew() and sorted(b.held) == [0, 1, 2, 3, 4]
+    assert {x.owner for x in leases.all()} == {"b"}
