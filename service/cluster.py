@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.cluster import OwnedPendingLabels, PartitionOwner, cluster_tick
+from monitoring.drift.tracker import DriftTracker
 from monitoring.log.consumer import NatsEventLog
 from monitoring.log.jetstream import StreamSpec
 from monitoring.log.publisher import NatsWriter
@@ -77,6 +78,8 @@ class ClusterMember:
             loop.pending = OwnedPendingLabels(self.owner)
         if isinstance(loop.triggers, Triggers):
             loop.triggers.owns = self.owner.owns
+        if isinstance(loop.drift, DriftTracker):  # rebaselines at the model's owner
+            loop.drift.owns = self.owner.owns
         cluster_tick(loop, self.owner, self._fenced)
         now = time.time()
         self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)

@@ -143,3 +143,20 @@ def test_partitions_are_shared_out_as_replicas_join_and_leave(engine) -> None:  
     now[0] += 6
     assert b.renew() and sorted(b.held) == [0, 1, 2, 3, 4]
     assert {x.owner for x in leases.all()} == {"b"}
+
+
+def test_a_rebaseline_is_carried_out_only_at_its_partition_owner(engine) -> None:  # type: ignore[no-untyped-def]
+    from monitoring.drift.base import DriftConfig
+    from monitoring.drift.tracker import DriftTracker
+    from store import DriftStore
+
+    DriftStore(engine).request_rebaseline("m", "v1", 500, "bob", now=1.0)
+    tracker = DriftTracker(engine, lambda m, v: None, DriftConfig())
+    tracker.owns = lambda model: False
+    with transaction(engine) as tx:
+        tracker.process_requests(tx, now=2.0)
+        assert len(DriftStore(engine).pending_requests(tx)) == 1, "left to its owner"
+    tracker.owns = lambda model: True
+    with transaction(engine) as tx:
+        tracker.process_requests(tx, now=2.0)  # no detectors for m:v1: failed, but done
+        assert DriftStore(engine).pending_requests(tx) == []
