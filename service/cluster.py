@@ -32,7 +32,8 @@ from store import (
 def stream_spec(settings: Settings) -> StreamSpec:
     n = settings.log.nats
     return StreamSpec(url=n.url, name=n.stream, partitions=settings.log.partitions,
-                      duplicate_window=n.duplicate_window, timeout=n.connect_timeout_seconds)
+                      duplicate_window=n.duplicate_window, timeout=n.connect_timeout_seconds,
+                      replicas=n.replicas)
 
 
 def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],

