@@ -130,3 +130,23 @@ def test_an_outage_spills_and_forwards_exactly(tmp_path: Path) -> None:
     assert counts["forwarded"] == counts["spilled"] == writer.spilled
     assert not writer.dropped
     assert not list((tmp_path / "spill").rglob("*.jsonl")), "the forwarded spill is deleted"
+
+
+def test_nats_down_at_start_spills_then_forwards(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")  # not started yet
+    spec = StreamSpec(url=server.url, name=unique_stream(), partitions=2, timeout=0.5)
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render)
+    sink = LogSink(writer)
+    try:
+        for i in range(100):
+            feedback(sink, "iris", i)
+        wait(lambda: writer.spilled == 100)
+        assert not writer.failing, "the spill takes what NATS cannot"
+        server.start()
+        wait(lambda: writer.forwarded == 100 and not writer.spill_pending, timeout=30)
+        writer.close()
+        ids = sorted(int(r["data"]["request_id"][1:]) for _, _, r in
+                     asyncio.run(stream_records(spec)))
+    finally:
+        server.stop()
+    assert ids == list(range(100))

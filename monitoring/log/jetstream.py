@@ -62,12 +62,15 @@ async def _quiet(exc: Exception) -> None:
 
 
 async def connect(spec: StreamSpec, *, reconnect: bool = True) -> Client:
-    """A connection that keeps reconnecting in the background once it was made. Raises
-    (``OSError``, ``nats.errors.NoServersError``, TimeoutError) when no server answers."""
-    return await nats.connect(
-        servers=[u.strip() for u in spec.url.split(",") if u.strip()],
-        connect_timeout=spec.timeout, allow_reconnect=reconnect, max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5, ping_interval=5, max_outstanding_pings=2, error_cb=_quiet)
+    """A connection that keeps reconnecting in the background once it was made. The first
+    connection is given ``spec.timeout`` per server (nats-py would otherwise retry it
+    forever): raises (``OSError``, ``nats.errors.NoServersError``, TimeoutError) when no
+    server answers, and the caller tries again later."""
+    servers = [u.strip() for u in spec.url.split(",") if u.strip()]
+    return await asyncio.wait_for(nats.connect(
+        servers=servers, connect_timeout=spec.timeout, allow_reconnect=reconnect,
+        max_reconnect_attempts=-1, reconnect_time_wait=0.5, ping_interval=5,
+        max_outstanding_pings=2, error_cb=_quiet), spec.timeout * len(servers) + 1.0)
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:

@@ -79,6 +79,7 @@ class NatsWriter:
         self._spill_pending = False
         self._nc: Client | None = None
         self._next_connect = 0.0
+        self._warned = False
         self._stop = False
         self._wake = threading.Event()
         self.dropped: dict[str, int] = {}
@@ -183,11 +184,14 @@ class NatsWriter:
             nc = await connect(self.spec)
             await ensure_stream(nc.jetstream(), self.spec)
             self._nc = nc
+            self._warned = False
             log.info("prediction log publishing to NATS stream %s", self.spec.name)
         except Exception as exc:
             self._next_connect = time.monotonic() + 1.0
-            log.warning("NATS at %s unreachable (%s); records spill to %s", self.spec.url,
-                        exc, self._spill_dir)
+            if not self._warned:  # once an outage: the spill counter says the rest
+                self._warned = True
+                log.warning("NATS at %s unreachable (%r); records spill to %s",
+                            self.spec.url, exc, self._spill_dir)
 
     async def _ship(self, lines: list[bytes]) -> None:
         if not lines:
