@@ -33,7 +33,7 @@ def stream_spec(settings: Settings) -> StreamSpec:
     n = settings.log.nats
     return StreamSpec(url=n.url, name=n.stream, partitions=settings.log.partitions,
                       duplicate_window=n.duplicate_window, timeout=n.connect_timeout_seconds,
-                      replicas=n.replicas)
+                      replicas=n.replicas, max_age=settings.log.retention_hours * 3600)
 
 
 def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
@@ -73,6 +73,8 @@ class ClusterMember:
         self.state = MonitorStateStore(engine)
         self.engine = engine
         self.metrics = metrics
+        self.event_ids = EventIds(engine)
+        self._expired_at = 0.0
 
     def tick(self, loop: Monitor) -> None:
         if not isinstance(loop.pending, OwnedPendingLabels):  # the others' owners' work
@@ -83,6 +85,9 @@ class ClusterMember:
             loop.drift.owns = self.owner.owns
         cluster_tick(loop, self.owner, self._fenced)
         now = time.time()
+        if now - self._expired_at >= 60.0:  # as long as the prediction index keeps requests
+            self._expired_at = now
+            self.event_ids.expire(before=now - loop.index_retention_seconds)
         self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)
         with transaction(self.engine) as tx:
             for p, (events, oldest) in self.log.lag.items():

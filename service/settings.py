@@ -120,7 +120,8 @@ class LogSettings(ClusterLogSettings):
     segment_max_seconds: float = Field(3600.0, gt=0, description="A segment rotates after "
                                        "this long.")
     retention_hours: float = Field(72.0, gt=0, description="Consumed segments older than this "
-                                   "are deleted by the Monitor.")
+                                   "are deleted by the Monitor; on `nats`, the stream Vigil "
+                                   "creates keeps records this long, read or not.")
     retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="Hard cap on "
                                      "the log directory: writers drop (counted) above it; the "
                                      "Monitor keeps consumed segments under half of it.")

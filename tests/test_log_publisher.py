@@ -81,6 +81,13 @@ def test_records_go_to_their_models_partition_with_their_id(tmp_path: Path,
         assert subj == f"{spec.name}.events.{partition_of(model, 4)}"
         assert headers["Nats-Msg-Id"] == rec["id"]
         assert rec["specversion"] == "1.0" and rec["type"] == "vigil.feedback.v1"
+    async def config() -> tuple[float, float]:
+        nc = await connect(spec, reconnect=False)
+        info = await nc.jetstream().stream_info(spec.name)
+        await nc.close()
+        return info.config.max_age or 0.0, info.config.duplicate_window or 0.0
+
+    assert asyncio.run(config()) == (spec.max_age, spec.duplicate_window)
     # a model's records keep their order within its partition
     iris = [int(r["data"]["request_id"][1:]) for _, _, r in records if r["data"]["model"] == "iris"]
     assert iris == sorted(iris)

@@ -35,6 +35,7 @@ class StreamSpec:
     duplicate_window: float = 600.0
     timeout: float = 2.0
     replicas: int = 1
+    max_age: float = 72 * 3600.0  # seconds a record is kept (consumed or not)
 
 
 class LoopThread:
@@ -81,4 +82,5 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
     except NotFoundError:
         await js.add_stream(StreamConfig(
             name=spec.name, subjects=[f"{spec.name}.events.*"],
-            duplicate_window=spec.duplicate_window, num_replicas=spec.replicas))
+            duplicate_window=spec.duplicate_window, num_replicas=spec.replicas,
+            max_age=spec.max_age))
