@@ -98,6 +98,11 @@ class GatewayMetrics:
             "reason (queue_full, io_error, log_full, render_error).", ["reason"], **kw)
         for reason in DROP_REASONS:
             self.log_dropped.labels(reason)
+        self.log_spilled = Counter(  # log.backend: nats
+            "vigil_prediction_log_spilled_total", "Records written to the local spill because "
+            "NATS did not acknowledge them.", **kw)
+        self.log_forwarded = Counter(
+            "vigil_prediction_log_forwarded_total", "Spilled records forwarded to NATS.", **kw)
         self.feedback_items = Counter(
             "vigil_feedback_items_total", "Feedback items received, by outcome "
             "(accepted, rejected, unavailable).", ["model", "outcome"], **kw)
@@ -129,6 +134,15 @@ class MonitorMetrics:
         self.tick_failures = Counter(
             "vigil_monitor_tick_failures_total", "Monitor ticks that failed and were retried.",
             **kw)
+        self.partition_owned = Gauge(  # log.backend: nats
+            "vigil_partition_owned", "1 while this replica's Monitor holds the partition's "
+            "lease.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.partition_lag = Gauge(
+            "vigil_monitor_partition_lag_events", "Records of a held partition not yet "
+            "consumed.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.fenced_commits = Counter(
+            "vigil_monitor_fenced_commits_total", "Monitor commits refused because the "
+            "partition's lease had moved to another owner (the Monitor stepped down).", **kw)
         self.quality = Gauge(
             "vigil_model_quality", "Live quality from joined labels, per version and variant "
             "(window: cumulative or the last N labels).",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from monitoring.drift.base import DriftAlarm
-from monitoring.log.reader import Checkpoint, LocalEventLog, Position, list_segments
+from monitoring.log.reader import Checkpoint, EventLog, Position
 from monitoring.log.writer import FEEDBACK, PREDICTION, parse_time
 from monitoring.quality.history import record_minute
 from monitoring.quality.label_join import Key, LabelJoin
@@ -101,7 +101,7 @@ class Status:
 
 
 class Monitor:
-    def __init__(self, engine: Engine, log_: LocalEventLog, *,
+    def __init__(self, engine: Engine, log_: EventLog, *,
                  class_labels_of: Callable[[str, str], list[str] | None],
                  batch_events: int = 20_000, window: int = 1000,
                  index_retention_seconds: float = 7 * 86400,
@@ -254,6 +254,7 @@ class Monitor:
             if self.drift is not None:
                 result.alarms = self.drift.flush(tx, now)
                 self.drift.process_requests(tx, now)
+            self.log.commit(tx, batch, now)  # a shared log: fenced by its leases
             self._save(tx, batch.checkpoint, changed, now)
             record_minute(tx, now, self.stats, changed)  # the console's last hour
         self.checkpoint = batch.checkpoint
@@ -306,7 +307,7 @@ class Monitor:
         self.saved.put_checkpoints(tx, [(stream, pos.seq, pos.offset)
                                         for stream, pos in checkpoint.items()
                                         if self.checkpoint.get(stream) != pos], now)
-        self.saved.put_document(tx, "counters", self.counters, now)
+        self.saved.put_counters(tx, self.counters, now)
 
     def tick(self, budget_seconds: float = 5.0) -> StepResult:
         """Consume what is there (several steps when a batch is cut at its size, until
@@ -374,7 +375,7 @@ class Monitor:
             log.info("retention deleted %d consumed log segments", len(deleted))
         # A stream with no segment left needs no checkpoint: should its writer still write,
         # the reader starts at its first remaining segment anyway.
-        gone = set(self.checkpoint) - set(list_segments(self.log.directory))
+        gone = set(self.checkpoint) - self.log.streams()
         if gone:
             self.saved.drop_checkpoints(gone)
             self.checkpoint = {k: v for k, v in self.checkpoint.items() if k not in gone}

@@ -18,6 +18,7 @@ from monitoring.log.sink import LogSink, Renderer
 from monitoring.log.writer import SegmentWriter
 from monitoring.metrics import GatewayMetrics
 from service.auth import Authenticator
+from service.cluster import nats_writer
 from service.front import FrontDoor
 from service.inference import Predictor
 from service.live import LiveDeployments
@@ -108,8 +109,13 @@ def build_log(settings: Settings, worker: str, metrics: GatewayMetrics | None) -
     # the Monitor writes shadows' answers to inputs and request ids it read from the log:
     # already dropped and hashed, never to be hashed twice
     redactor = None if worker == "monitor" else log_redactor(settings)
+    stream = f"{worker}-{os.getpid()}-{time.time_ns()}"
+    if lg.backend == "nats":
+        return LogSink(nats_writer(settings, stream, Renderer(redactor=redactor), metrics,
+                                   on_drop, on_write),
+                       {str(variant): rate for variant, rate in lg.sample.items()})
     writer = SegmentWriter(
-        settings.log_dir, f"{worker}-{os.getpid()}-{time.time_ns()}",
+        settings.log_dir, stream,
         Renderer(redactor=redactor),
         queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
         segment_max_bytes=lg.segment_max_bytes, segment_max_seconds=lg.segment_max_seconds,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from models.registry import Registry
 from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
 from monitoring.experiments.controller import ExperimentController
-from monitoring.log.reader import LocalEventLog
+from monitoring.log.reader import EventLog, LocalEventLog
 from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
 from monitoring.monitor import Monitor as MonitorLoop
@@ -32,6 +33,7 @@ from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_fro
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
+from service.cluster import ClusterMember
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
 from service.process import collections_paused, lower_priority, tune_gc
@@ -46,8 +48,10 @@ log = logging.getLogger("vigil.monitor")
 
 def build_monitor(settings: Settings, engine: Engine, registry: Registry,
                   metrics: MonitorMetrics | None = None, mirror: ShadowMirror | None = None,
-                  drift: DriftTracker | None = None) -> MonitorLoop:
-    """The loop over this process's engine, with the drift tracker ``build_drift`` made."""
+                  drift: DriftTracker | None = None,
+                  event_log: EventLog | None = None) -> MonitorLoop:
+    """The loop over this process's engine, with the drift tracker ``build_drift`` made;
+    ``event_log`` is the NATS log (else the local segments)."""
 
     def class_labels_of(model: str, version: str) -> list[str] | None:
         card = registry.get(model, version).card
@@ -64,8 +68,9 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
             metrics.bad_frames.inc()
 
     return MonitorLoop(
-        engine, LocalEventLog(settings.log_dir, keys=settings.log.encryption.keys(),
-                              on_bad_frame=on_bad_frame),
+        engine, event_log or LocalEventLog(settings.log_dir,
+                                           keys=settings.log.encryption.keys(),
+                                           on_bad_frame=on_bad_frame),
         class_labels_of=class_labels_of, batch_events=m.batch_events, window=m.quality_window,
         index_retention_seconds=m.index_retention_days * 86400,
         pending_label_seconds=m.pending_label_seconds,
@@ -137,7 +142,8 @@ def build_mirror(settings: Settings, registry: Registry, metrics: GatewayMetrics
 
 
 def build_controller(settings: Settings, engine: Engine,
-                     metrics: MonitorMetrics | None = None) -> Controller:
+                     metrics: MonitorMetrics | None = None,
+                     owns: Callable[[str], bool] | None = None) -> Controller:
     def on_transition(model: str, kind: str, state: Any) -> None:
         if metrics is not None:
             metrics.rollout_transitions.labels(model, kind).inc()
@@ -150,7 +156,8 @@ def build_controller(settings: Settings, engine: Engine,
             metrics.observe_experiment(d.model, False, {d.champion: 0.0})
             for kind in ("weight", "promote", "abort", "pause"):
                 metrics.rollout_transitions.labels(d.model, kind)
-    return Controller(engine, targets_of(settings), settings.server.base_url, on_transition)
+    return Controller(engine, targets_of(settings), settings.server.base_url, on_transition,
+                      owns)
 
 
 def targets_of(settings: Settings) -> list[Target]:
@@ -173,7 +180,8 @@ def build_dispatcher(settings: Settings, engine: Engine,
                 metrics.webhook_deliveries.labels(t.name, outcome)
     return Dispatcher(engine, targets, schedule=tuple(w.schedule_seconds),
                       timeout=w.timeout_seconds, jitter=w.jitter,
-                      allow_link_local=w.allow_link_local, on_outcome=on_outcome)
+                      allow_link_local=w.allow_link_local, on_outcome=on_outcome,
+                      claim=settings.log.backend == "nats")  # a dispatcher per replica
 
 
 @bentoml.service(
@@ -195,6 +203,7 @@ class Monitor:
         self.controller: Controller | None = None
         self.mirror: ShadowMirror | None = None
         self.shadow_log: LogSink | None = None
+        self.member: ClusterMember | None = None  # log.backend: nats
         self._task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
@@ -244,10 +253,15 @@ class Monitor:
                 return
             try:
                 drift = build_drift(self.settings, self.engine, self.registry)
+                if self.settings.log.backend == "nats" and self.member is None:
+                    self.member = ClusterMember(self.settings, self.engine, metrics)
                 loop = build_monitor(self.settings, self.engine, self.registry, metrics,
-                                     self.mirror, drift)
+                                     self.mirror, drift,
+                                     self.member.log if self.member else None)
                 await asyncio.to_thread(loop.load)
-                self.controller = build_controller(self.settings, self.engine, metrics)
+                self.controller = build_controller(
+                    self.settings, self.engine, metrics,
+                    self.member.owner.owns if self.member else None)
                 self.experiments = ExperimentController(
                     self.engine, targets_of(self.settings), self.settings.server.base_url,
                     on_look=lambda model, doc: metrics.observe_experiment(
@@ -286,14 +300,18 @@ class Monitor:
         except Exception:
             log.exception("the Monitor's last tick failed; its records are read on restart")
         await self._close_shadows()
+        if self.member is not None:
+            await asyncio.to_thread(self.member.stop)
 
     def _tick(self) -> None:
         """One tick of the loop; with the GC tuning on, collections wait for its end."""
         assert self.loop is not None
+        loop, member = self.loop, self.member
+        tick = loop.tick if member is None else lambda: member.tick(loop)
         if self.settings.server.gc_tuning:
-            collections_paused(self.loop.tick)
+            collections_paused(tick)
         else:
-            self.loop.tick()
+            tick()
 
     def _publish_shadows(self) -> None:
         if self.mirror is None:

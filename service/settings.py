@@ -20,6 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from service.settings_cluster import ClusterLogSettings, cluster_problem, replica_id_default
 from service.settings_monitoring import (
     DriftSettings,
     KpiSettings,
@@ -66,6 +67,11 @@ class ServerSettings(Section):
                                  "(service/drain.py).")
     base_url: str = Field("http://127.0.0.1:3000", description="How clients reach this "
                           "gateway: sent as `gateway` in webhook events.")
+    replica_id: str = Field(default_factory=replica_id_default, min_length=1, max_length=128,
+                            description="This replica's name in `/admin/cluster`, the "
+                            "metrics and the leases (default: the host name). Setting it "
+                            "declares several replicas: it needs PostgreSQL and "
+                            "`log.backend: nats`.")
     tls: TlsSettings = Field(TlsSettings(), description="HTTPS on the Gateway's port, and "
                              "optionally client certificates (docs/security.md).")
 
@@ -102,7 +108,7 @@ class StoreSettings(Section):
                                         "and the Monitor retries its tick.")
 
 
-class LogSettings(Section):
+class LogSettings(ClusterLogSettings):
     enabled: bool = Field(True, description="Write the prediction log (without it: no "
                           "Monitor statistics, drift, shadows or feedback joins).")
     dir: str | None = Field(None, description="The prediction log's directory; default "
@@ -116,7 +122,8 @@ class LogSettings(Section):
     segment_max_seconds: float = Field(3600.0, gt=0, description="A segment rotates after "
                                        "this long.")
     retention_hours: float = Field(72.0, gt=0, description="Consumed segments older than this "
-                                   "are deleted by the Monitor.")
+                                   "are deleted by the Monitor; on `nats`, the stream Vigil "
+                                   "creates keeps records this long, read or not.")
     retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="Hard cap on "
                                      "the log directory: writers drop (counted) above it; the "
                                      "Monitor keeps consumed segments under half of it.")
@@ -236,6 +243,17 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _one_truth(self) -> Settings:
+        problem = cluster_problem("replica_id" in self.server.model_fields_set,
+                                  self.store_url, self.log.backend)
+        if problem:
+            raise ValueError(problem)
+        if self.log.backend == "nats" and self.log.encryption.key is not None:
+            raise ValueError("log.encryption.key is set but log.backend is nats: records on "
+                             "NATS are not encrypted yet; use log.backend: local")
+        return self
+
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir.resolve() / 'vigil.db'}"
@@ -272,7 +290,10 @@ def problems(exc: Exception) -> list[str]:
         loc = ".".join(str(p) for p in e["loc"])
         env = "VIGIL_" + "__".join(str(p).upper() for p in e["loc"])
         where = f" (from {env})" if env in os.environ else ""
-        lines.append(f"{loc}: {e['msg']}{where}")
+        if loc:
+            lines.append(f"{loc}: {e['msg']}{where}")
+        else:  # a check across sections names its keys itself
+            lines.append(e["msg"].removeprefix("Value error, "))
     return lines
 
 

@@ -12,6 +12,7 @@ family; repositories take and return plain values and dataclasses, and write in 
 - ``rollouts``: each model's latest rollout, compare-and-set on its revision
 - ``kpis``: business KPI outcomes per request and their sums per (version, variant, KPI)
 - ``experiments``: each model's latest experiment, compare-and-set on its revision
+- ``cluster``: partition leases (fencing the Monitor's commits), replicas, counted event ids
 - ``transaction``: the transaction handle; ``engine``: engines and migrations; ``tables``
 
 A SQLite file in WAL mode is the embedded default; a PostgreSQL URL is the same code.
@@ -19,6 +20,7 @@ The schema is managed by Alembic migrations in ``store/migrations``.
 """
 
 from store.audit import AuditLog, AuditRecord
+from store.cluster import EventIds, Lease, LeaseLost, LeaseStore, Replica, ReplicaStore
 from store.deployments import DeploymentNotFound, DeploymentStore, StaleRevision
 from store.drift import DriftStore
 from store.engine import UNAVAILABLE, make_engine, migrate
@@ -37,11 +39,17 @@ __all__ = [
     "DeploymentStore",
     "DriftStore",
     "Engine",
+    "EventIds",
+    "Lease",
+    "LeaseLost",
+    "LeaseStore",
     "MonitorStateStore",
     "Outbox",
     "PendingLabels",
     "PolicyStateStore",
     "PredictionIndex",
+    "Replica",
+    "ReplicaStore",
     "RolloutStore",
     "StaleRevision",
     "StaleRollout",

@@ -73,6 +73,22 @@ class MonitorStateStore:
         put_rows(tx.connection, monitor_state, ("name",), ("doc", "updated_at"),
                  [(name, orjson.dumps(doc).decode(), now)])
 
+    def put_counters(self, tx: Transaction, counters: dict[str, dict[str, int]],
+                     now: float) -> None:
+        """The label counters (model -> outcome -> n), merged into the stored ones by the
+        larger of each count. Counts only grow and each model's are counted by one Monitor
+        (its partition's owner, when several replicas share the log): the larger is the
+        newer, so Monitors that each hold a stale copy of the others' models never undo
+        each other's counts."""
+        row = tx.connection.execute(sa.select(monitor_state.c.doc).where(
+            monitor_state.c.name == "counters").with_for_update()).first()
+        merged: dict[str, dict[str, int]] = orjson.loads(row.doc) if row else {}
+        for model, outcomes in counters.items():
+            into = merged.setdefault(model, {})
+            for outcome, n in outcomes.items():
+                into[outcome] = max(n, into.get(outcome, 0))
+        self.put_document(tx, "counters", merged, now)
+
     def get_document(self, tx: Transaction, name: str) -> Any:
         """A named document, or None when none was written."""
         row = tx.connection.execute(sa.select(monitor_state.c.doc).where(

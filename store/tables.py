@@ -37,7 +37,9 @@ monitor_checkpoints = sa.Table(
     "monitor_checkpoints",
     metadata,
     sa.Column("stream", sa.String(128), primary_key=True),  # {worker}-{pid}-{start_ns}
-    sa.Column("seq", sa.Integer, nullable=False),  # segment number
+    # a segment number; on the nats backend (stream = a partition's subject) the last
+    # JetStream stream sequence consumed
+    sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),  # bytes consumed in that segment
     sa.Column("updated_at", sa.Float, nullable=False),
 )
@@ -253,4 +255,34 @@ experiments = sa.Table(
     sa.Column("doc", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+)
+
+# --- several replicas (log.backend: nats): store.cluster
+
+partition_leases = sa.Table(
+    "partition_leases",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False),  # server.replica_id
+    sa.Column("generation", sa.BigInteger, nullable=False),  # +1 at every change of owner
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+cluster_replicas = sa.Table(
+    "cluster_replicas",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("monitor_pid", sa.Integer, nullable=True),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+log_event_ids = sa.Table(  # ids the Monitor counted from a partitioned log
+    "log_event_ids",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_log_event_ids_at", "at"),
 )

@@ -81,6 +81,36 @@ class Outbox:
         return ([DueDelivery(r.id, r.event_id, r.target, r.attempts, orjson.loads(r.payload))
                  for r in rows], disabled)
 
+    def claim(self, now: float, hold_seconds: float, limit: int = 50
+              ) -> tuple[list[DueDelivery], set[str]]:
+        """``due``, for several dispatchers on one outbox (several replicas): the deliveries
+        returned are claimed, their next attempt moved ``hold_seconds`` on in the same
+        transaction, so no other dispatcher sends the same attempt meanwhile. On PostgreSQL
+        the rows are locked with ``FOR UPDATE SKIP LOCKED`` (a concurrent claimer takes
+        other rows); elsewhere each claim is a compare-and-set on ``next_attempt_at``. A
+        dispatcher that dies while sending leaves the claim to lapse: the attempt is made
+        again after ``hold_seconds``, with the same ``webhook-id``."""
+        with transaction(self.engine) as tx:
+            conn = tx.connection
+            query = sa.select(webhook_deliveries, webhook_events.c.payload).join(
+                webhook_events, webhook_events.c.event_id == webhook_deliveries.c.event_id
+            ).where(webhook_deliveries.c.status == "pending",
+                    webhook_deliveries.c.next_attempt_at <= now).order_by(
+                webhook_deliveries.c.next_attempt_at).limit(limit)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=webhook_deliveries)
+            claimed = []
+            for r in conn.execute(query).all():
+                if conn.execute(webhook_deliveries.update().where(
+                        webhook_deliveries.c.id == r.id,
+                        webhook_deliveries.c.next_attempt_at == r.next_attempt_at).values(
+                        next_attempt_at=now + hold_seconds)).rowcount:
+                    claimed.append(DueDelivery(r.id, r.event_id, r.target, r.attempts,
+                                               orjson.loads(r.payload)))
+            disabled = {r.name for r in conn.execute(sa.select(webhook_targets.c.name).where(
+                webhook_targets.c.disabled_at.is_not(None)))}
+        return claimed, disabled
+
     def record(self, a: Attempt) -> None:
         """An attempt, the delivery's new state and, on a 410, the target disabled: together."""
         with transaction(self.engine) as tx:

@@ -330,3 +330,30 @@ def test_triggers_write_the_event_and_the_policy_state_in_one_transaction(
     assert (d["event_id"], d["target"], d["reason"]) == (event_id, "t", "drift")
     with reading(engine) as tx:
         assert PolicyStateStore().get(tx)["m"]["drift"]["last_fired"] == 10.0
+
+
+def test_two_dispatchers_never_send_the_same_attempt(engine: sa.Engine) -> None:
+    """Several replicas each run a dispatcher on the one outbox: with claims, every
+    delivery reaches the receiver once, whichever dispatcher sent it."""
+    import threading
+
+    with receiver(["hang:0.05"]) as rx:
+        target = Target("t", "generic", rx.url + "/hook")
+        with transaction(engine) as tx:
+            for i in range(20):
+                assert enqueue(tx, {**EVENT, "data": {**EVENT["data"], "event_id": f"ev-{i}"}},
+                               f"ev-{i}", [target], time.time(), "m", "drift")
+        dispatchers = [Dispatcher(engine, [target], jitter=0.0, claim=True) for _ in range(2)]
+        sent: list[int] = []
+        threads = [threading.Thread(target=lambda d=d: sent.append(len(d.run_due())))
+                   for d in dispatchers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = sorted(r.headers["webhook-id"] for r in rx.received)
+    assert ids == sorted(f"ev-{i}" for i in range(20)), "each delivery once"
+    assert sum(sent) == 20
+    assert all(d["status"] == "delivered" for d in Outbox(engine).deliveries(limit=100))
+    for d in dispatchers:
+        d.close()

@@ -66,6 +66,9 @@ class DriftTracker:
         self.rebaseline_rows = rebaseline_rows
         self.rng = np.random.default_rng(seed)
         self.versions: dict[Key, VersionDrift | None] = {}
+        # several replicas (log.backend: nats): only the owner of a model's partition has
+        # its live rows (monitoring.cluster.PartitionOwner.owns)
+        self.owns: Callable[[str], bool] | None = None
         self._raw: dict[Key, tuple[list[Any], list[Any]]] = {}  # this step's inputs, outputs
         self._errors: dict[Key, list[float]] = {}
         self._cat_index: dict[Key, dict[int, dict[str, int]]] = {}
@@ -231,6 +234,8 @@ class DriftTracker:
         """Rebaseline: adopt the last N live rows as the version's reference (the registered
         one stays in the registry), restart its detectors, and close its open alarms."""
         for req in self.store.pending_requests(tx):
+            if self.owns is not None and not self.owns(req.model):
+                continue  # its owner's to carry out
             key = (req.model, req.version)
             det = self._detector(*key)
             if det is None:

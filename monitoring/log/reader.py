@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import orjson
 
 from monitoring.log.frames import LogKeyError, LogKeys, Opener, first_key_id, is_framed, split
 from monitoring.log.writer import SegmentWriter, parse_time
+from store import Transaction
 
 log = logging.getLogger("vigil.log")
 
@@ -98,6 +99,8 @@ class Batch:
     lines: list[bytes]  # complete lines, in order within each stream, streams one after another
     checkpoint: Checkpoint  # the position after the last of ``lines``
     more: bool = False  # a stream stopped at its share of ``max_events``: read again now
+    # (event id, partition) of each record a partitioned log returned, for ``commit``
+    ids: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +115,11 @@ class EventLog(Protocol):
     def append(self, lines: Iterable[bytes]) -> None: ...
     def read(self, checkpoint: Checkpoint, max_events: int) -> Batch: ...
     def backlog(self, checkpoint: Checkpoint) -> Backlog: ...
+    def commit(self, tx: Transaction, batch: Batch, now: float) -> None:
+        """The log's part of the step's transaction (a shared log fences its leases)."""
+    def streams(self) -> set[str]: ...
+    def delete_consumed(self, checkpoint: Checkpoint, *, older_than: float,
+                        max_total_bytes: int) -> list[Path]: ...
 
 
 class LocalEventLog:
@@ -144,6 +152,12 @@ class LocalEventLog:
         for line in lines:
             while not self._writer.submit(line):
                 time.sleep(0.01)
+
+    def commit(self, tx: Transaction, batch: Batch, now: float) -> None:
+        """Nothing to add: the checkpoint is the whole of the local log's state."""
+
+    def streams(self) -> set[str]:
+        return set(list_segments(self.directory))
 
     def close(self) -> None:
         if self._writer is not None:

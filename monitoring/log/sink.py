@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -16,7 +16,6 @@ import orjson
 from monitoring.log.events import PredictionEvent
 from monitoring.log.pii import Redactor
 from monitoring.log.writer import (
-    SegmentWriter,
     encode,
     feedback_record,
     named_inputs,
@@ -86,11 +85,34 @@ class Renderer:
         return ("f", item[1], label, *item[3:])
 
 
+class RecordWriter(Protocol):
+    """What a ``LogSink`` queues for: a ``SegmentWriter``, or the NATS publisher
+    (``monitoring.log.publisher.NatsWriter``). Never blocks the caller."""
+
+    def submit(self, item: Any) -> bool: ...
+
+    def room(self) -> int: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+    @property
+    def failing(self) -> bool: ...
+
+    @property
+    def queue_size(self) -> int: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def unwritten(self) -> int: ...
+
+
 class LogSink:
     """The ``EventSink`` of a Gateway worker: samples per variant, then queues the event for
     the segment writer (which renders it off the request path)."""
 
-    def __init__(self, writer: SegmentWriter, sample: dict[str, float] | None = None,
+    def __init__(self, writer: RecordWriter, sample: dict[str, float] | None = None,
                  rand: Callable[[], float] | None = None) -> None:
         import random
 

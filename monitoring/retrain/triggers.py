@@ -34,12 +34,17 @@ class Triggers:
         self.state = PolicyStateStore()
         self.drift = DriftStore(engine)
         self.fired: list[str] = []  # event ids written by this process (for tests and logs)
+        # several replicas (log.backend: nats): a model's policy fires only at the owner of
+        # its partition (monitoring.cluster.PartitionOwner.owns)
+        self.owns: Callable[[str], bool] | None = None
 
     def evaluate(self, stats: Mapping[Key, VersionStats], now: float) -> list[str]:
         """Each policy's firings at ``now``, written to the outbox; ``stats`` are the
         versions' statistics as the Monitor's last step committed them."""
         written: list[str] = []
         for model, policy in self.policies.items():
+            if self.owns is not None and not self.owns(model):
+                continue
             try:
                 champ = self.champion_of(model)
             except Exception:

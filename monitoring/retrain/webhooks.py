@@ -170,8 +170,12 @@ class Dispatcher:
                  schedule: tuple[float, ...] = DEFAULT_SCHEDULE, timeout: float = 15.0,
                  jitter: float = 0.1, allow_link_local: bool = False,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 claim: bool = False) -> None:
+        """``claim``: several dispatchers share the outbox (several replicas), so each
+        claims the attempts it makes (``Outbox.claim``)."""
         self.outbox = Outbox(engine)
+        self.claim = claim
         self.targets = {t.name: t for t in targets}
         self.schedule = schedule
         self.timeout = timeout
@@ -193,6 +197,14 @@ class Dispatcher:
         return base * (1 + self.jitter * (2 * self.rng.random() - 1))
 
     def run_due(self, limit: int = 50) -> list[Outcome]:
+        if self.claim:  # one at a time: a claim outlives the one attempt it covers
+            outcomes = []
+            for _ in range(limit):
+                due, disabled = self.outbox.claim(self.clock(), self.timeout + 30.0, 1)
+                if not due:
+                    break
+                outcomes.append(self._deliver(due[0], disabled))
+            return outcomes
         due, disabled = self.outbox.due(self.clock(), limit)
         return [self._deliver(d, disabled) for d in due]
 

@@ -135,8 +135,12 @@ def iso(ts: float) -> str:
 
 class Controller:
     def __init__(self, engine: Engine, targets: list[Target], base_url: str = "",
-                 on_transition: Callable[[str, str, State], None] | None = None) -> None:
+                 on_transition: Callable[[str, str, State], None] | None = None,
+                 owns: Callable[[str], bool] | None = None) -> None:
+        """``owns(model)``: several replicas (log.backend: nats) step a model's rollout only
+        at the owner of its partition, the one Monitor whose statistics are current."""
         self.engine = engine
+        self.owns = owns
         self.deployments = DeploymentStore(engine)
         self.audit = AuditLog(engine)
         self.rollouts = RolloutStore(engine)
@@ -153,6 +157,8 @@ class Controller:
         now = time.time() if now is None else now
         for model, doc, revision in self.running():
             if State.from_dict(doc["state"]).status != "running":
+                continue
+            if self.owns is not None and not self.owns(model):
                 continue
             try:
                 self._step(model, doc, revision, stats, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.admin.audit import router as audit
+from service.admin.cluster import router as cluster
 from service.admin.deployments import router as deployments
 from service.admin.drift import router as drift
 from service.admin.experiments import router as experiments
@@ -16,7 +17,8 @@ from service.context import WorkerContext, current_metrics
 from service.httperrors import JSONBody, install
 
 # document order
-ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, experiments, console)
+ROUTERS = (models, deployments, audit, drift, webhooks, rollouts, experiments, cluster,
+           console)
 
 
 def create_app(ctx: WorkerContext | None = None) -> FastAPI:

@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 
 from monitoring.tls import client_context
-from service.cli import audit, deploy, drift, local, models, rollout, status, webhooks
+from service.cli import audit, cluster, deploy, drift, local, models, rollout, status, webhooks
 from service.cli.common import (
     EXIT_AUTH,
     EXIT_CONFLICT,
@@ -45,7 +45,7 @@ app = typer.Typer(help="Operate a Vigil gateway: models, deployments, drift, web
                   no_args_is_help=True, pretty_exceptions_enable=False)
 # the order of `vigil --help`: the top-level commands, then the groups
 for commands in (status.commands, deploy.commands, audit.commands, local.commands,
-                 webhooks.commands):
+                 webhooks.commands, cluster.commands):
     app.add_typer(commands)
 for group, name in ((models.app, "models"), (deploy.app, "deploy"), (drift.app, "drift"),
                     (webhooks.app, "webhooks"), (rollout.app, "rollout"),

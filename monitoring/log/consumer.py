@@ -1,0 +1,222 @@
+"""Reading the prediction log from NATS JetStream (``log.backend: nats``): the Monitor's
+``EventLog`` over the partitions it holds a lease on.
+
+A partition's checkpoint is the last stream sequence the Monitor consumed on the partition's
+subject (``Position(seq, 0)`` under the subject's name: the Monitor's checkpoint table
+unchanged). Sequences are global to the stream, so they are sparse within a partition. Each
+partition is read by an ephemeral pull consumer with ``filter_subject`` and
+``opt_start_seq`` = checkpoint + 1 that acknowledges nothing: the checkpoint the Monitor
+commits is the only position, and a consumer whose position no longer matches it (a step
+rolled back, a partition taken over) is replaced.
+
+``commit`` is the log's part of the Monitor's transaction: it fences the partitions' leases
+(``store.cluster.LeaseStore.fence``) and records the event ids the step counted; ``read``
+drops an event id already counted (a record forwarded from a spill after the stream's
+duplicate window) and counts it in ``duplicates``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from monitoring.log.jetstream import LoopThread, StreamSpec, connect, ensure_stream
+from monitoring.log.partitions import route_of, subject
+from monitoring.log.reader import Backlog, Batch, Checkpoint, Position
+from monitoring.log.writer import parse_time
+from store import EventIds, Lease, LeaseStore, Transaction
+
+log = logging.getLogger("vigil.log")
+
+
+class NatsEventLog:
+    """``EventLog`` over the JetStream partitions named by ``leases()`` (the partitions this
+    Monitor holds, by number)."""
+
+    def __init__(self, spec: StreamSpec, event_ids: EventIds,
+                 leases: Callable[[], dict[int, Lease]]) -> None:
+        self.spec = spec
+        self.event_ids = event_ids
+        self.leases = leases
+        self.duplicates = 0
+        self.lag: dict[int, tuple[int, float | None]] = {}  # partition: events, oldest time
+        self._runner = LoopThread(f"nats-reader-{spec.name}")
+        self._nc: Client | None = None
+        self._subs: dict[int, tuple[JetStreamContext.PullSubscription, int]] = {}
+
+    # --- the EventLog interface
+    def read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
+        return self._run(self._read(checkpoint, max_events))
+
+    def backlog(self, checkpoint: Checkpoint) -> Backlog:
+        return self._run(self._backlog(checkpoint))
+
+    def _run(self, coro: Any) -> Any:
+        """On any failure (NATS away, a consumer lost with a restarted server) the
+        consumers are made again from the checkpoint on the next call."""
+        try:
+            return self._runner.run(coro, timeout=self.spec.timeout * 4 + 30)
+        except BaseException:
+            self._runner.run(self._forget(), timeout=self.spec.timeout + 5)
+            raise
+
+    def commit(self, tx: Transaction, batch: Batch, now: float) -> None:
+        """In the step's transaction: every lease still ours, and the ids it counted."""
+        LeaseStore.fence(tx, self.leases().values(), now)
+        EventIds.add(tx, batch.ids, now)
+
+    def streams(self) -> set[str]:
+        return {subject(self.spec.name, p) for p in range(self.spec.partitions)}
+
+    def delete_consumed(self, checkpoint: Checkpoint, *, older_than: float,
+                        max_total_bytes: int) -> list[Path]:
+        return []  # the stream's own limits keep it (max age, max bytes)
+
+    def append(self, lines: Iterable[bytes]) -> None:
+        raise NotImplementedError("the NATS log is written by monitoring.log.publisher")
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._close(), timeout=10)
+        finally:
+            self._runner.stop()
+
+    # --- on the loop thread
+    async def _js(self) -> JetStreamContext:
+        if self._nc is None or self._nc.is_closed:
+            self._nc = await connect(self.spec)
+            self._subs.clear()
+            await ensure_stream(self._nc.jetstream(timeout=self.spec.timeout), self.spec)
+        if not self._nc.is_connected:
+            raise ConnectionError(f"NATS at {self.spec.url} is not connected")
+        return self._nc.jetstream(timeout=self.spec.timeout)
+
+    async def _consumer(self, partition: int, start: int) -> JetStreamContext.PullSubscription:
+        """The partition's consumer, positioned at ``start``; replaced when it is not."""
+        held = self._subs.get(partition)
+        if held is not None and held[1] == start:
+            return held[0]
+        if held is not None:
+            await _unsubscribe(held[0])
+        js = await self._js()
+        sub = await js.pull_subscribe(
+            subject(self.spec.name, partition), stream=self.spec.name,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=start, ack_policy=AckPolicy.NONE,
+                                  inactive_threshold=300.0, mem_storage=True))
+        self._subs[partition] = (sub, start)
+        return sub
+
+    async def _read(self, checkpoint: Checkpoint, max_events: int) -> Batch:
+        owned = sorted(self.leases())
+        if owned:
+            await self._js()  # fails at once while NATS is away
+        for p in set(self._subs) - set(owned):  # a lease lost: its consumer goes
+            await _unsubscribe(self._subs.pop(p)[0])
+        new = dict(checkpoint)
+        lines: list[bytes] = []
+        ids: list[tuple[str, int]] = []
+        share = max(1, max_events // max(1, len(owned)))
+        more = False
+        for p in owned:
+            name = subject(self.spec.name, p)
+            start = checkpoint.get(name, Position(0, 0)).seq + 1
+            sub = await self._consumer(p, start)
+            pending = (await sub.consumer_info()).num_pending or 0
+            if not pending:
+                continue
+            try:
+                msgs = await sub.fetch(min(pending, share), timeout=self.spec.timeout)
+            except (TimeoutError, NatsTimeout):
+                continue
+            more = more or pending > len(msgs)
+            last = start - 1
+            for m in msgs:
+                last = m.metadata.sequence.stream
+                event_id = _event_id(m.data)  # the record's own id, whatever the header
+                lines.append(m.data)
+                ids.append((event_id, p))
+            self._subs[p] = (sub, last + 1)
+            new[name] = Position(last, 0)
+        lines, ids = self._unseen(lines, ids)
+        return Batch(lines, new, more, ids)
+
+    def _unseen(self, lines: list[bytes], ids: list[tuple[str, int]]
+                ) -> tuple[list[bytes], list[tuple[str, int]]]:
+        """Drop the events counted before (and repeats within the batch)."""
+        if not ids:
+            return lines, ids
+        known = self.event_ids.known([i for i, _ in ids])
+        keep_lines, keep_ids = [], []
+        for line, (event_id, p) in zip(lines, ids, strict=True):
+            if not event_id:  # not a record: the Monitor counts it invalid
+                keep_lines.append(line)
+                continue
+            if event_id in known:
+                self.duplicates += 1
+                continue
+            known.add(event_id)
+            keep_lines.append(line)
+            keep_ids.append((event_id, p))
+        return keep_lines, keep_ids
+
+    async def _backlog(self, checkpoint: Checkpoint) -> Backlog:
+        events = 0
+        oldest: float | None = None
+        js = await self._js()
+        self.lag = {}
+        for p in sorted(self.leases()):
+            name = subject(self.spec.name, p)
+            start = checkpoint.get(name, Position(0, 0)).seq + 1
+            sub = await self._consumer(p, start)
+            pending = (await sub.consumer_info()).num_pending or 0
+            events += pending
+            t = None
+            if pending:
+                try:
+                    msg = await js.get_msg(self.spec.name, seq=start, subject=name, next=True)
+                    t = parse_time(orjson.loads(msg.data or b"{}")["time"])
+                    oldest = t if oldest is None else min(oldest, t)
+                except Exception:  # lag is a gauge: never a failed tick
+                    log.debug("no time for the oldest record of %s", name)
+            self.lag[p] = (pending, t)
+        return Backlog(events, 0, oldest, 0)
+
+    async def _forget(self) -> None:
+        subs, self._subs = list(self._subs.values()), {}
+        for sub, _ in subs:
+            try:
+                await asyncio.wait_for(_unsubscribe(sub), self.spec.timeout)
+            except TimeoutError:
+                pass
+
+    async def _close(self) -> None:
+        for sub, _ in self._subs.values():
+            await _unsubscribe(sub)
+        self._subs.clear()
+        if self._nc is not None:
+            await self._nc.close()
+
+
+async def _unsubscribe(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:  # the consumer expires on its own (inactive_threshold)
+        log.debug("unsubscribe failed", exc_info=True)
+
+
+def _event_id(data: bytes) -> str:
+    try:
+        return route_of(data)[0]
+    except ValueError:
+        return ""
+

@@ -1,0 +1,310 @@
+"""Publishing the prediction log to NATS JetStream (``log.backend: nats``), with the local
+segments as a spill.
+
+``NatsWriter`` stands where a ``SegmentWriter`` stands behind a ``LogSink``: the same bounded
+queue that never blocks the caller, the same ``submit``/``room``/``failing``. Its thread takes
+the whole queue every ``flush_seconds``, renders it, and publishes the batch pipelined (one
+acknowledgement future per record, awaited together: no round trip per record), each record
+on ``<stream>.events.<partition of its model>`` with ``Nats-Msg-Id`` = its event id, so a
+re-published record is dropped by the server within the stream's duplicate window.
+
+When NATS is unreachable, or a record is not acknowledged within the timeout, the records
+spill to local segments under ``<log dir>/spill/<stream>/`` (a ``SegmentWriter``: flushed
+every batch, fsynced on its interval). While a spill is pending every new batch spills too,
+so a worker's records reach the stream in the order they were taken; the spill is forwarded,
+oldest first, once NATS answers again, then deleted. A dead worker's spill directory is
+claimed (renamed, so one claimer wins) and forwarded by a live one. Spilled, forwarded and
+dropped records are counted (``on_spill``, ``on_forward``, ``on_drop``).
+
+A record acknowledged twice (its first acknowledgement lost, then spilled and forwarded after
+the duplicate window) reaches the stream twice; the Monitor ignores an event id it has
+counted already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+
+from monitoring.log.jetstream import MSG_ID, LoopThread, StreamSpec, connect, ensure_stream
+from monitoring.log.partitions import partition_of, route_of, subject
+from monitoring.log.reader import Checkpoint, LocalEventLog, pid_alive
+from monitoring.log.writer import SegmentWriter
+
+log = logging.getLogger("vigil.log")
+
+FORWARD_BATCH = 1000
+
+
+def _nop(n: int) -> None:
+    return None
+
+
+class NatsWriter:
+    """A bounded queue in front of one thread that publishes to JetStream and spills to the
+    local segments (the module's docstring)."""
+
+    def __init__(self, spec: StreamSpec, spill_dir: Path, stream: str,
+                 render: Callable[[Any], bytes], *, queue_size: int = 10_000,
+                 flush_seconds: float = 0.05, fsync_seconds: float = 0.5,
+                 on_drop: Callable[[str, int], None] = lambda reason, n: None,
+                 on_write: Callable[[int], None] = _nop,
+                 on_spill: Callable[[int], None] = _nop,
+                 on_forward: Callable[[int], None] = _nop) -> None:
+        self.spec = spec
+        self.stream = stream
+        self._render = render
+        self._queue: deque[Any] = deque()
+        self._queue_size = queue_size
+        self._flush_seconds = flush_seconds
+        self._in_hand = 0
+        self._on_drop, self._on_write = on_drop, on_write
+        self._on_spill, self._on_forward = on_spill, on_forward
+        self.spill_root = Path(spill_dir)
+        self._spill_dir = self.spill_root / stream
+        self._spill = SegmentWriter(self._spill_dir, stream, bytes, queue_size=queue_size * 4,
+                                    fsync_seconds=fsync_seconds, flush_seconds=0.01,
+                                    on_drop=self._drop)
+        self._forwarded: dict[Path, Checkpoint] = {}
+        self._spill_pending = False
+        self._nc: Client | None = None
+        self._next_connect = 0.0
+        self._warned = False
+        self._stop = False
+        self._wake = threading.Event()
+        self.dropped: dict[str, int] = {}
+        self.records_written = self.spilled = self.forwarded = 0
+        self._loop = LoopThread(f"nats-{stream}")
+        self._done = asyncio.run_coroutine_threadsafe(self._run(), self._loop.loop)
+
+    # --- caller side (any thread, never blocks)
+    def submit(self, item: Any) -> bool:
+        if len(self._queue) >= self._queue_size or self._stop:
+            self._drop("queue_full", 1)
+            return False
+        self._queue.append(item)
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._queue) + self._in_hand
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue_size
+
+    def room(self) -> int:
+        return 0 if self._stop else max(0, self._queue_size - len(self._queue))
+
+    @property
+    def failing(self) -> bool:
+        """Neither path takes records: NATS is not acknowledging and the spill fails."""
+        return (self._spill_pending or not self.connected) and self._spill.failing
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def spill_pending(self) -> bool:
+        return self._spill_pending
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Publish (or spill) what is queued, close the spill and the connection."""
+        self._stop = True
+        self._wake.set()
+        try:
+            self._done.result(timeout)
+        except Exception:
+            log.exception("the NATS publisher did not stop cleanly")
+        self._spill.close()
+        self._loop.stop()
+        if not self._spill_pending:  # all forwarded: the last segment closed empty of news
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+
+    # --- the publishing thread
+    def _drop(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        try:
+            self._on_drop(reason, n)
+        except Exception:
+            log.exception("drop callback failed")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            stopping = self._stop
+            batch = []
+            while self._queue:
+                self._in_hand += 1
+                batch.append(self._queue.popleft())
+            try:
+                await self._connect()
+                if batch:
+                    await self._ship(self._lines(batch))
+                if self.connected:
+                    await self._forward()
+            except Exception:  # the thread must outlive any one batch
+                log.exception("the NATS publisher failed on a batch")
+            finally:
+                self._in_hand = 0
+            if stopping:
+                if self._nc is not None:
+                    await self._nc.close()
+                return
+
+    def _lines(self, batch: list[Any]) -> list[bytes]:
+        lines = []
+        for item in batch:
+            try:
+                lines.append(self._render(item).rstrip(b"\n"))
+            except Exception:
+                log.exception("could not render a log record")
+                self._drop("render_error", 1)
+        return lines
+
+    async def _connect(self) -> None:
+        if self._nc is not None or time.monotonic() < self._next_connect:
+            return
+        try:
+            nc = await connect(self.spec)
+            await ensure_stream(nc.jetstream(), self.spec)
+            self._nc = nc
+            self._warned = False
+            log.info("prediction log publishing to NATS stream %s", self.spec.name)
+        except Exception as exc:
+            self._next_connect = time.monotonic() + 1.0
+            if not self._warned:  # once an outage: the spill counter says the rest
+                self._warned = True
+                log.warning("NATS at %s unreachable (%r); records spill to %s",
+                            self.spec.url, exc, self._spill_dir)
+
+    async def _ship(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self._spill_pending or not self.connected:
+            self._to_spill(lines)
+            return
+        failed = await self._publish(lines)
+        acked = len(lines) - len(failed)
+        self.records_written += acked
+        self._on_write(acked)
+        if failed:
+            self._to_spill(failed)
+
+    def _to_spill(self, lines: list[bytes]) -> None:
+        taken = 0
+        for line in lines:
+            taken += self._spill.submit(line + b"\n")
+        self._spill_pending = True
+        self.spilled += taken
+        self._on_spill(taken)
+
+    async def _publish(self, lines: list[bytes]) -> list[bytes]:
+        """Publish pipelined; the lines not acknowledged within the timeout, in order."""
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        futures: list[asyncio.Future[Any] | None] = []
+        for line in lines:
+            try:
+                event_id, model = route_of(line)
+                futures.append(await js.publish_async(
+                    subject(self.spec.name, partition_of(model, self.spec.partitions)), line,
+                    wait_stall=self.spec.timeout, headers={MSG_ID: event_id}))
+            except ValueError:
+                self._drop("render_error", 1)
+                futures.append(None)
+            except Exception:
+                futures.append(None)
+        waiting = [f for f in futures if f is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.spec.timeout)
+        failed = []
+        for line, f in zip(lines, futures, strict=True):
+            if f is None:
+                if _is_record(line):
+                    failed.append(line)
+            elif not f.done() or f.cancelled() or f.exception() is not None:
+                if not f.done():
+                    f.cancel()
+                failed.append(line)
+        return failed
+
+    async def _forward(self) -> None:
+        """Forward spilled records, oldest directory first, then delete what was sent."""
+        if not self._spill_pending and not self._orphans():
+            return
+        for directory in [*self._claimed(), self._spill_dir]:
+            while True:
+                reader = LocalEventLog(directory)
+                checkpoint = self._forwarded.get(directory, {})
+                batch = reader.read(checkpoint, FORWARD_BATCH)
+                if not batch.lines:
+                    break
+                failed = await self._publish(batch.lines)
+                if failed:  # NATS went away again: the whole batch is sent again later
+                    return
+                self.forwarded += len(batch.lines)
+                self.records_written += len(batch.lines)
+                self._on_forward(len(batch.lines))
+                self._on_write(len(batch.lines))
+                self._forwarded[directory] = batch.checkpoint
+                reader.delete_consumed(batch.checkpoint, older_than=time.time() + 1,
+                                       max_total_bytes=0)
+            if directory != self._spill_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+                self._forwarded.pop(directory, None)
+        if self._spill.unwritten == 0 and not LocalEventLog(self._spill_dir).backlog(
+                self._forwarded.get(self._spill_dir, {})).events:
+            self._spill_pending = False
+
+    def _orphans(self) -> list[Path]:
+        """Spill directories of writers that died before forwarding them."""
+        try:
+            entries = list(os.scandir(self.spill_root))
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            pid = _pid(e.name.split("+", 1)[0])
+            if e.is_dir() and e.name != self.stream and pid > 0 and not pid_alive(pid):
+                out.append(Path(e.path))
+        return out
+
+    def _claimed(self) -> list[Path]:
+        """Claim the orphans (a rename: one live writer wins each) and list what is ours."""
+        for path in self._orphans():
+            try:
+                os.rename(path, self.spill_root / f"{self.stream}+{path.name}")
+            except OSError:
+                continue  # another writer claimed it first
+        return sorted(p for p in self.spill_root.glob(f"{self.stream}+*") if p.is_dir())
+
+
+def _pid(stream: str) -> int:
+    try:
+        return int(stream.split("-")[-2])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        route_of(line)
+    except ValueError:
+        return False
+    return True

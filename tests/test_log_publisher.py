@@ -1,0 +1,159 @@
+"""The NATS publisher behind a LogSink (log.backend: nats): batches on the partitions'
+subjects with the event id as Nats-Msg-Id, and the local spill while NATS is away, forwarded
+when it returns, with nothing lost and nothing twice in the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from monitoring.log.jetstream import StreamSpec, connect
+from monitoring.log.partitions import partition_of
+from monitoring.log.publisher import NatsWriter
+from monitoring.log.sink import LogSink, render
+from tests.natsd import NatsServer, machine_nats
+
+
+def unique_stream() -> str:
+    return "T" + uuid.uuid4().hex[:12].upper()
+
+
+async def stream_records(spec: StreamSpec) -> list[tuple[str, dict[str, str | None], dict]]:
+    """Every message of the stream: subject, headers, record."""
+    nc = await connect(spec, reconnect=False)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(spec.name)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(spec.name, seq)
+            out.append((msg.subject, dict(msg.headers or {}), orjson.loads(msg.data)))
+        return out
+    finally:
+        await nc.close()
+
+
+async def delete_stream(spec: StreamSpec) -> None:
+    nc = await connect(spec, reconnect=False)
+    try:
+        await nc.jetstream().delete_stream(spec.name)
+    finally:
+        await nc.close()
+
+
+def feedback(sink: LogSink, model: str, i: int) -> None:
+    assert sink.feedback(model, [{"request_id": f"r{i}", "label": "a", "row": 0}], time.time())
+
+
+def wait(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def spec() -> Iterator[StreamSpec]:
+    s = StreamSpec(url=machine_nats(), name=unique_stream(), partitions=4, timeout=1.0)
+    yield s
+    asyncio.run(delete_stream(s))
+
+
+def test_records_go_to_their_models_partition_with_their_id(tmp_path: Path,
+                                                            spec: StreamSpec) -> None:
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render)
+    sink = LogSink(writer)
+    for i in range(300):
+        feedback(sink, ("iris", "breast_cancer", "diabetes")[i % 3], i)
+    wait(lambda: writer.records_written == 300)
+    writer.close()
+    records = asyncio.run(stream_records(spec))
+    assert len(records) == 300
+    for subj, headers, rec in records:
+        model = rec["data"]["model"]
+        assert subj == f"{spec.name}.events.{partition_of(model, 4)}"
+        assert headers["Nats-Msg-Id"] == rec["id"]
+        assert rec["specversion"] == "1.0" and rec["type"] == "vigil.feedback.v1"
+    async def config() -> tuple[float, float]:
+        nc = await connect(spec, reconnect=False)
+        info = await nc.jetstream().stream_info(spec.name)
+        await nc.close()
+        return info.config.max_age or 0.0, info.config.duplicate_window or 0.0
+
+    assert asyncio.run(config()) == (spec.max_age, spec.duplicate_window)
+    # a model's records keep their order within its partition
+    iris = [int(r["data"]["request_id"][1:]) for _, _, r in records if r["data"]["model"] == "iris"]
+    assert iris == sorted(iris)
+    assert writer.spilled == 0 and not writer.dropped
+
+
+def test_a_republished_id_is_dropped_by_the_server(tmp_path: Path, spec: StreamSpec) -> None:
+    line = orjson.dumps({"specversion": "1.0", "id": "same-id", "source": "/vigil/iris/feedback",
+                         "type": "vigil.feedback.v1", "data": {"model": "iris"}})
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", bytes)
+    for _ in range(3):
+        writer.submit(line)
+    wait(lambda: writer.records_written == 3)
+    writer.close()
+    assert len(asyncio.run(stream_records(spec))) == 1
+
+
+def test_an_outage_spills_and_forwards_exactly(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats").start()
+    spec = StreamSpec(url=server.url, name=unique_stream(), partitions=4, timeout=0.5)
+    counts = Counter[str]()
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render,
+                        on_spill=lambda n: counts.update(spilled=n),
+                        on_forward=lambda n: counts.update(forwarded=n))
+    sink = LogSink(writer)
+    sent = 0
+    try:
+        for phase in ("up", "down", "up again"):
+            if phase == "down":
+                server.stop()
+            elif phase == "up again":
+                server.start()
+            for _ in range(400):
+                feedback(sink, ("iris", "wine")[sent % 2], sent)
+                sent += 1
+                time.sleep(0.002)
+            if phase == "down":
+                wait(lambda: writer.spilled > 0)
+        wait(lambda: not writer.spill_pending and writer.unwritten == 0, timeout=30)
+        writer.close()
+        records = asyncio.run(stream_records(spec))
+    finally:
+        server.stop()
+    ids = [int(r["data"]["request_id"][1:]) for _, _, r in records]
+    assert sorted(ids) == list(range(sent)), "every acknowledged record, once"
+    assert counts["spilled"] > 0
+    assert counts["forwarded"] == counts["spilled"] == writer.spilled
+    assert not writer.dropped
+    assert not list((tmp_path / "spill").rglob("*.jsonl")), "the forwarded spill is deleted"
+
+
+def test_nats_down_at_start_spills_then_forwards(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")  # not started yet
+    spec = StreamSpec(url=server.url, name=unique_stream(), partitions=2, timeout=0.5)
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render)
+    sink = LogSink(writer)
+    try:
+        for i in range(100):
+            feedback(sink, "iris", i)
+        wait(lambda: writer.spilled == 100)
+        assert not writer.failing, "the spill takes what NATS cannot"
+        server.start()
+        wait(lambda: writer.forwarded == 100 and not writer.spill_pending, timeout=30)
+        writer.close()
+        ids = sorted(int(r["data"]["request_id"][1:]) for _, _, r in
+                     asyncio.run(stream_records(spec)))
+    finally:
+        server.stop()
+    assert ids == list(range(100))
