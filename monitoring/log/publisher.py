@@ -29,7 +29,6 @@ import os
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from nats.aio.client import Client
 
 from monitoring.log.jetstream import MSG_ID, LoopThread, StreamSpec, connect, ensure_stream
 from monitoring.log.partitions import partition_of, route_of, subject
+from monitoring.log.queue import RecordQueue
 from monitoring.log.reader import Checkpoint, LocalEventLog, pid_alive
 from monitoring.log.writer import SegmentWriter
 
@@ -50,7 +50,7 @@ def _nop(n: int) -> None:
     return None
 
 
-class NatsWriter:
+class NatsWriter(RecordQueue):
     """A bounded queue in front of one thread that publishes to JetStream and spills to the
     local segments (the module's docstring)."""
 
@@ -64,11 +64,9 @@ class NatsWriter:
         self.spec = spec
         self.stream = stream
         self._render = render
-        self._queue: deque[Any] = deque()
-        self._queue_size = queue_size
+        super().__init__(queue_size, on_drop)
         self._flush_seconds = flush_seconds
-        self._in_hand = 0
-        self._on_drop, self._on_write = on_drop, on_write
+        self._on_write = on_write
         self._on_spill, self._on_forward = on_spill, on_forward
         self.spill_root = Path(spill_dir)
         self._spill_dir = self.spill_root / stream
@@ -80,36 +78,12 @@ class NatsWriter:
         self._nc: Client | None = None
         self._next_connect = 0.0
         self._warned = False
-        self._stop = False
         self._wake = threading.Event()
-        self.dropped: dict[str, int] = {}
         self.records_written = self.spilled = self.forwarded = 0
         self._loop = LoopThread(f"nats-{stream}")
         self._done = asyncio.run_coroutine_threadsafe(self._run(), self._loop.loop)
 
-    # --- caller side (any thread, never blocks)
-    def submit(self, item: Any) -> bool:
-        if len(self._queue) >= self._queue_size or self._stop:
-            self._drop("queue_full", 1)
-            return False
-        self._queue.append(item)
-        return True
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
-    @property
-    def unwritten(self) -> int:
-        return len(self._queue) + self._in_hand
-
-    @property
-    def queue_size(self) -> int:
-        return self._queue_size
-
-    def room(self) -> int:
-        return 0 if self._stop else max(0, self._queue_size - len(self._queue))
-
+    # --- caller side: RecordQueue's (submit never blocks)
     @property
     def failing(self) -> bool:
         """Neither path takes records: NATS is not acknowledging and the spill fails."""
@@ -137,12 +111,6 @@ class NatsWriter:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     # --- the publishing thread
-    def _drop(self, reason: str, n: int) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
-        try:
-            self._on_drop(reason, n)
-        except Exception:
-            log.exception("drop callback failed")
 
     async def _run(self) -> None:
         while True:

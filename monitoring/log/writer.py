@@ -29,7 +29,6 @@ import math
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from models.card import Feature
 from monitoring.log.events import PredictionEvent
 from monitoring.log.frames import LogKeys, Sealer
 from monitoring.log.ids import new_id
+from monitoring.log.queue import RecordQueue
 
 log = logging.getLogger("vigil.log")
 
@@ -152,7 +152,7 @@ def encode(record: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- segments
 
 
-class SegmentWriter:
+class SegmentWriter(RecordQueue):
     """A bounded queue in front of one thread that appends to this process's segments.
 
     ``submit`` never blocks: it returns False (and counts the drop) when the queue is full.
@@ -171,19 +171,15 @@ class SegmentWriter:
         self.stream = stream
         self._render = render
         self._seal = Sealer(keys.active).seal if keys and keys.active else None
-        self._queue: deque[Any] = deque()
-        self._in_hand = 0  # records taken from the queue, not yet written
-        self._queue_size = queue_size
+        super().__init__(queue_size, on_drop)
         self._wake_at = max(1, queue_size // 4)
         self._flush_seconds = min(flush_seconds, fsync_seconds)
         self._fsync_seconds = fsync_seconds
         self._segment_max_bytes = segment_max_bytes
         self._segment_max_seconds = segment_max_seconds
         self._max_total_bytes = max_total_bytes
-        self._on_drop = on_drop
         self._on_write = on_write
         self._wake = threading.Event()
-        self._stop = False
         self._seq = 0
         self._file: Any = None
         self._path: Path | None = None
@@ -194,13 +190,12 @@ class SegmentWriter:
         self._broken_until = 0.0
         self._total_checked = 0.0
         self._over_cap = False
-        self.dropped: dict[str, int] = {}
         self.records_written = 0
         self.failing = False  # the last write failed (unwritable or full): labels get a 503
         self._thread = threading.Thread(target=self._run, name=f"log-{stream}", daemon=True)
         self._thread.start()
 
-    # --- caller side (any thread, never blocks)
+    # --- caller side (any thread, never blocks): RecordQueue's, and a wake-up
     def submit(self, item: Any) -> bool:
         if len(self._queue) >= self._queue_size or self._stop:
             self._drop("queue_full", 1)
@@ -212,23 +207,6 @@ class SegmentWriter:
             self._wake.set()
         return True
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
-    @property
-    def unwritten(self) -> int:
-        """Records taken and not yet written to a segment (queued, or in the writer's hands)."""
-        return len(self._queue) + self._in_hand
-
-    @property
-    def queue_size(self) -> int:
-        return self._queue_size
-
-    def room(self) -> int:
-        """Free places in the queue right now."""
-        return 0 if self._stop else max(0, self._queue_size - len(self._queue))
-
     def close(self, timeout: float = 10.0) -> None:
         """Drain the queue, fsync, and close the segment as ``.jsonl`` (graceful shutdown)."""
         self._stop = True
@@ -236,12 +214,6 @@ class SegmentWriter:
         self._thread.join(timeout)
 
     # --- writer thread
-    def _drop(self, reason: str, n: int) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
-        try:
-            self._on_drop(reason, n)
-        except Exception:  # metrics must never take the writer down
-            log.exception("drop callback failed")
 
     def _run(self) -> None:
         while True:

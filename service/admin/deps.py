@@ -5,14 +5,15 @@ bodies, If-Match, and the annotated path parameters."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from models.errors import InvalidInput, VigilError
+from models.errors import InvalidInput, StaleRevision, VigilError
 from models.registry import NAME_PATTERN
 from service.auth import Principal
 from service.context import WorkerContext, current_context
@@ -115,3 +116,18 @@ def expected_revision(if_match: str | None, required: bool) -> int | None:
     if not value.isdigit():
         raise InvalidInput("If-Match", "must be the deployment's revision number")
     return int(value)
+
+
+def changed(exc: StaleRevision) -> StaleRevision:
+    """A compare-and-set that lost to another writer, as the operator reads it: 412, try again."""
+    return StaleRevision(exc.expected, exc.current,
+                         message="the deployment changed meanwhile; try again")
+
+
+@contextmanager
+def changed_meanwhile() -> Iterator[None]:
+    """``changed`` for whatever the block raises."""
+    try:
+        yield
+    except StaleRevision as exc:
+        raise changed(exc) from None

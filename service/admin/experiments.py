@@ -13,12 +13,20 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic import Field as PydField
 
-from models.errors import DeploymentNotFound, InvalidInput, NotFound, StaleRevision
+from models.errors import InvalidInput, NotFound
 from monitoring.experiments.controller import ExperimentController
 from monitoring.experiments.controller import read as read_experiment
 from monitoring.experiments.controller import start as start_experiment
 from monitoring.experiments.controller import stop as stop_experiment
-from service.admin.deps import AUTH_ERRORS, NAME, ModelName, ctx_of, json_body, require
+from service.admin.deps import (
+    AUTH_ERRORS,
+    NAME,
+    ModelName,
+    changed_meanwhile,
+    ctx_of,
+    json_body,
+    require,
+)
 from service.admin.webhooks import targets_of
 from service.auth import Principal
 from service.httperrors import JSONBody, error_responses
@@ -114,18 +122,12 @@ async def start(request: Request, model: ModelName,
     spec["guardrails"] = [g.model_dump(exclude_none=True) for g in body.guardrails]
 
     def begin() -> dict[str, Any]:
-        try:
+        with changed_meanwhile():
             doc = start_experiment(ctx.engine, model, spec, kpi.kind, kpi.better,
                                    principal.name, principal.role,
                                    cards=lambda m, v: ctx.registry.get(m, v).card,
                                    loader=ctx.live,
                                    kpi_better={k: d.better for k, d in declared.items()})
-        except DeploymentNotFound:
-            raise NotFound("model", "not deployed",
-                           message=f"no deployment for model '{model}'") from None
-        except StaleRevision as exc:
-            raise StaleRevision(exc.expected, exc.current,
-                                message="the deployment changed meanwhile; try again") from None
         ctx.live.refresh()
         return doc
     return JSONBody(await asyncio.to_thread(begin), status_code=201)

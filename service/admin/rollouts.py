@@ -26,7 +26,16 @@ from monitoring.rollout.controller import Controller
 from monitoring.rollout.controller import operate as operate_rollout_in_store
 from monitoring.rollout.controller import read as read_rollout
 from monitoring.rollout.controller import start as start_rollout_in_store
-from service.admin.deps import AUTH_ERRORS, NAME, ModelName, ctx_of, json_body, require
+from service.admin.deps import (
+    AUTH_ERRORS,
+    NAME,
+    ModelName,
+    changed,
+    changed_meanwhile,
+    ctx_of,
+    json_body,
+    require,
+)
 from service.admin.webhooks import targets_of
 from service.auth import Principal
 from service.context import WorkerContext
@@ -103,8 +112,7 @@ def rollout_errors(model: str) -> Iterator[None]:
     except (RolloutNotFound, DeploymentNotFound):
         raise NotFound("model", "no rollout", message=f"no rollout for model '{model}'") from None
     except StaleRevision as exc:
-        raise StaleRevision(exc.expected, exc.current,
-                            message="the deployment changed meanwhile; try again") from None
+        raise changed(exc) from None
     except StaleRollout:  # the controller kept writing it through every retry
         raise Conflict("model", "changed meanwhile",
                        message="the rollout changed meanwhile; try again") from None
@@ -136,16 +144,10 @@ async def start_rollout(request: Request, model: ModelName,
     spec = Spec.from_dict(doc)
 
     def begin() -> dict[str, Any]:
-        try:
+        with changed_meanwhile():
             doc = start_rollout_in_store(
                 ctx.engine, model, spec, principal.name, principal.role,
                 cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
-        except DeploymentNotFound:
-            raise NotFound("model", "not deployed",
-                           message=f"no deployment for model '{model}'") from None
-        except StaleRevision as exc:
-            raise StaleRevision(exc.expected, exc.current,
-                                message="the deployment changed meanwhile; try again") from None
         ctx.live.refresh()
         return doc
     return JSONBody(await asyncio.to_thread(begin), status_code=201)
