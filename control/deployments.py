@@ -1,5 +1,5 @@
 """Change a deployment: the one path every entry point takes (PATCH, promote, rollback,
-rollout start, the rollout controller).
+rollout start, the rollout controller, an experiment's start and auto-promotion).
 
     plan_change     validate the edit on the stored deployment, check each version it adds
                     against the champion, load and smoke-test what it names
@@ -87,7 +87,7 @@ def plan_change(store: DeploymentStore, model: str, edit: Edit, *,
             try:
                 card = cards(model, version)
             except VigilError as exc:  # not registered, or its card cannot be read
-                raise IncompatibleVersion(where, exc.reason or exc.message) from None
+                raise IncompatibleVersion(where, exc.message) from None
             why = champion.incompatibility(card)
             if why:
                 raise IncompatibleVersion(where, why)

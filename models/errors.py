@@ -98,10 +98,7 @@ class NotFound(VigilError):
 
 
 class UnknownModel(NotFound):
-    """``field`` is "model" or "version"; ``reason`` is the sentence that names it."""
-
-    def compose(self) -> str:
-        return self.reason or "not found"
+    """``field`` is "model" or "version", ``reason`` "not found"; the message names it."""
 
 
 class ModelNotFound(UnknownModel):

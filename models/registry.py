@@ -180,12 +180,14 @@ class Registry:
 
     def get(self, name: str, version: str) -> ModelVersion:
         if not NAME_RE.match(name or ""):
-            raise UnknownModel("model", f"model {name!r} not found")
+            raise UnknownModel("model", "not found", message=f"model {name!r} not found")
         if not NAME_RE.match(version or ""):
-            raise UnknownModel("version", f"version {version!r} of {name!r} not found")
+            raise UnknownModel("version", "not found",
+                               message=f"version {version!r} of {name!r} not found")
         found = self._find(name, version)
         if found is None or found.info.module != "vigil.models":
-            raise UnknownModel("version", f"version {version!r} of {name!r} not found")
+            raise UnknownModel("version", "not found",
+                               message=f"version {version!r} of {name!r} not found")
         root = Path(found.path)
         card = parse_card(json.loads((root / "card.json").read_text()))
         return ModelVersion(card=card, path=root,

@@ -83,6 +83,8 @@ class ClusterMember:
             loop.triggers.owns = self.owner.owns
         if isinstance(loop.drift, DriftTracker):  # rebaselines at the model's owner
             loop.drift.owns = self.owner.owns
+        if loop.kpis is not None:  # waiting KPI outcomes are joined at their model's owner
+            loop.kpis.owns = self.owner.owns
         cluster_tick(loop, self.owner, self._fenced)
         now = time.time()
         if now - self._expired_at >= 60.0:  # as long as the prediction index keeps requests

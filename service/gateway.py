@@ -90,7 +90,7 @@ async def fast_predict(ctx: WorkerContext, request: Request) -> Response:
 
 
 root_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-root_app.include_router(protocol.router)  # OIP v2 and KServe V1 (a "/"-mount: see REFERENCE)
+root_app.include_router(protocol.router)  # OIP v2 and KServe V1 (mounted at "/")
 admin_app = create_admin_app()
 install(root_app, current_metrics)
 

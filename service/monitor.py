@@ -265,7 +265,8 @@ class Monitor:
                 self.experiments = ExperimentController(
                     self.engine, targets_of(self.settings), self.settings.server.base_url,
                     on_look=lambda model, doc: metrics.observe_experiment(
-                        model, doc["status"] == "running", doc.get("shares", {})))
+                        model, doc["status"] == "running", doc.get("shares", {})),
+                    owns=self.member.owner.owns if self.member else None)
                 self.loop, self.drift = loop, drift
             except Exception:
                 log.exception("Monitor could not load its state; retrying")

@@ -64,7 +64,7 @@ def _error(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": ERROR_SCHEMA}}}
 
 
-# the admin app's scheme (``service.admin.bearer``), which the document already declares
+# the admin app's scheme (``service.admin.deps.bearer``), which the document already declares
 BEARER: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
 
 

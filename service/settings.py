@@ -139,8 +139,10 @@ class LogSettings(ClusterLogSettings):
                                        "standard base64) for inputs a card marks `pii: hash` "
                                        "and for routing keys; unset: those values are dropped, "
                                        "never written in clear.")
-    hash_routing_keys: bool = Field(False, description="Write the request's routing key into "
-                                    "the log as its keyed hash (needs `hash_key`).")
+    hash_routing_keys: bool = Field(False, description="Write request ids into the log as their "
+                                    "keyed hash, in predictions and labels alike so they still "
+                                    "join (needs `hash_key`); routing keys themselves are never "
+                                    "logged.")
 
     @field_validator("hash_key")
     @classmethod

@@ -67,13 +67,16 @@ class KpiStore:
                 for r in tx.connection.execute(sa.select(kpi_outcomes).where(
                     kpi_outcomes.c.version.is_(None)).order_by(kpi_outcomes.c.id))]
 
-    def attach(self, tx: Transaction, joined: Sequence[tuple[int, str, str]]) -> None:
-        """Held outcomes now joined: (id, version, variant)."""
-        if joined:
-            tx.connection.execute(kpi_outcomes.update().where(
-                kpi_outcomes.c.id == sa.bindparam("_id")).values(
-                version=sa.bindparam("_v"), variant=sa.bindparam("_var")),
-                [{"_id": i, "_v": v, "_var": var} for i, v, var in joined])
+    def attach(self, tx: Transaction, joined: Sequence[tuple[int, str, str]]) -> set[int]:
+        """Held outcomes now joined: (id, version, variant). Returns the ids this call joined:
+        an outcome another writer joined meanwhile is left as it is (and not counted twice)."""
+        done: set[int] = set()
+        for i, v, var in joined:
+            if tx.connection.execute(kpi_outcomes.update().where(
+                    kpi_outcomes.c.id == i, kpi_outcomes.c.version.is_(None)).values(
+                    version=v, variant=var)).rowcount:
+                done.add(i)
+        return done
 
     def drop(self, tx: Transaction, ids: Sequence[int]) -> None:
         for i in range(0, len(ids), CHUNK):

@@ -109,3 +109,42 @@ def test_outcomes_export_to_parquet_one_row_per_request(engine: sa.Engine,
     assert list(df["kpi.conversion"]) == [0.0, 1.0, 0.0]
     assert list(df["kpi.revenue"]) == [0.0, 5.0, 10.0]
     assert set(df["label"]) == {'"a"'} and set(df["variant"]) == {"experiment"}
+
+
+
+def test_a_waiting_outcome_is_joined_once_and_only_by_its_models_owner(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """Several Monitors share the store (log.backend: nats): a Monitor that does not own the
+    model neither joins nor gives up its waiting outcome, and an outcome two Monitors both
+    read as waiting is counted once."""
+    from store import reading, transaction
+
+    writer = SegmentWriter(tmp_path, "gw1-1-1", render)
+    sink = LogSink(writer)
+    sink.feedback("m", [{"request_id": "r1", "row": 0, "kpis": {"conversion": 1.0}}], 1.0)
+    writer.close()
+    m = monitor(engine, tmp_path, pending_label_seconds=0,
+                kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine), pending_seconds=0))
+    m.tick()  # r1's outcome waits: its prediction is not in the log yet
+    other = KpiJoin(KpiStore(engine), PredictionIndex(engine), pending_seconds=0)
+    other.owns = lambda model: False  # another replica, whose Monitor has not read m's log
+    with transaction(engine) as tx:  # caught up on its own partitions, long after: it would
+        other.join(tx, [], now=10**9, caught_up=True)  # give the outcome up if it could
+    with reading(engine) as tx:
+        stale = KpiStore(engine).held(tx)  # what a slower Monitor read as waiting
+    assert [h.request_id for h in stale] == ["r1"]
+    writer = SegmentWriter(tmp_path, "gw2-2-2", render)
+    emit(LogSink(writer), 1, "champion", "v1")
+    writer.close()
+    m.tick()  # the prediction is indexed and the waiting outcome joined
+
+    class Slow(KpiStore):
+        def held(self, tx: Any) -> Any:
+            return stale
+
+    slow = KpiJoin(Slow(engine), PredictionIndex(engine), pending_seconds=0)
+    with transaction(engine) as tx:
+        slow.join(tx, [], now=10**9, caught_up=True)
+    got = read_kpis(KpiStore(engine), "m")
+    assert got["v1"]["champion"]["conversion"]["count"] == 1
+    assert other.counts == {} and "joined" not in slow.counts

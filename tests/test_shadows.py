@@ -578,3 +578,21 @@ def test_a_busy_loop_gets_every_shadow_answered_in_batches_each_with_its_own_row
         assert max(picky.calls) > 5  # batched: more rows than any one request has
 
     asyncio.run(scenario())
+
+
+def test_a_shadow_sees_hashed_and_dropped_inputs_as_null() -> None:
+    """The log holds a hex hash for a ``pii: hash`` input (and nothing for ``drop``): the
+    shadow decodes them as null instead of failing on every request."""
+    from models.card import Feature, ModelCard
+
+    card = ModelCard("m", "2", "regression",
+                     (Feature("x", "float"), Feature("ssn", "float", pii="hash", nullable=True),
+                      Feature("age", "float", pii="drop", nullable=True)), "X", "matrix",
+                     "float32", (), {"value": "v"}, {})
+    from typing import cast
+
+    mirror = ShadowMirror(cast(ShadowPool, None), lambda m, v: None)  # decoding needs no pool
+    items = [{"request_id": "r1", "inputs": [{"x": 1.5, "ssn": "9f" * 32}]}]
+    (matrix,) = mirror._matrices(card, items, ("m", "2"))
+    assert matrix is not None and matrix[0, 0] == 1.5 and np.isnan(matrix[0, 1:]).all()
+    assert items[0]["inputs"][0]["ssn"] == "9f" * 32  # the record itself is left as logged

@@ -131,8 +131,12 @@ def read(engine: Engine, model: str) -> dict[str, Any] | None:
 class ExperimentController:
     def __init__(self, engine: Engine, targets: list[Target], base_url: str = "",
                  rng: np.random.Generator | None = None,
-                 on_look: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_look: Callable[[str, dict[str, Any]], None] | None = None,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.engine = engine
+        # with several replicas, only the Monitor that owns the model's log partition holds
+        # its current statistics and may decide (as the rollout controller)
+        self.owns = owns
         self.deployments = DeploymentStore(engine)
         self.audit = AuditLog(engine)
         self.store = ExperimentStore(engine)
@@ -146,6 +150,8 @@ class ExperimentController:
         now = time.time() if now is None else now
         for found in self.store.all():
             if found.doc["status"] != "running":
+                continue
+            if self.owns is not None and not self.owns(found.model):
                 continue
             try:
                 self._look(found.model, found.doc, found.revision, stats, now)

@@ -30,11 +30,6 @@ def subject(stream: str, partition: int) -> str:
     return f"{stream}.events.{partition}"
 
 
-def partition_of_subject(name: str) -> int:
-    """The partition a subject (``<stream>.events.<partition>``) names."""
-    return int(name.rsplit(".", 1)[1])
-
-
 def route_of(line: bytes) -> tuple[str, str]:
     """The event id and the model of one rendered CloudEvents record. The writer renders
     ``specversion``, ``id`` and ``source`` first (orjson keeps the order), so this looks at

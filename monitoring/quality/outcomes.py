@@ -7,7 +7,7 @@ prediction was read waits in the store, like a label, for ``pending_seconds``.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ class KpiJoin:
         self.index = index
         self.pending_seconds = pending_seconds
         self.counts: dict[str, int] = {}  # outcome -> n, since the start (for the logs)
+        # with several replicas: whether this Monitor owns a model's log partition (only the
+        # owner has read its predictions, so only it may join or give up its waiting outcomes)
+        self.owns: Callable[[str], bool] | None = None
         self._held = True  # whether outcomes may be waiting (checked at the start)
 
     def _served(self, tx: Transaction, request_ids: Sequence[str]
@@ -78,7 +81,7 @@ class KpiJoin:
         self.store.add(tx, {k: KpiSums(*v) for k, v in sums.items()}, now)
 
     def _retry(self, tx: Transaction, now: float, caught_up: bool, add: Any) -> None:
-        held = self.store.held(tx)
+        held = [h for h in self.store.held(tx) if self.owns is None or self.owns(h.model)]
         if not held:
             self._held = False
             return
@@ -88,12 +91,15 @@ class KpiJoin:
             hit = served.get((h.request_id, h.model))
             if hit is not None:
                 joined.append((h.id, *hit))
-                add(h.model, hit[0], hit[1], h.kpi, h.value)
-                self._count("joined")
             elif caught_up and now - h.ts >= self.pending_seconds:
                 dropped.append(h.id)
                 self._count("unmatched")
-        self.store.attach(tx, joined)
+        done = self.store.attach(tx, joined)
+        for h in held:
+            hit = served.get((h.request_id, h.model))
+            if hit is not None and h.id in done:
+                add(h.model, hit[0], hit[1], h.kpi, h.value)
+                self._count("joined")
         self.store.drop(tx, dropped)
 
     def _count(self, outcome: str) -> None:

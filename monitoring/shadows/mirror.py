@@ -58,6 +58,7 @@ class ShadowMirror:
         self._keep = keep_seconds
         self._clock = clock
         self._runtimes: dict[tuple[str, str], tuple[Any, float]] = {}
+        self._undecodable: set[tuple[str, str]] = set()  # shadows warned about
 
     def pending(self) -> int:
         """Shadow answers owed: queued or running in a lane, or not yet written to the log.
@@ -98,7 +99,8 @@ class ShadowMirror:
         for (model, version), items in groups.items():
             runtime = self.runtime(model, version)
             card = getattr(runtime, "card", None)
-            for data, matrix in zip(items, self._matrices(card, items), strict=True):
+            for data, matrix in zip(items, self._matrices(card, items, (model, version)),
+                                    strict=True):
                 if matrix is None:
                     continue
                 job = ShadowJob(str(data["request_id"]), model, version, runtime, matrix,
@@ -109,13 +111,19 @@ class ShadowMirror:
                     queued += 1
         return queued
 
-    @staticmethod
-    def _matrices(card: Any, items: list[dict[str, Any]]) -> list[np.ndarray | None]:
+    def _matrices(self, card: Any, items: list[dict[str, Any]],
+                  shadow: tuple[str, str]) -> list[np.ndarray | None]:
         """Each request's logged inputs as the shadow's input matrix: all of them decoded at
         once, one by one when that fails (a request whose inputs no longer decode is
-        skipped and logged)."""
+        skipped, logged once a shadow version). Inputs the card marks ``pii: hash`` or
+        ``drop`` were logged as a hash or not at all: the shadow sees them as null, so it
+        runs only if its card lets them be null (docs/security.md)."""
         if card is None:  # an unloadable version: any matrix fails its call
             return [np.zeros((len(d.get("inputs") or ()), 0)) for d in items]
+        redacted = {f.name for f in card.features if getattr(f, "pii", "keep") != "keep"}
+        if redacted:
+            items = [{**d, "inputs": [{k: None if k in redacted else v for k, v in r.items()}
+                                      for r in d.get("inputs") or ()]} for d in items]
         try:
             every = decode_records(card, [r for d in items for r in d["inputs"]])
         except Exception:  # noqa: S110 — decoded one by one below, which names the request
@@ -133,7 +141,9 @@ class ShadowMirror:
             try:
                 matrices.append(decode_records(card, d.get("inputs")))
             except Exception as exc:
-                log.warning("request %s: its logged inputs do not decode for the shadow: %s",
-                            d.get("request_id"), exc)
+                if shadow not in self._undecodable:  # once a shadow version, not a request
+                    self._undecodable.add(shadow)
+                    log.warning("shadow %s:%s skips requests whose logged inputs do not decode "
+                                "(first: %s): %s", *shadow, d.get("request_id"), exc)
                 matrices.append(None)
         return matrices

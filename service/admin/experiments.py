@@ -105,7 +105,8 @@ def not_found(model: str) -> NotFound:
              "variant `experiment`); the Monitor tests the primary KPI with an always-valid "
              "mSPRT every tick and concludes on significance, futility, a guardrail or a "
              "stop. 409 while a rollout or another experiment runs.",
-             responses=error_responses(*AUTH_ERRORS, 404, 409, 413, 422), openapi_extra=BODY)
+             responses=error_responses(*AUTH_ERRORS, 404, 409, 412, 413, 422),
+             openapi_extra=BODY)
 async def start(request: Request, model: ModelName,
                 principal: Annotated[Principal, Depends(require("operator", "experiment.start"))],
                 body: Annotated[ExperimentBody, Depends(experiment_body)]) -> JSONBody:
@@ -146,7 +147,7 @@ async def get(request: Request, model: ModelName,
 
 
 @router.post("/experiments/{model}/stop", summary="Stop an experiment: no winner, the "
-             "champion serves alone", responses=error_responses(*AUTH_ERRORS, 404, 409))
+             "champion serves alone", responses=error_responses(*AUTH_ERRORS, 404, 409, 412))
 async def stop(request: Request, model: ModelName,
                principal: Annotated[Principal, Depends(require("operator", "experiment.stop"))]
                ) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def controller(ctx: WorkerContext) -> Controller:
              description="The candidate becomes the canary at the first step's weight; the "
              "Monitor analyses each step (error rate, latency p95, prediction divergence, drift, "
              "quality on labels) and advances, pauses or aborts on its own.",
-             responses=error_responses(*AUTH_ERRORS, 404, 409, 413, 422),
+             responses=error_responses(*AUTH_ERRORS, 404, 409, 412, 413, 422),
              openapi_extra=ROLLOUT_BODY)
 async def start_rollout(request: Request, model: ModelName,
                         principal: Annotated[Principal, Depends(
@@ -165,7 +165,7 @@ async def get_rollout(request: Request, model: ModelName,
 
 
 @router.post("/rollouts/{model}/{command}", summary="Pause, resume, abort or advance a rollout",
-             responses=error_responses(*AUTH_ERRORS, 404, 409, 422))
+             responses=error_responses(*AUTH_ERRORS, 404, 409, 412, 422))
 async def operate_rollout(request: Request, model: ModelName,
                           command: Annotated[str, Path(pattern="^(pause|resume|abort|advance)$")],
                           principal: Annotated[Principal, Depends(
