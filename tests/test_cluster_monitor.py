@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -87,6 +88,19 @@ def spec() -> Iterator[StreamSpec]:
 
     asyncio.run(drop())
 
+
+
+def tear_down(procs: dict[str, Any], writer: Any, engine: sa.Engine, admin: sa.Engine,
+              schema: str) -> None:
+    """Kill the test's Monitor processes, close its publisher, drop its schema."""
+    for p in procs.values():
+        p.kill()
+        p.wait()
+    writer.close()
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 def test_one_monitor_counts_each_event_once(tmp_path: Path, spec: StreamSpec) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'vigil.db'}")
@@ -203,14 +217,7 @@ def test_a_paused_owner_cannot_commit_after_a_takeover(tmp_path: Path,
         print(f"failover after SIGSTOP: {failover:.2f} s (lease 2 s, tick 0.1 s)")
         assert failover < 2.0 + 2.0
     finally:
-        for p in procs.values():
-            p.kill()
-            p.wait()
-        writer.close()
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        tear_down(procs, writer, engine, admin, schema)
 
 
 def test_counts_are_exact_through_a_nats_outage(tmp_path: Path) -> None:
@@ -311,11 +318,4 @@ def test_a_killed_owner_is_replaced_within_its_lease(tmp_path: Path, spec: Strea
         print(f"failover after SIGKILL: {failover:.2f} s (lease 2 s, tick 0.1 s)")
         assert failover < 2.0 + 2.0
     finally:
-        for p in procs.values():
-            p.kill()
-            p.wait()
-        writer.close()
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        tear_down(procs, writer, engine, admin, schema)
