@@ -76,3 +76,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def seed_demo_models(home: Path) -> None:
+    """The demo versions in a replica's own BentoML store (``home``): the first replica's
+    start registers them in its own store and the deployments in the shared one, and a
+    version registered on one replica is not pulled by the others yet (shared artifacts)."""
+    subprocess.run([sys.executable, "-c", "from service.bootstrap import DEMO, register_dir\n"
+                    "from models.registry import Registry\nr = Registry()\n"
+                    "for m in sorted(DEMO.iterdir()):\n"
+                    "    for v in sorted(m.iterdir()):\n        register_dir(r, v)"],
+                   env={**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT)},
+                   cwd=ROOT, check=True)

@@ -67,7 +67,7 @@ def test_monitor_bench_hands_the_log_over_a_tick_at_a_time(tmp_path) -> None:  #
 
 
 def test_a_bench_run_replaces_the_latest_tables_and_keeps_the_run_history() -> None:
-    from load_tests.bench import keep_history
+    from load_tests.report import keep_history
 
     previous = "# Benchmark\n\nold table\n\n## Run history\n\n- 09:28: notes\n"
     assert keep_history("# Benchmark\n\nnew table\n", previous) == (

@@ -8,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
-from load_tests.servers import ROOT
+from load_tests.servers import seed_demo_models
 from monitoring.log.jetstream import StreamSpec, connect
 from tests.e2e.conftest import Server, monitor_counts, start_server, stop_server
 from tests.natsd import machine_nats
@@ -67,17 +64,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
-
-
-def seed_demo_models(home: Path) -> None:
-    """The demo versions in this replica's own BentoML store: artifacts are not shared
-    between replicas yet, and only the first replica's start seeds the shared deployments."""
-    subprocess.run([sys.executable, "-c", "from service.bootstrap import DEMO, register_dir\n"
-                    "from models.registry import Registry\nr = Registry()\n"
-                    "for m in sorted(DEMO.iterdir()):\n"
-                    "    for v in sorted(m.iterdir()):\n        register_dir(r, v)"],
-                   env={**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT)},
-                   cwd=ROOT, check=True)
 
 
 def wait_for(cond: Any, timeout: float = 60.0) -> float:
