@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -41,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from load_tests.kinds import ROUTES, Servers, start_all, stop_all  # noqa: E402
 from load_tests.loadgen import hey  # noqa: E402
-from load_tests.probes import gauge, monitor_health, quiesce  # noqa: E402
+from load_tests.probes import gauge, quiesce  # noqa: E402
 from load_tests.servers import seed_demo_models  # noqa: E402
 
 NAMES = ("log.backend: nats against local", "3 replicas against 1",
@@ -168,7 +169,9 @@ def section(rounds: int, seconds: float, workers: int = 2, connections: int = 16
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = [*head, *against_local(b, Path(tmp), rounds, seconds, workers, connections)]
-        out += monitor_rates(b)
+        rates = monitor_rates(b)
+        print("\n".join(rates.table()), flush=True)
+        out += rates.table()
     finally:
         b.close()
     return out
@@ -274,17 +277,41 @@ def replica_rows(servers: Servers, rounds: int, seconds: float, workers: int,
 
 
 def health_line(name: str, url: str) -> str:
-    """A Vigil's Monitor lag, log drops, spills and forwards after its runs."""
+    """A Vigil's Monitor lag, log drops, spills and forwards after its runs (``/metrics``)."""
     import httpx
 
-    lag, drops, _ = monitor_health(url)
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return (f"{name}: Monitor lag {lag} events after the runs, {drops:.0f} log records "
+    return (f"{name}: Monitor lag {gauge(text, 'vigil_monitor_lag_events'):.0f} events after "
+            f"the runs, {gauge(text, 'vigil_prediction_log_dropped_total'):.0f} log records "
             f"dropped, {gauge(text, 'vigil_prediction_log_spilled_total'):.0f} spilled, "
             f"{gauge(text, 'vigil_prediction_log_forwarded_total'):.0f} forwarded")
 
 
-def monitor_rates(b: Backends, requests: int = MONITOR_REQUESTS) -> list[str]:
+@dataclass
+class MonitorRates:
+    """Records written to each log, consumed by its Monitor, in seconds; spilled on NATS."""
+
+    requests: int
+    local: tuple[int, int, float]
+    nats: tuple[int, int, float]
+    spilled: int
+
+    def table(self) -> list[str]:
+        (lw, lc, lt), (nw, nc, nt) = self.local, self.nats
+        rows = [f"| local segments | {lw:,} | {lc:,} | {lc / lt:,.0f} | 1 |",
+                f"| NATS (the model's partition, 1 of 8) | {nw:,} | {nc:,} | {nc / nt:,.0f} | "
+                f"**{(nc / nt) / (lc / lt):.2f}** |"]
+        return [
+            f"The Monitor's events/s (`load_tests.monitor_bench`'s records: {self.requests:,} "
+            "predictions, each with a shadow's answer, and labels for half; drift off, the "
+            "store on PostgreSQL): read from local segments by the one-machine Monitor, and "
+            "from NATS by a replica's Monitor (leases, fenced commits, event ids recorded and "
+            f"checked), over the stream two real publishers wrote ({self.spilled} spilled).",
+            "", "| read from | records | consumed | events/s | ratio |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
+def monitor_rates(b: Backends, requests: int = MONITOR_REQUESTS) -> MonitorRates:
     """The Monitor's events/s: the same records from NATS and from local segments."""
     from load_tests.monitor_bench import LABELS, consume_nats, nats_monitor, publish_log, write_log
     from monitoring.log.jetstream import StreamSpec
@@ -298,9 +325,12 @@ def monitor_rates(b: Backends, requests: int = MONITOR_REQUESTS) -> list[str]:
         engine = make_engine(b.store_url())
         migrate(engine)
         loop, owner = nats_monitor(engine, spec, 20_000, drift=False)
-        n_nats, t_nats = consume_nats(loop, owner, published)
-        loop.log.close()  # type: ignore[attr-defined]
-        engine.dispose()
+        try:
+            n, seconds = consume_nats(loop, owner, published)
+            nats = (published, n, seconds)
+        finally:
+            loop.log.close()  # type: ignore[attr-defined]
+            engine.dispose()
         written = write_log(Path(tmp) / "log", requests, 0.5, 2)
         engine = make_engine(b.store_url())
         migrate(engine)
@@ -308,22 +338,10 @@ def monitor_rates(b: Backends, requests: int = MONITOR_REQUESTS) -> list[str]:
                         class_labels_of=lambda m, v: LABELS)
         local.load()
         t0 = time.perf_counter()
-        n_local = local.tick(budget_seconds=3600).lines
-        t_local = time.perf_counter() - t0
+        consumed = local.tick(budget_seconds=3600).lines
+        elapsed = time.perf_counter() - t0
         engine.dispose()
-    rows = [f"| local segments | {written:,} | {n_local:,} | {n_local / t_local:,.0f} | 1 |",
-            f"| NATS (1 partition of 8 holds the model) | {published:,} | {n_nats:,} | "
-            f"{n_nats / t_nats:,.0f} | **{(n_nats / t_nats) / (n_local / t_local):.2f}** |"]
-    for r in rows:
-        print(r, flush=True)
-    return [
-        f"The Monitor's events/s (`load_tests.monitor_bench`'s records: {requests:,} "
-        "predictions, each with a shadow's answer, and labels for half; drift off, the "
-        "store on PostgreSQL): read from local segments by the one-machine Monitor, and "
-        "from NATS by a replica's Monitor (leases, fenced commits, event ids recorded and "
-        f"checked), over the stream two real publishers wrote ({spilled} spilled).", "",
-        "| read from | records | consumed | events/s | ratio |", "|---|---|---|---|---|",
-        *rows, ""]
+        return MonitorRates(requests, (written, consumed, elapsed), nats, spilled)
 
 
 def main() -> None:

@@ -62,8 +62,8 @@ def start(kind: str, workers: int, home: Path, extra: dict[str, str] | None = No
     env.update(BENTOML_HOME=str(home / "bentoml"), BENTOML_DO_NOT_TRACK="true")
     if kind in KINDS:
         env.update(VIGIL_DATA_DIR=str(home), VIGIL_SERVER__WORKERS=str(workers),
-                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"), VIGIL_BOOTSTRAP_ADMIN_TOKEN=TOKEN,
-                   **KINDS[kind], **(extra or {}))
+                   VIGIL_CONFIG=str(ROOT / "vigil.yaml"), VIGIL_BOOTSTRAP_ADMIN_TOKEN=TOKEN)
+        env.update({**KINDS[kind], **(extra or {})})
         target = "service.gateway:Gateway"
     else:
         env.update(BARE_WORKERS=str(workers),
