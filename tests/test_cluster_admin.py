@@ -153,6 +153,45 @@ def test_partition_lag_in_events_and_seconds(tmp_path: Path) -> None:
         asyncio.run(drop())
 
 
+def test_a_graceful_stop_hands_the_partitions_over_at_the_next_tick(tmp_path: Path) -> None:
+    """Two replicas split 4 partitions; one stops (SIGTERM): at the other's next tick it
+    holds all 4, not a lease later (the stopped one no longer counts among the live)."""
+    machine_nats()
+    stream = "T" + uuid.uuid4().hex[:12].upper()
+    members, loops = [], []
+    for name in ("a", "b"):
+        s = load_settings(data_dir=tmp_path, log={
+            "backend": "nats", "partitions": 4, "nats": {"stream": stream,
+                                                         "lease_seconds": 60}})
+        s.server.replica_id = name  # two replicas in one process (PostgreSQL's check aside)
+        if not members:
+            engine = make_engine(s.store_url)
+            migrate(engine)
+        members.append(ClusterMember(s, engine))
+        loops.append(Monitor(engine, members[-1].log, class_labels_of=lambda m, v: None))
+    a, b = members
+    try:
+        for _ in range(2):
+            for member, loop in zip(members, loops, strict=True):
+                member.tick(loop)
+        assert len(a.owner.held) == len(b.owner.held) == 2
+        assert sorted([*a.owner.held, *b.owner.held]) == [0, 1, 2, 3]
+        a.stop()
+        b.tick(loops[1])
+        assert sorted(b.owner.held) == [0, 1, 2, 3]
+        assert [r.id for r in b.replicas.all()] == ["b"]
+    finally:
+        b.stop()
+        engine.dispose()
+
+        async def drop() -> None:
+            nc = await connect(stream_spec(b.settings), reconnect=False)
+            await nc.jetstream().delete_stream(stream)
+            await nc.close()
+
+        asyncio.run(drop())
+
+
 @pytest.mark.parametrize("backend", ["local"])
 def test_one_machine_has_an_empty_cluster(tmp_path: Path, backend: str) -> None:
     settings = load_settings(data_dir=tmp_path, log={"backend": backend}, auth={"tokens": [
