@@ -151,7 +151,7 @@ def test_the_environment_makes_multi_replica_settings(monkeypatch: pytest.Monkey
     assert s.server.base_url == "http://10.0.3.17:3000"
     assert s.auth.bootstrap_admin_token and not s.server.demo
     mounts = [Path(m["mountPath"]) for m in container()["volumeMounts"]]
-    for written in (s.data_dir, s.log_dir, Path(env["BENTOML_HOME"])):
+    for written in (s.data_dir, s.log_dir, Path(env["BENTOML_HOME"]), Path(env["HOME"])):
         assert any(written.is_relative_to(m) for m in mounts), written
 
 
