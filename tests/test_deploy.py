@@ -236,6 +236,41 @@ def test_the_budget_and_the_service_find_the_deployments_pods() -> None:
         {p["containerPort"] for p in container()["ports"]}
 
 
+@pytest.fixture(scope="module")
+def dockerfile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The Dockerfile ``bentoml build`` writes for this project (what ``bentoml
+    containerize`` builds the image from), in a BentoML home of its own."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    out = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "build"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [built] = (home / "bentos" / "vigil").glob("*/env/docker/Dockerfile")
+    return built.read_text()
+
+
+def test_the_pod_matches_the_image_bentoml_builds(dockerfile: str) -> None:
+    """The user, the port and the entrypoint of the generated Dockerfile; the image marks
+    itself containerized, which the command unsets (BentoML then restarts a crashed worker
+    or Monitor, as on a machine)."""
+    import bentoml.serving
+
+    c = container()
+    spec = one("Deployment")["spec"]["template"]["spec"]
+    uid = re.search(r"^ARG BENTO_USER_UID=(\d+)$", dockerfile, re.M)
+    assert uid and spec["securityContext"]["runAsUser"] == int(uid.group(1))
+    assert re.search(r"^USER bentoml$", dockerfile, re.M)
+    assert f"EXPOSE {c['ports'][0]['containerPort']}" in dockerfile
+    entrypoint = re.search(r'^ENTRYPOINT \[ "([^"]+)" \]$', dockerfile, re.M)
+    assert entrypoint and c["command"] == ["env", "-u", "BENTOML_CONTAINERIZED",
+                                           entrypoint.group(1)]
+    assert "ENV BENTOML_CONTAINERIZED=true" in dockerfile
+    inside = bentoml.serving.running_inside_container.__wrapped__
+    assert inside() == ("BENTOML_CONTAINERIZED" in os.environ)  # what it turns on: no respawn
+    assert "respawn=not running_inside_container()" in inspect.getsource(
+        bentoml.serving.create_watcher)
+
+
 def test_the_pod_runs_unprivileged_with_resources() -> None:
     spec = one("Deployment")["spec"]["template"]["spec"]
     c = container()
