@@ -251,8 +251,9 @@ def dockerfile(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_the_pod_matches_the_image_bentoml_builds(dockerfile: str) -> None:
     """The user, the port and the entrypoint of the generated Dockerfile; the image marks
-    itself containerized, which the command unsets (BentoML then restarts a crashed worker
-    or Monitor, as on a machine)."""
+    itself containerized, which the command unsets: BentoML then restarts a crashed worker
+    or Monitor alone, as on a machine (with it, none is restarted: a killed worker is not
+    replaced, a killed Monitor stops the server)."""
     import bentoml.serving
 
     c = container()
