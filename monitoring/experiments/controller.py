@@ -37,6 +37,7 @@ from store.rollouts import RolloutStore
 
 log = logging.getLogger("vigil.experiment")
 ACTOR = "system:experiment"
+SYSTEM = Actor(ACTOR)  # the controller deciding on its own
 EVENT = "vigil.experiment.concluded"
 VARIANT = "experiment"
 MIN_SIZING_OUTCOMES = 30  # the control's outcomes the variance is estimated from at start
@@ -68,7 +69,7 @@ def sizing_variances(kind: str, direction: int, control: Moments, min_effect: fl
 
 
 def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: str,
-          actor: str, role: str | None, now: float | None = None, *,
+          by: Actor, now: float | None = None, *,
           cards: CardOf | None = None, loader: Loader | None = None,
           kpi_better: dict[str, str] | None = None) -> dict[str, Any]:
     """Begin an experiment: size the test, route the arms (a deployment change, checked and
@@ -103,7 +104,7 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
     doc: dict[str, Any] = {
         "model": model, "spec": spec, "kind": kind, "better": better, "control": control,
         "status": "running", "decision": None, "arms": {}, "effects": [],
-        "started_at": iso(now), "concluded_at": None, "started_by": actor,
+        "started_at": iso(now), "concluded_at": None, "started_by": by.name,
         "max_samples_per_arm": horizon,
         "fixed_horizon_samples_per_arm": fixed_horizon_samples_per_arm(
             alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
@@ -116,9 +117,8 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
         previous = store.get(model, conn)
         if previous and previous.doc["status"] == "running":
             raise StateConflict("model", "an experiment is already running; stop it first")
-        commit_change(deployments, AuditLog(engine), change, Actor(actor, role),
-                      "experiment.start", detail=f"arms {arms}, primary {spec['primary']}",
-                      conn=conn)
+        commit_change(deployments, AuditLog(engine), change, by, "experiment.start",
+                      detail=f"arms {arms}, primary {spec['primary']}", conn=conn)
         store.begin(model, doc, now, previous, conn)
     return public(doc)
 
@@ -251,7 +251,7 @@ class ExperimentController:
             self.store.save(model, doc, revision, now, conn)
             if moved:
                 change_deployment(self.deployments, self.audit, model,
-                                  lambda dd: with_arms(dd, shares), Actor(ACTOR),
+                                  lambda dd: with_arms(dd, shares), SYSTEM,
                                   "experiment.reallocate", current=d, conn=conn)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float) -> None:
@@ -259,8 +259,8 @@ class ExperimentController:
             self.store.save(model, doc, revision, now, conn)
 
     def conclude(self, model: str, doc: dict[str, Any], revision: int, winner: str | None,
-                 reason: str, current: Deployment, now: float, actor: str = ACTOR,
-                 role: str | None = None) -> None:
+                 reason: str, current: Deployment, now: float, by: Actor = SYSTEM
+                 ) -> None:
         """State, deployment, audit and webhook event, all or nothing."""
         doc["status"] = "stopped" if reason == "operator" else "concluded"
         doc["decision"] = {"winner": winner, "reason": reason}
@@ -274,19 +274,19 @@ class ExperimentController:
                 edit = (promote_winner(winner) if promote and winner is not None
                         else lambda d: with_arms(d, None))
                 change_deployment(self.deployments, self.audit, model, edit,
-                                  Actor(actor, role), "promote" if promote else
+                                  by, "promote" if promote else
                                   "experiment.stop", current=current, detail=detail, conn=conn)
             self.audit.write(AuditRecord(
-                actor=actor, role=role, action="experiment.concluded",
+                actor=by.name, role=by.role, action="experiment.concluded",
                 target=f"experiments/{model}", outcome="ok", after=public(doc),
-                detail=detail), conn)
+                request_id=by.request_id, detail=detail), conn)
             event_id = f"{EVENT}-{model}-{int(now * 1000)}"
             enqueue(Transaction(conn), {"type": EVENT, "timestamp": iso(now), "data": {
                 "event_id": event_id, **public(doc), "promoted": promote,
                 "gateway": self.base_url}}, event_id, self.targets, now, model, reason)
 
 
-def stop(controller: ExperimentController, model: str, actor: str, role: str | None,
+def stop(controller: ExperimentController, model: str, by: Actor,
          now: float | None = None) -> dict[str, Any]:
     """An operator's stop: no winner, the champion serves alone again."""
     now = time.time() if now is None else now
@@ -296,7 +296,7 @@ def stop(controller: ExperimentController, model: str, actor: str, role: str | N
     if found.doc["status"] != "running":
         raise StateConflict("status", f"the experiment is {found.doc['status']}")
     controller.conclude(model, found.doc, found.revision, None, "operator",
-                        controller.deployments.get(model), now, actor, role)
+                        controller.deployments.get(model), now, by)
     return read(controller.engine, model) or public(found.doc)
 
 

@@ -1,6 +1,6 @@
 """What every admin router shares: the worker context, the bearer-token dependency (which
 audits a denial and refuses unknown query parameters), the audit row of a request, JSON
-bodies, If-Match, and the annotated path parameters."""
+bodies, If-Match, the actor of a change, and the annotated path parameters."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from control.deployments import Actor
 from models.errors import InvalidInput, StaleRevision, VigilError
 from models.registry import NAME_PATTERN
 from service.auth import Principal
@@ -36,6 +37,12 @@ def ctx_of(request: Request) -> WorkerContext:
     after the apps are mounted)."""
     ctx: WorkerContext | None = request.app.state.ctx
     return ctx if ctx is not None else current_context()
+
+
+def actor_of(request: Request, principal: Principal) -> Actor:
+    """Who acts, as the audit row names them: the token's name and role, and the request's
+    id (the client's ``X-Request-ID`` when it gave a safe one)."""
+    return Actor(principal.name, principal.role, request_id(request.headers))
 
 
 def require(role: str, action: str) -> Callable[..., Any]:
