@@ -30,7 +30,14 @@ from monitoring.experiments.msprt import Moments, half_width
 from monitoring.quality.stats import VersionStats
 from monitoring.retrain.webhooks import Target, enqueue
 from monitoring.rollout.controller import counters, iso, window
-from store import AuditLog, AuditRecord, DeploymentStore, Engine, StaleRevision, Transaction
+from store import (
+    AuditLog,
+    AuditRecord,
+    DeploymentStore,
+    Engine,
+    StaleRevision,
+    transaction,
+)
 from store.experiments import ExperimentStore, StaleExperiment
 from store.kpis import KpiStore
 from store.rollouts import RolloutStore
@@ -110,16 +117,16 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
             alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
         "shares": dict(arms), "kpi_better": kpi_better or {}}
     store = ExperimentStore(engine)
-    with engine.begin() as conn:
-        rollout = RolloutStore(engine).get(model, conn)
+    with transaction(engine) as tx:
+        rollout = RolloutStore(engine).get(model, tx)
         if rollout and rollout.doc["state"]["status"] in ("running", "paused"):
             raise StateConflict("model", "a rollout is running or paused; finish it first")
-        previous = store.get(model, conn)
+        previous = store.get(model, tx)
         if previous and previous.doc["status"] == "running":
             raise StateConflict("model", "an experiment is already running; stop it first")
         commit_change(deployments, AuditLog(engine), change, by, "experiment.start",
-                      detail=f"arms {arms}, primary {spec['primary']}", conn=conn)
-        store.begin(model, doc, now, previous, conn)
+                      detail=f"arms {arms}, primary {spec['primary']}", tx=tx)
+        store.begin(model, doc, now, previous, tx)
     return public(doc)
 
 
@@ -245,18 +252,18 @@ class ExperimentController:
         regret = sum(m.n * (best - design.direction * m.mean) for m in primary.values())
         doc["bandit"] = {"probability_best": prob, "shares": shares, "regret": regret}
         moved = any(abs(shares[a] - doc["shares"].get(a, 0)) > 0.01 for a in shares)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as tx:
             if moved:
                 doc["shares"] = shares
-            self.store.save(model, doc, revision, now, conn)
+            self.store.save(model, doc, revision, now, tx)
             if moved:
                 change_deployment(self.deployments, self.audit, model,
                                   lambda dd: with_arms(dd, shares), SYSTEM,
-                                  "experiment.reallocate", current=d, conn=conn)
+                                  "experiment.reallocate", current=d, tx=tx)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float) -> None:
-        with self.engine.begin() as conn:
-            self.store.save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self.store.save(model, doc, revision, now, tx)
 
     def conclude(self, model: str, doc: dict[str, Any], revision: int, winner: str | None,
                  reason: str, current: Deployment, now: float, by: Actor = SYSTEM
@@ -268,20 +275,20 @@ class ExperimentController:
         promote = bool(winner and doc["spec"].get("auto_promote"))
         detail = f"{reason}" + (f": {winner} wins" if winner else "") + \
             (f" ({doc['guardrail']})" if reason == "guardrail" else "")
-        with self.engine.begin() as conn:
-            self.store.save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self.store.save(model, doc, revision, now, tx)
             if current.arms:
                 edit = (promote_winner(winner) if promote and winner is not None
                         else lambda d: with_arms(d, None))
                 change_deployment(self.deployments, self.audit, model, edit,
                                   by, "promote" if promote else
-                                  "experiment.stop", current=current, detail=detail, conn=conn)
+                                  "experiment.stop", current=current, detail=detail, tx=tx)
             self.audit.write(AuditRecord(
                 actor=by.name, role=by.role, action="experiment.concluded",
                 target=f"experiments/{model}", outcome="ok", after=public(doc),
-                request_id=by.request_id, detail=detail), conn)
+                request_id=by.request_id, detail=detail), tx)
             event_id = f"{EVENT}-{model}-{int(now * 1000)}"
-            enqueue(Transaction(conn), {"type": EVENT, "timestamp": iso(now), "data": {
+            enqueue(tx, {"type": EVENT, "timestamp": iso(now), "data": {
                 "event_id": event_id, **public(doc), "promoted": promote,
                 "gateway": self.base_url}}, event_id, self.targets, now, model, reason)
 

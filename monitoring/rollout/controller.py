@@ -49,6 +49,7 @@ from store import (
     Engine,
     StaleRevision,
     Transaction,
+    transaction,
 )
 from store.kpis import KpiStore
 from store.rollouts import RolloutStore, StaleRollout
@@ -210,10 +211,10 @@ class Controller:
         self._commit(model, doc, revision, spec, state, action, d, now)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float,
-              conn: Any = None) -> None:
+              tx: Transaction | None = None) -> None:
         """Write the document if the rollout is still at ``revision`` (else StaleRollout,
-        which rolls back whatever else ``conn``'s transaction did)."""
-        self.rollouts.save(model, doc, revision, now, conn)
+        which rolls back whatever else ``tx`` did)."""
+        self.rollouts.save(model, doc, revision, now, tx)
 
     def _commit(self, model: str, doc: dict[str, Any], revision: int, spec: Spec,
                 state: State, action: Action, current: Deployment, now: float,
@@ -223,17 +224,16 @@ class Controller:
         doc["state"] = state.to_dict()
         kind, detail = f"rollout.{action.kind}", state.reason or f"step {state.step + 1}"
         edit = deployment_edit(spec, action, current)
-        with self.engine.begin() as conn:
-            self._save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self._save(model, doc, revision, now, tx)
             if edit is not None:  # a compare-and-set on the revision ``current`` was read at
                 change_deployment(self.deployments, self.audit, model, edit,
-                                  by, kind, current=current, detail=detail,
-                                  conn=conn)
+                                  by, kind, current=current, detail=detail, tx=tx)
             else:
                 self.audit.write(AuditRecord(
                     actor=by.name, role=by.role, action=kind, target=f"deployments/{model}",
                     outcome="ok", before=current.to_public(), request_id=by.request_id,
-                    detail=detail), conn)
+                    detail=detail), tx)
             if action.event is not None:
                 event_id = f"{action.event}-{model}-{spec.candidate}-{int(now * 1000)}"
                 ev = {"type": action.event, "timestamp": iso(now), "data": {
@@ -241,7 +241,7 @@ class Controller:
                     "status": state.status, "step": state.step + 1,
                     "weight": spec.steps[state.step], "reason": state.reason,
                     "analysis": doc.get("analysis"), "gateway": self.base_url}}
-                enqueue(Transaction(conn), ev, event_id, self.targets, now, model, action.kind)
+                enqueue(tx, ev, event_id, self.targets, now, model, action.kind)
         if self.on_transition is not None:
             self.on_transition(model, action.kind, state)
 
@@ -284,14 +284,14 @@ def start(engine: Engine, model: str, spec: Spec, by: Actor,
     state = State(status="running", step=0, step_started_at=now)
     doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
            "started_by": by.name}
-    with engine.begin() as conn:
-        previous = rollouts.get(model, conn)
+    with transaction(engine) as tx:
+        previous = rollouts.get(model, tx)
         if previous and State.from_dict(previous.doc["state"]).status in ("running", "paused"):
             raise StateConflict("model", "a rollout is already running or paused; abort it "
                                          "first")
         commit_change(deployments, AuditLog(engine), change, by, "rollout.start",
-                      detail=f"{spec.candidate} at {spec.steps[0]:.0%}", conn=conn)
-        rollouts.begin(model, doc, now, previous, conn)
+                      detail=f"{spec.candidate} at {spec.steps[0]:.0%}", tx=tx)
+        rollouts.begin(model, doc, now, previous, tx)
     return doc
 
 

@@ -20,7 +20,7 @@ from service.auth import Principal
 from service.context import WorkerContext, current_context
 from service.errors import PayloadTooLarge, PreconditionRequired
 from service.front import request_id
-from store import AuditRecord
+from store import AuditRecord, Transaction
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
                     "< viewer < operator < admin.")
@@ -92,12 +92,12 @@ def query_names(dependant: Any) -> set[str]:
 
 def audit(ctx: WorkerContext, principal: Principal, request: Request, action: str,
           target: str, outcome: str = "ok", *, before: Any = None, after: Any = None,
-          detail: str | None = None, conn: Any = None) -> None:
-    """The audit row of an admin request (inside ``conn``'s transaction when given)."""
+          detail: str | None = None, tx: Transaction | None = None) -> None:
+    """The audit row of an admin request (inside ``tx`` when given)."""
     ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
                                 target=target, outcome=outcome, before=before, after=after,
                                 request_id=request_id(request.headers), detail=detail),
-                    conn)
+                    tx)
 
 
 async def json_body(request: Request, what: str, limit: int = 64 * 1024) -> Any:
