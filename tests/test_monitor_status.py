@@ -15,6 +15,7 @@ from monitoring.log.sink import LogSink, render
 from monitoring.log.writer import SegmentWriter
 from monitoring.monitor import Monitor, read_stats
 from monitoring.status import FIELDS, view
+from service.cli.status import replica_lines
 from tests.test_monitor import LABELS, emit
 
 
@@ -77,3 +78,13 @@ def test_a_stale_replica_is_listed_but_not_merged() -> None:
     assert {r["replica"]: r["stale"] for r in merged["replicas"]} == {
         "a": False, "b": False, "gone": True}
     assert view([])["lag_events"] is None
+
+
+def test_vigil_status_names_each_replicas_monitor() -> None:
+    now = time.time()
+    merged = view([{"replica": "a", "lag_events": 5, "lag_seconds": 0.5, "updated_at": now - 1},
+                   {"replica": "gone", "lag_events": 9, "updated_at": now - 3600}])
+    a, gone = replica_lines(merged, now)
+    assert a == "Monitor a: lag 5 events, 0.5 s; last tick 1.0 s ago"
+    assert gone.startswith("Monitor gone: lag 9 events") and "stale" in gone
+    assert replica_lines(view([{"lag_events": 0, "updated_at": now}]), now) == []
