@@ -14,9 +14,11 @@ copy is always present and the shared one is a second copy in the store.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +52,8 @@ class SharedRegistry(Registry):
         through another replica first are a no-op here too, other bytes a
         ``VersionConflict``."""
         name, version = _tag(card_data)
-        if name and version and not self.has(name, version) and \
-                self.artifacts.get(name, version) is not None:
-            self.pull(name, version)  # the local register then compares the digests
+        if name and version:  # the local register then compares the digests
+            self._pull_if_shared(name, version)
         mv, created = super().register(onnx_bytes, card_data, reference, reference_name)
         try:
             shared = self.share(mv, audit)
@@ -90,14 +91,38 @@ class SharedRegistry(Registry):
         return shared
 
     def get(self, name: str, version: str) -> ModelVersion:
-        if NAME_RE.match(name or "") and NAME_RE.match(version or "") and \
-                not self.has(name, version) and self.artifacts.get(name, version) is not None:
-            self.pull(name, version)
+        if NAME_RE.match(name or "") and NAME_RE.match(version or ""):
+            self._pull_if_shared(name, version)
         return super().get(name, version)
+
+    def _pull_if_shared(self, name: str, version: str) -> None:
+        if not self.has(name, version):
+            with self._exclusive():
+                if not self.has(name, version) and \
+                        self.artifacts.get(name, version) is not None:
+                    self.pull(name, version)
 
     def ensure(self, name: str, version: str) -> None:
         if not self.has(name, version):
-            self.pull(name, version)
+            with self._exclusive():
+                if not self.has(name, version):
+                    self.pull(name, version)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One pull at a time among the processes of this replica (its workers and Monitor
+        share its data dir and its BentoML model store): BentoML's save is not atomic
+        (exists, mkdir, copy), so another process could load a half-copied version."""
+        if self.scratch is None:
+            yield
+            return
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        with (self.scratch / "pull.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def list(self) -> dict[str, list[str]]:
         """Every version registered through any replica (the store's, oldest first), and
@@ -112,8 +137,6 @@ class SharedRegistry(Registry):
         """Fetch ``name:version`` from the store, check it and install it locally;
         ``ArtifactUnavailable`` (counted) when any of that fails."""
         try:
-            if self.scratch is not None:
-                self.scratch.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="vigil-pull-", dir=self.scratch) as tmp:
                 stored = self.artifacts.fetch(name, version, Path(tmp))
                 missing = sorted(set(PARTS) - set(stored.parts))
@@ -147,13 +170,19 @@ def _tag(card_data: Any) -> tuple[str | None, str | None]:
     return (name, version) if valid else (None, None)
 
 
-def build_registry(settings: Settings, engine: Engine,
-                   metrics: GatewayMetrics | None = None) -> SharedRegistry:
-    """A process's registry (a Gateway worker's, the Monitor's): its BentoML model store in
-    front of the shared copies, a failed pull counted in ``metrics``."""
+def fetch_failures(metrics: GatewayMetrics | None) -> Callable[[str, str], None]:
+    """Counts a failed pull in ``vigil_artifact_fetch_failures_total``."""
     def failed(model: str, version: str) -> None:
         if metrics is not None:
             metrics.artifact_fetch_failures.labels(model, version).inc()
 
+    return failed
+
+
+def build_registry(settings: Settings, engine: Engine,
+                   metrics: GatewayMetrics | None = None) -> SharedRegistry:
+    """A process's registry (a Gateway worker's, the Monitor's): its BentoML model store in
+    front of the shared copies, a failed pull counted in ``metrics``."""
     return SharedRegistry(ArtifactStore(engine, settings.limits.max_upload_bytes),
-                          settings.server.replica_id, settings.data_dir / "tmp", failed)
+                          settings.server.replica_id, settings.data_dir / "tmp",
+                          fetch_failures(metrics))

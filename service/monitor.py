@@ -33,7 +33,7 @@ from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_fro
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
-from service.artifacts import build_registry
+from service.artifacts import build_registry, fetch_failures
 from service.cluster import ClusterMember
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
@@ -217,6 +217,7 @@ class Monitor:
         # the shadows' series and the log's, as the Gateway workers name them
         self.gateway_metrics = GatewayMetrics(
             latency_objective_seconds=self.settings.server.latency_objective_seconds)
+        self.registry.on_fetch_failure = fetch_failures(self.gateway_metrics)
         built = build_mirror(self.settings, self.registry, self.gateway_metrics)
         self.mirror, self.shadow_log = built if built is not None else (None, None)
         self._stopping = asyncio.Event()

@@ -108,3 +108,4 @@ def test_registration_and_its_audit_commit_together(
     _, again = shared.register(onnx, card, ref, "reference.csv", audited)
     assert not again and len(audit.recent()) == 1
     assert "audited" in shared.list()["diabetes"]
+
