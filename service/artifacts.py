@@ -85,9 +85,17 @@ class SharedRegistry(Registry):
         shared = []
         for name, versions in super().list().items():
             for version in versions:
-                if version not in stored.get(name, ()):
+                if version in stored.get(name, ()):
+                    continue
+                try:
                     self.share(super().get(name, version))
-                    shared.append(f"{name}:{version}")
+                except VersionConflict:  # said loudly, but no reason to refuse the start
+                    log.error("%s:%s in this replica's model store differs from the version "
+                              "another replica shared under that name: the other replicas "
+                              "serve theirs; register it again under a new version", name,
+                              version)
+                    continue
+                shared.append(f"{name}:{version}")
         return shared
 
     def get(self, name: str, version: str) -> ModelVersion:
