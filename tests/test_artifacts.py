@@ -18,6 +18,7 @@ from service.artifacts import SharedRegistry
 from store import AuditLog, make_engine, migrate
 from store.artifacts import ArtifactStore
 from store.audit import AuditRecord
+from store.transaction import Transaction
 from tests.conftest import ROOT, demo_files
 
 # a second replica: its own BentoML home, the same store
@@ -96,10 +97,9 @@ def test_registration_and_its_audit_commit_together(
         shared.register(onnx, card, ref, "reference.csv", failing)
     assert shared.artifacts.get("diabetes", "audited") is None and audit.recent() == []
 
-    def audited(tx: object, mv: object) -> None:
+    def audited(tx: Transaction, mv: object) -> None:
         audit.write(AuditRecord(actor="a", role="admin", action="models.register",
-                                target="models/diabetes/versions/audited", outcome="ok"),
-                    tx.connection)  # type: ignore[attr-defined]
+                                target="models/diabetes/versions/audited", outcome="ok"), tx)
 
     mv, created = shared.register(onnx, card, ref, "reference.csv", audited)
     assert created and mv.version == "audited"  # shared now, though local since the failure

@@ -114,7 +114,7 @@ async def register_version(
         def audit_shared(tx: Transaction, mv: ModelVersion) -> None:
             """The audit row, committed with the shared copy (``service.artifacts``)."""
             audit(ctx, principal, request, "models.register", f"{target}/versions/{mv.version}",
-                  after=registered(mv), conn=tx.connection)
+                  after=registered(mv), tx=tx)
 
         mv, created = await asyncio.to_thread(
             ctx.registry.register, onnx_bytes, card_data, ref_bytes, reference.filename or "",
