@@ -136,6 +136,10 @@ def test_a_version_registered_on_a_is_made_canary_on_b_and_served_by_both(
     assert (answer(b)["version"], answer(b)["variant"]) == ("v9", "canary")
     wait_for(lambda: answer(a)["version"] == "v9")
     assert register(b, "v9").status_code == 200  # the same bytes: already registered
+    audit = httpx.get(f"{b.url}/admin/audit", params={"action": "models.register"},
+                      headers=b.headers("viewer")).json()["items"]
+    assert [i["target"] for i in audit if i["outcome"] == "ok"] == [
+        "models/diabetes/versions/v9", "models/diabetes/versions/v1"]  # each once
 
 
 def test_a_corrupt_artifact_keeps_b_on_the_old_revision_until_the_row_is_good(
