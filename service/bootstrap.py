@@ -57,10 +57,18 @@ def bootstrap(settings: Settings) -> None:
 
 
 def seed_demo(registry: Registry, store: DeploymentStore) -> None:
+    """The demo versions and deployments. Replicas started together may all find the store
+    empty: the same bytes register as a no-op, and a deployment another replica created
+    meanwhile is left as it is."""
     for model_dir in sorted(DEMO.iterdir()):
         for version_dir in sorted(model_dir.iterdir()):
             register_dir(registry, version_dir)
-    store.create(Deployment(model="breast_cancer", champion="v1", canary=Canary("v2", 0.1),
-                            shadows=(Shadow("v3", 1.0),)))
-    store.create(Deployment(model="diabetes", champion="v1"))
+    for deployment in (Deployment(model="breast_cancer", champion="v1",
+                                  canary=Canary("v2", 0.1), shadows=(Shadow("v3", 1.0),)),
+                       Deployment(model="diabetes", champion="v1")):
+        try:
+            store.create(deployment)
+        except Exception:  # the store's own error for a duplicate key: is it one?
+            if deployment.model not in store.revisions():
+                raise
     log.info("registered the demo models and deployments")

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from models.registry import Registry
 from service.artifacts import SharedRegistry
-from store import AuditLog, make_engine, migrate
+from service.bootstrap import seed_demo
+from store import AuditLog, DeploymentStore, make_engine, migrate
 from store.artifacts import ArtifactStore
 from store.audit import AuditRecord
 from store.transaction import Transaction
@@ -109,3 +110,17 @@ def test_registration_and_its_audit_commit_together(
     assert not again and len(audit.recent()) == 1
     assert "audited" in shared.list()["diabetes"]
 
+
+
+def test_replicas_seeding_the_demo_together_share_it_once(
+        db: tuple[str, sa.Engine], registry: Registry) -> None:
+    """Two starts that both found the store empty: the second's versions and deployments are
+    already there, and neither start fails."""
+    _, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1")
+    store = DeploymentStore(engine)
+    seed_demo(shared, store)
+    revisions = store.revisions()
+    seed_demo(SharedRegistry(ArtifactStore(engine, 10**9), "r2"), store)
+    assert store.revisions() == revisions == {"breast_cancer": 1, "diabetes": 1}
+    assert {"v1", "v2", "v3"} <= set(shared.artifacts.versions()["breast_cancer"])
