@@ -148,6 +148,10 @@ class MonitorMetrics:
         self.partition_lag = Gauge(
             "vigil_monitor_partition_lag_events", "Records of a held partition not yet "
             "consumed.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.partition_lag_seconds = Gauge(
+            "vigil_monitor_partition_lag_seconds", "Age of the oldest record of a held "
+            "partition not yet consumed (0 when caught up).", ["partition"],
+            multiprocess_mode="livemax", **kw)
         self.fenced_commits = Counter(
             "vigil_monitor_fenced_commits_total", "Monitor commits refused because the "
             "partition's lease had moved to another owner (the Monitor stepped down).", **kw)
