@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests import cluster_bench  # noqa: E402
-from load_tests.kinds import CLUSTER_KINDS, ROUTES, start, stop_all, worker_cpu  # noqa: E402
+from load_tests.kinds import CLUSTER_KINDS, ROUTES, hey_with_cpu, start, stop_all  # noqa: E402
 from load_tests.loadgen import hey  # noqa: E402
 from load_tests.probes import quiesce  # noqa: E402
 from load_tests.servers import ROOT  # noqa: E402
@@ -54,11 +54,8 @@ def compare(kinds: list[str], workers: int, rounds: int, seconds: float, connect
             for _ in range(rounds):
                 for kind in kinds:
                     quiesce(servers)  # no server pays for another's Monitor backlog
-                    proc = servers[ROUTES[kind][0]][0]
-                    cpu = worker_cpu(proc)
-                    run = hey(url(kind), ROUTES[kind][2], seconds, connections)
-                    run["cpu_ms"] = (worker_cpu(proc) - cpu) * 1000 / max(1.0, run["requests"])
-                    runs[kind].append(run)
+                    runs[kind].append(hey_with_cpu(servers[ROUTES[kind][0]][0], url(kind),
+                                                   ROUTES[kind][2], seconds, connections))
         finally:
             stop_all(servers)
     return {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}

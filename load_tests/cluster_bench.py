@@ -40,7 +40,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load_tests.kinds import ROUTES, Servers, start_all, stop_all  # noqa: E402
+from load_tests.kinds import ROUTES, Servers, hey_with_cpu, start_all, stop_all  # noqa: E402
 from load_tests.loadgen import hey  # noqa: E402
 from load_tests.probes import gauge, quiesce  # noqa: E402
 from load_tests.servers import seed_demo_models  # noqa: E402
@@ -192,8 +192,8 @@ def against_local(b: Backends, home: Path, rounds: int, seconds: float, workers:
         for _ in range(2 * rounds):  # finer alternation, as the parts' cells
             for kind in runs:
                 quiesce(servers)
-                runs[kind].append(hey(servers[kind][1] + "/predict", body, seconds / 2,
-                                      connections))
+                runs[kind].append(hey_with_cpu(servers[kind][0], servers[kind][1] + "/predict",
+                                               body, seconds / 2, connections))
         rows = backend_rows(runs, workers, connections)
         notes = [health_line("local", servers["vigil-pg"][1]),
                  health_line("nats", servers["vigil-nats"][1])]
@@ -213,11 +213,12 @@ def against_local(b: Backends, home: Path, rounds: int, seconds: float, workers:
         f"on PostgreSQL) with `log.backend: local` against `nats` (the machine's NATS, a "
         f"stream of its own, 8 partitions), A/B alternating over {2 * rounds} rounds of "
         f"{seconds / 2:g} s at {connections} connections; medians, and the lowest and "
-        "highest of the rounds' req/s ratios (each round's two runs back to back). "
+        "highest of the rounds' req/s ratios (each round's two runs back to back), and "
+        "the workers' CPU a request (steadier than req/s on a shared machine). "
         "Target: nats ≥ 0.90× local.", "",
         "| workers | connections | log.backend | req/s | latency p50 / p99 / p99.9 (ms) "
-        "| req/s ratio (rounds' range) | p99 ratio | non-200 |",
-        "|---|---|---|---|---|---|---|---|", *rows, "",
+        "| req/s ratio (rounds' range) | p99 ratio | workers' cpu ms/req | non-200 |",
+        "|---|---|---|---|---|---|---|---|---|", *rows, "",
         f"{len(servers)} replicas of the nats Vigil (one schema, one stream; {workers} "
         f"workers and a Monitor each) against replica r1 alone while the other two idle: "
         f"one hey per replica at {connections} connections, all at once, {rounds} rounds of "
@@ -231,18 +232,23 @@ def against_local(b: Backends, home: Path, rounds: int, seconds: float, workers:
 
 def backend_rows(runs: dict[str, list[dict[str, float]]], workers: int, connections: int
                  ) -> list[str]:
+    """The local row and the nats row: medians over the rounds, the nats row's ratios to
+    local, with the lowest and highest round's req/s ratio."""
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
     ratios = [n["rps"] / lo["rps"] for lo, n in zip(runs["vigil-pg"], runs["vigil-nats"],
                                                      strict=True)]
+    base = med["vigil-pg"]
     rows = []
     for kind, name in (("vigil-pg", "local"), ("vigil-nats", "nats")):
         m = med[kind]
-        ratio = (f"**{m['rps'] / med['vigil-pg']['rps']:.2f}** "
-                 f"({min(ratios):.2f}–{max(ratios):.2f})" if kind == "vigil-nats" else "1")
-        p99 = f"{m['p99'] / med['vigil-pg']['p99']:.2f}" if kind == "vigil-nats" else "1"
+        first = kind == "vigil-pg"
+        ratio = "1" if first else (f"**{m['rps'] / base['rps']:.2f}** "
+                                   f"({min(ratios):.2f}–{max(ratios):.2f})")
+        p99 = "1" if first else f"{m['p99'] / base['p99']:.2f}"
+        cpu = f"{m['cpu_ms']:.3f}" + ("" if first else f" ({m['cpu_ms'] / base['cpu_ms']:.2f}×)")
         rows.append(f"| {workers} | {connections} | {name} | {m['rps']:,.0f} req/s | "
                     f"{m['p50']:.1f} / {m['p99']:.1f} / {m['p99.9']:.1f} | {ratio} | {p99} | "
-                    f"{sum(r['non_200'] for r in runs[kind]):.0f} |")
+                    f"{cpu} | {sum(r['non_200'] for r in runs[kind]):.0f} |")
         print(rows[-1], flush=True)
     return rows
 

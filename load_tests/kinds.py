@@ -135,3 +135,16 @@ def worker_cpu(proc: subprocess.Popen[bytes]) -> float:
             continue
         total += t.user + t.system
     return total
+
+
+def hey_with_cpu(proc: subprocess.Popen[bytes], url: str, body: dict, seconds: float,
+                 connections: int) -> dict[str, float]:
+    """A hey run against one server, with ``cpu_ms``: its workers' CPU a request (ms), which
+    a shared machine's noise moves far less than req/s (a worker waiting for a core uses
+    none)."""
+    from load_tests.loadgen import hey
+
+    cpu = worker_cpu(proc)
+    run = hey(url, body, seconds, connections)
+    run["cpu_ms"] = (worker_cpu(proc) - cpu) * 1000 / max(1.0, run["requests"])
+    return run

@@ -93,15 +93,18 @@ def test_the_nats_row_is_the_median_ratio_with_the_range_of_the_rounds() -> None
     medians and the lowest and highest round's ratio (the spread a reader must see)."""
     from load_tests.cluster_bench import backend_rows
 
-    def run(rps: float, p99: float) -> dict[str, float]:
-        return {"rps": rps, "p50": 1.0, "p99": p99, "p99.9": 9.0, "non_200": 0.0}
+    def run(rps: float, p99: float, cpu: float = 0.4) -> dict[str, float]:
+        return {"rps": rps, "p50": 1.0, "p99": p99, "p99.9": 9.0, "non_200": 0.0,
+                "cpu_ms": cpu}
 
     rows = backend_rows({"vigil-pg": [run(1000, 10), run(1200, 12), run(800, 8)],
-                         "vigil-nats": [run(950, 10), run(1000, 15), run(840, 8)]}, 2, 16)
-    assert rows[0] == "| 2 | 16 | local | 1,000 req/s | 1.0 / 10.0 / 9.0 | 1 | 1 | 0 |"
+                         "vigil-nats": [run(950, 10), run(1000, 15), run(840, 8, 0.5)]},
+                        2, 16)
+    assert rows[0] == ("| 2 | 16 | local | 1,000 req/s | 1.0 / 10.0 / 9.0 | 1 | 1 | 0.400 "
+                       "| 0 |")
     # medians 950 / 1000; rounds 0.95, 0.83, 1.05
     assert rows[1] == ("| 2 | 16 | nats | 950 req/s | 1.0 / 10.0 / 9.0 | **0.95** "
-                       "(0.83–1.05) | 1.00 | 0 |")
+                       "(0.83–1.05) | 1.00 | 0.400 (1.00×) | 0 |")
 
 
 def test_the_monitor_reads_every_published_record_once_from_nats() -> None:
