@@ -29,19 +29,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from load_tests.servers import serve, server_env, stop  # noqa: E402
+from load_tests.servers import free_port, serve, server_env, stop  # noqa: E402
 from monitoring.log.jetstream import StreamSpec, connect  # noqa: E402
 from monitoring.log.partitions import partition_of  # noqa: E402
 
 T = TypeVar("T")
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NATS = "nats://127.0.0.1:4222"
-LEASE_SECONDS = 2.0
+# a failover in seconds; a lease shorter than 3 s is lost now and then on a 2-core machine
+# while another replica's Monitor starts (a tick waits that long for a CPU)
+LEASE_SECONDS = 3.0
 TICK_SECONDS = 0.25
 
 
@@ -101,8 +104,10 @@ class Cluster:
     def _start_one(self, replica_id: str) -> Replica:
         data = self.directory / replica_id
         seed_demo_models(data / "bentoml")
-        env = server_env(data, self.replica_env(replica_id))
-        proc, url = serve("service.gateway:Gateway", env, data / "server.log")
+        port = free_port()
+        env = server_env(data, {**self.replica_env(replica_id),
+                                "VIGIL_SERVER__BASE_URL": f"http://127.0.0.1:{port}"})
+        proc, url = serve("service.gateway:Gateway", env, data / "server.log", port=port)
         replica = Replica(replica_id, url, data, proc)
         self.replicas.append(replica)
         self.replicas.sort(key=lambda r: int(r.id[1:]))
@@ -162,9 +167,11 @@ class Cluster:
         return {**row, "replica": replica}
 
     def spread(self) -> bool:
-        """Every partition leased, and every replica's Monitor holding a share."""
-        owners = Counter(p["owner"] for p in self.view()["partitions"])
-        return None not in owners and set(owners) == {r.id for r in self.replicas}
+        """Every replica's Monitor seen, and holding a share of the partitions."""
+        view = self.view()
+        ids = {r.id for r in self.replicas}
+        owners = Counter(p["owner"] for p in view["partitions"])
+        return {r["id"] for r in view["replicas"]} == ids and set(owners) == ids
 
     def kill_monitor(self, model: str) -> tuple[dict[str, Any], float]:
         """SIGKILL the Monitor leasing ``model``'s partition; returns that partition's row
@@ -290,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                       env={"VIGIL_BOOTSTRAP_ADMIN_TOKEN": ADMIN}, postgres=args.postgres,
                       nats=args.nats)
     data = load_breast_cancer()
-    rows = [dict(zip(data.feature_names, x.tolist(), strict=True)) for x in data.data]
+    order = np.random.default_rng(7).permutation(len(data.target))  # as traffic comes
+    rows = [dict(zip(data.feature_names, data.data[i].tolist(), strict=True)) for i in order]
     half = args.requests // 2
     try:
         say(f"{args.replicas} replicas on 127.0.0.1: PostgreSQL schema {cluster.schema}, NATS "
@@ -303,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{half} keyed /predict calls round robin, then a label for each through any replica")
         answers = keyed_load(cluster, rows, "breast_cancer", 0, half)
         for k, replica in enumerate(cluster.replicas):
-            items = [{"request_id": a["request_id"], "label": int(data.target[a["row"]])}
+            items = [{"request_id": a["request_id"],
+                      "label": int(data.target[order[a["row"]]])}
                      for a in answers[k::len(cluster.replicas)]]
             httpx.post(f"{replica.url}/feedback", json={"model": "breast_cancer",
                                                         "items": items}, timeout=30,

@@ -35,11 +35,13 @@ def server_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str,
 
 
 def serve(target: str, env: dict[str, str], log: Path, timeout: float = 90,
-          tls: ssl.SSLContext | None = None) -> tuple[subprocess.Popen[bytes], str]:
+          tls: ssl.SSLContext | None = None, port: int | None = None
+          ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``bentoml serve target`` until ``/readyz`` answers 200; returns process and URL.
     ``tls``: the server speaks HTTPS (``VIGIL_SERVER__TLS__*`` in ``env``); this client
-    context, trusting its CA (and holding a client certificate for mTLS), probes it."""
-    port = free_port()
+    context, trusting its CA (and holding a client certificate for mTLS), probes it.
+    ``port``: default a free one."""
+    port = port or free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     bentoml = Path(sys.executable).with_name("bentoml")
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
