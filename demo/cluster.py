@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,11 @@ class Cluster:
                 "VIGIL_MONITOR__TICK_SECONDS": str(TICK_SECONDS),
                 "VIGIL_STORE__DEPLOYMENT_POLL_SECONDS": "0.25",
                 "VIGIL_SERVER__WORKERS": "1", "VIGIL_SERVER__DRAIN_SECONDS": "0",
+                # replicas on one machine share its cores: a Monitor niced below three
+                # replicas' workers misses renewals under load and loses its leases (safe,
+                # fenced and counted, but the partitions churn); on a machine of its own a
+                # replica's Monitor competes with its own workers only
+                "VIGIL_MONITOR__NICE": "0",
                 "VIGIL_SERVER__REPLICA_ID": replica_id, **self.env}
 
     def start(self, n: int) -> None:
@@ -97,13 +103,14 @@ class Cluster:
         deployments), then the others side by side; each until ``/readyz`` answers 200."""
         with self._admin() as conn:
             conn.execute(sa.text(f"CREATE SCHEMA {self.schema}"))
+        seed_demo_models(self.directory / "demo-models")
         self._start_one("r1")
         with ThreadPoolExecutor(max(1, n - 1)) as pool:
             list(pool.map(self._start_one, [f"r{i}" for i in range(2, n + 1)]))
 
     def _start_one(self, replica_id: str) -> Replica:
         data = self.directory / replica_id
-        seed_demo_models(data / "bentoml")
+        shutil.copytree(self.directory / "demo-models" / "models", data / "bentoml" / "models")
         port = free_port()
         env = server_env(data, {**self.replica_env(replica_id),
                                 "VIGIL_SERVER__BASE_URL": f"http://127.0.0.1:{port}"})
@@ -195,10 +202,8 @@ class Cluster:
 
 
 def seed_demo_models(home: Path) -> None:
-    """The demo versions in this replica's own BentoML store, as ``make serve`` has them (a
-    version registered later reaches the replicas through the store)."""
-    if (home / "models").exists():
-        return
+    """The demo versions in a BentoML store, as ``make serve`` has them: each replica starts
+    with a copy (a version registered later reaches the replicas through the store)."""
     subprocess.run([sys.executable, "-c", "from service.bootstrap import DEMO, register_dir\n"
                     "from models.registry import Registry\nr = Registry()\n"
                     "for m in sorted(DEMO.iterdir()):\n"
