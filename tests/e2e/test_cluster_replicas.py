@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import accuracy_score
 
@@ -231,6 +232,18 @@ def test_a_killed_monitor_skips_nothing_and_repeats_nothing(setup: Setup) -> Non
     assert settled(s, 2) == expected(s.answers), "nothing skipped"
     time.sleep(2)  # a few more ticks of every Monitor
     assert cluster.counts(MODEL, 1) == expected(s.answers), "nothing twice"
+
+    def owned_once() -> bool:  # vigil_partition_owned, summed over the replicas' /metrics
+        held: Counter[str] = Counter()
+        for replica in cluster.replicas:
+            text = httpx.get(f"{replica.url}/metrics", timeout=10).text
+            for fam in text_string_to_metric_families(text):
+                for x in fam.samples:
+                    if x.name == "vigil_partition_owned":
+                        held[x.labels["partition"]] += int(x.value)
+        return held == Counter({str(p): 1 for p in range(cluster.partitions)})
+
+    wait(owned_once, 30)  # the killed Monitor's series is gone, each partition held once
 
     wait(lambda: retrain_ids(s.hooks), 30)
     time.sleep(3)  # several rounds of three dispatchers
