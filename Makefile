@@ -84,7 +84,7 @@ soak: venv
 
 # make logs-export MODEL=breast_cancer SINCE=24h OUT=preds.parquet
 logs-export: venv
-	$(BIN)/python -m monitoring.log.export --log-dir $(DATA)/log --out $(or $(OUT),predictions.parquet) \
+	$(BIN)/vigil logs export --out $(or $(OUT),predictions.parquet) \
 	  $(if $(MODEL),--model $(MODEL)) $(if $(SINCE),--since $(SINCE))
 
 lint: venv

@@ -24,6 +24,7 @@ from models.deployment import Deployment
 from models.errors import IncompatibleVersion, StaleRevision, VigilError
 from store.audit import AuditLog, AuditRecord
 from store.deployments import DeploymentStore
+from store.transaction import Transaction, transaction
 
 Edit = Callable[[Deployment], Deployment]
 CardOf = Callable[[str, str], ModelCard]  # (model, version) -> its card; NotFound if none
@@ -97,18 +98,19 @@ def plan_change(store: DeploymentStore, model: str, edit: Edit, *,
 
 
 def commit_change(store: DeploymentStore, audit: AuditLog, change: Change, by: Actor,
-                  action: str, *, detail: str | None = None, conn: Any = None) -> Deployment:
+                  action: str, *, detail: str | None = None,
+                  tx: Transaction | None = None) -> Deployment:
     """Compare-and-set ``change`` on the revision it was planned on and write its audit row,
-    inside ``conn``'s transaction (a store connection) when given, else one of its own.
-    ``StaleRevision`` when the deployment moved since."""
-    if conn is None:
-        with store.engine.begin() as own:
-            return commit_change(store, audit, change, by, action, detail=detail, conn=own)
-    committed = store.replace(change.after, change.before.revision, conn=conn)
+    inside ``tx`` when given, else a transaction of its own. ``StaleRevision`` when the
+    deployment moved since."""
+    if tx is None:
+        with transaction(store.engine) as own:
+            return commit_change(store, audit, change, by, action, detail=detail, tx=own)
+    committed = store.replace(change.after, change.before.revision, tx)
     audit.write(AuditRecord(
         actor=by.name, role=by.role, action=action, target=f"deployments/{committed.model}",
         outcome="ok", before=change.before.to_public(), after=committed.to_public(),
-        request_id=by.request_id, detail=detail), conn)
+        request_id=by.request_id, detail=detail), tx)
     return committed
 
 
@@ -116,10 +118,10 @@ def change_deployment(store: DeploymentStore, audit: AuditLog, model: str, edit:
                       by: Actor, action: str, *, expected: int | None = None,
                       current: Deployment | None = None, cards: CardOf | None = None,
                       loader: Loader | None = None, detail: str | None = None,
-                      conn: Any = None) -> Change:
+                      tx: Transaction | None = None) -> Change:
     """Validate → load and smoke-test → compare-and-set → audit. Returns the deployment
     before and as committed."""
     change = plan_change(store, model, edit, expected=expected, current=current,
                          cards=cards, loader=loader)
-    committed = commit_change(store, audit, change, by, action, detail=detail, conn=conn)
+    committed = commit_change(store, audit, change, by, action, detail=detail, tx=tx)
     return Change(change.before, committed)

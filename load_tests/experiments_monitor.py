@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from control.deployments import Actor
 from models.card import Feature
 from models.deployment import Deployment
 from monitoring.experiments.controller import ExperimentController, read, start
@@ -97,7 +98,7 @@ def aa_through_monitor(runs: int, seed: int, min_effect: float = 0.05, p: float 
             DeploymentStore(engine).create(Deployment(model="m", champion="v1",
                                                       salt=f"aa-{seed}-{k}"))
             t = Traffic(engine, Path(tmp) / "log", seed * 1000 + k)
-            doc = start(engine, "m", spec, "binary", "higher", "sim", None, t.now)
+            doc = start(engine, "m", spec, "binary", "higher", Actor("sim"), t.now)
             ticks = 2 * doc["max_samples_per_arm"] // (batch // 2) + 5
             out.append(t.until_concluded({"v1": p, "v2": p}, {}, batch, ticks))
             t.writer.close()

@@ -26,6 +26,7 @@ from monitoring.quality.history import record_minute
 from monitoring.quality.label_join import Key, LabelJoin
 from monitoring.quality.outcomes import KpiJoin
 from monitoring.quality.stats import VersionStats
+from monitoring.status import Status, view
 from store import (
     Engine,
     MonitorStateStore,
@@ -86,20 +87,6 @@ class StepResult:
     more: bool = False  # the batch was cut at its size: more is waiting already
 
 
-@dataclass
-class Status:
-    lag_events: int = 0
-    lag_bytes: int = 0
-    lag_seconds: float = 0.0
-    torn_tails: int = 0
-    consumed_total: int = 0
-    events_per_second: float | None = None
-    updated_at: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 class Monitor:
     def __init__(self, engine: Engine, log_: EventLog, *,
                  class_labels_of: Callable[[str, str], list[str] | None],
@@ -111,8 +98,10 @@ class Monitor:
                  clock: Callable[[], float] = time.time,
                  on_step: Callable[[StepResult], None] | None = None,
                  drift: Drift | None = None, triggers: Retraining | None = None,
-                 mirror: Mirror | None = None, kpis: KpiJoin | None = None) -> None:
+                 mirror: Mirror | None = None, kpis: KpiJoin | None = None,
+                 replica: str | None = None) -> None:
         self.engine = engine
+        self.replica = replica  # several replicas: each Monitor keeps its own status
         self.saved = MonitorStateStore(engine)
         self.index = PredictionIndex(engine)
         self.pending = PendingLabels()
@@ -146,7 +135,7 @@ class Monitor:
     def load(self) -> None:
         """Read checkpoints, stats and counters back from the store (at start)."""
         with reading(self.engine) as tx:
-            saved = self.saved.load(tx)
+            saved = self.saved.load(tx, self.replica)
             if self.drift is not None:
                 self.drift.load(tx)
         self.checkpoint = {stream: Position(seq, offset)
@@ -348,7 +337,7 @@ class Monitor:
         if total.lines and elapsed > 0:
             self.status.events_per_second = total.lines / elapsed
         self.status.updated_at = now
-        self.saved.put_status(self.status.to_dict(), now)
+        self.saved.put_status(self.status.to_dict(), now, self.replica)
         if self.triggers is not None:
             self.triggers.evaluate(self.stats, now)
         if now - self._last_housekeeping >= 60.0:
@@ -383,8 +372,8 @@ class Monitor:
 
 def read_stats(engine: Engine, model: str) -> dict[str, Any]:
     """What the Monitor last committed about ``model``: per version and variant reports, the
-    label counters, and the Monitor's status (lag). Read by the admin API, never waiting on
-    the Monitor."""
+    label counters, and the Monitor's status (lag; several replicas' merged, ``monitoring.
+    status.view``). Read by the admin API, never waiting on the Monitor."""
     rows, documents = MonitorStateStore(engine).read_model(model)
     versions: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -393,8 +382,5 @@ def read_stats(engine: Engine, model: str) -> dict[str, Any]:
         versions.setdefault(r.version, {})[r.variant] = report
     counters = documents.get("counters", {})
     labels = {k: counters.get(model, {}).get(k, 0) for k in LABEL_OUTCOMES if k != "pending"}
-    status = documents.get("status", {})
     return {"model": model, "versions": versions, "feedback": labels,
-            "monitor": {k: status.get(k) for k in (
-                "lag_events", "lag_seconds", "lag_bytes", "torn_tails", "consumed_total",
-                "events_per_second", "updated_at")}}
+            "monitor": view(documents["statuses"])}

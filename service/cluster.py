@@ -39,7 +39,8 @@ def stream_spec(settings: Settings) -> StreamSpec:
 def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
                 metrics: GatewayMetrics | None, on_drop: Callable[[str, int], None],
                 on_write: Callable[[int], None]) -> NatsWriter:
-    """This worker's publisher; its spill is ``<log dir>/spill/<stream>/``."""
+    """This worker's publisher; its spill is ``<log dir>/spill/<stream>/``, held under
+    ``log.retention_max_bytes`` as the local log is."""
 
     def on_spill(n: int) -> None:
         if metrics is not None:
@@ -52,8 +53,8 @@ def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
     lg = settings.log
     return NatsWriter(stream_spec(settings), settings.log_dir / "spill", stream, render,
                       queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
-                      on_drop=on_drop, on_write=on_write, on_spill=on_spill,
-                      on_forward=on_forward)
+                      spill_max_bytes=lg.retention_max_bytes, on_drop=on_drop,
+                      on_write=on_write, on_spill=on_spill, on_forward=on_forward)
 
 
 class ClusterMember:

@@ -76,8 +76,8 @@ def build_monitor(settings: Settings, engine: Engine, registry: Registry,
         pending_label_seconds=m.pending_label_seconds,
         log_retention_seconds=lg.retention_hours * 3600, log_max_bytes=lg.retention_max_bytes,
         on_step=on_step, drift=drift, triggers=build_triggers(settings, engine, registry),
-        mirror=mirror, kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine),
-                                    m.pending_label_seconds))
+        mirror=mirror, replica=settings.server.replica_id if lg.backend == "nats" else None,
+        kpis=KpiJoin(KpiStore(engine), PredictionIndex(engine), m.pending_label_seconds))
 
 
 def build_drift(settings: Settings, engine: Engine, registry: Registry) -> DriftTracker | None:

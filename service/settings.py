@@ -125,8 +125,9 @@ class LogSettings(ClusterLogSettings):
                                    "are deleted by the Monitor; on `nats`, the stream Vigil "
                                    "creates keeps records this long, read or not.")
     retention_max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="Hard cap on "
-                                     "the log directory: writers drop (counted) above it; the "
-                                     "Monitor keeps consumed segments under half of it.")
+                                     "the log directory (and on each worker's NATS spill): "
+                                     "writers drop (counted) above it and `/feedback` answers "
+                                     "503; the Monitor keeps consumed segments under half of it.")
     sample: dict[Literal["champion", "canary", "shadow", "explicit"],
                  Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         {}, description="Share of each variant's predictions written to the log, e.g. "

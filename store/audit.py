@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.tables import audit_log
+from store.transaction import Transaction, transaction
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class AuditLog:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def write(self, record: AuditRecord, conn: sa.Connection | None = None) -> None:
+    def write(self, record: AuditRecord, tx: Transaction | None = None) -> None:
+        """One row, in ``tx`` when given (it commits with the change it records)."""
         values = {
             "ts": record.ts or time.time(), "actor": record.actor, "role": record.role,
             "action": record.action, "target": record.target, "outcome": record.outcome,
@@ -45,11 +47,11 @@ class AuditLog:
             "after": None if record.after is None else json.dumps(record.after),
             "request_id": record.request_id, "detail": record.detail,
         }
-        if conn is not None:
-            conn.execute(audit_log.insert().values(**values))
+        if tx is not None:
+            tx.connection.execute(audit_log.insert().values(**values))
             return
-        with self.engine.begin() as own:
-            own.execute(audit_log.insert().values(**values))
+        with transaction(self.engine) as own:
+            own.connection.execute(audit_log.insert().values(**values))
 
     def recent(self, limit: int = 100, action: str | None = None) -> list[AuditRecord]:
         """The newest ``limit`` rows, newest first."""

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from models.deployment import Deployment
 from models.errors import DeploymentNotFound, StaleRevision
 from store.tables import deployments
+from store.transaction import Transaction, transaction
 
 
 class DeploymentStore:
@@ -51,16 +52,18 @@ class DeploymentStore:
         return Deployment.from_doc(deployment.model, 1, doc)
 
     def replace(self, new: Deployment, expected_revision: int,
-                conn: sa.Connection | None = None) -> Deployment:
-        """Write ``new`` if the stored revision is still ``expected_revision``."""
+                tx: Transaction | None = None) -> Deployment:
+        """Write ``new`` if the stored revision is still ``expected_revision`` (in ``tx``
+        when given)."""
         doc = json.dumps(new.to_doc())
         stmt = (deployments.update()
                 .where(deployments.c.model == new.model,
                        deployments.c.revision == expected_revision)
                 .values(doc=doc, revision=expected_revision + 1, updated_at=time.time()))
-        if conn is None:
-            with self.engine.begin() as own:
+        if tx is None:
+            with transaction(self.engine) as own:
                 return self.replace(new, expected_revision, own)
+        conn = tx.connection
         if conn.execute(stmt).rowcount != 1:
             row = conn.execute(sa.select(deployments.c.revision)
                                .where(deployments.c.model == new.model)).first()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from models.errors import Conflict
 from store.tables import experiments
+from store.transaction import Transaction, reading
 
 
 class StaleExperiment(Conflict):
@@ -40,27 +41,28 @@ class ExperimentStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(sa.select(experiments)).all()]
 
-    def get(self, model: str, conn: sa.Connection | None = None) -> StoredExperiment | None:
-        if conn is None:
-            with self.engine.connect() as own:
+    def get(self, model: str, tx: Transaction | None = None) -> StoredExperiment | None:
+        if tx is None:
+            with reading(self.engine) as own:
                 return self.get(model, own)
-        row = conn.execute(sa.select(experiments).where(experiments.c.model == model)).first()
+        row = tx.connection.execute(
+            sa.select(experiments).where(experiments.c.model == model)).first()
         return _row(row) if row else None
 
     def save(self, model: str, doc: dict[str, Any], revision: int, now: float,
-             conn: sa.Connection) -> None:
+             tx: Transaction) -> None:
         """Write ``doc`` if the experiment is still at ``revision``, else
-        ``StaleExperiment`` (which rolls back whatever else ``conn``'s transaction did)."""
+        ``StaleExperiment`` (which rolls back whatever else ``tx`` did)."""
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        if not conn.execute(experiments.update().where(
+        if not tx.connection.execute(experiments.update().where(
                 experiments.c.model == model, experiments.c.revision == revision).values(
                 doc=text, updated_at=now, revision=revision + 1)).rowcount:
             raise StaleExperiment(model, revision)
 
     def begin(self, model: str, doc: dict[str, Any], now: float,
-              previous: StoredExperiment | None, conn: sa.Connection) -> None:
+              previous: StoredExperiment | None, tx: Transaction) -> None:
         """A new experiment replaces the model's last one; its revision counts on."""
-        conn.execute(experiments.delete().where(experiments.c.model == model))
-        conn.execute(experiments.insert().values(
+        tx.connection.execute(experiments.delete().where(experiments.c.model == model))
+        tx.connection.execute(experiments.insert().values(
             model=model, doc=orjson.dumps(doc).decode(), updated_at=now,
             revision=previous.revision + 1 if previous else 0))

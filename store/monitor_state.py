@@ -4,6 +4,7 @@ changed them; read back when it starts and by the admin API."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,18 @@ from store.tables import monitor_checkpoints, monitor_state, monitor_stats
 from store.transaction import Engine, Transaction, reading, transaction
 
 StatsKey = tuple[str, str, str]  # model, version, variant
+STATUS = "status"
+
+
+def status_name(replica: str | None) -> str:
+    """The status document's name: ``status`` on one machine, ``status.<replica id>`` for
+    each of several replicas (a long id by its digest: names are 64 characters)."""
+    if replica is None:
+        return STATUS
+    name = f"{STATUS}.{replica}"
+    if len(name) > 64:
+        name = f"{STATUS}.{hashlib.sha256(replica.encode()).hexdigest()[:32]}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -41,14 +54,16 @@ class MonitorStateStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def load(self, tx: Transaction) -> SavedMonitor:
+    def load(self, tx: Transaction, replica: str | None = None) -> SavedMonitor:
+        """``replica``: whose status (one machine's when None)."""
         conn = tx.connection
         checkpoints = {r.stream: (r.seq, r.offset)
                        for r in conn.execute(sa.select(monitor_checkpoints))}
         stats = {(r.model, r.version, r.variant): orjson.loads(r.doc)
                  for r in conn.execute(sa.select(monitor_stats))}
-        named = self._documents(tx, ("counters", "status"))
-        return SavedMonitor(checkpoints, stats, named.get("counters", {}), named.get("status"))
+        named = self._documents(tx, ("counters", status_name(replica)))
+        return SavedMonitor(checkpoints, stats, named.get("counters", {}),
+                            named.get(status_name(replica)))
 
     @staticmethod
     def _documents(tx: Transaction, names: tuple[str, ...]) -> dict[str, Any]:
@@ -95,10 +110,22 @@ class MonitorStateStore:
             monitor_state.c.name == name)).first()
         return orjson.loads(row.doc) if row else None
 
-    def put_status(self, status: dict[str, Any], now: float) -> None:
-        """The status document in a transaction of its own (written every tick)."""
+    def put_status(self, status: dict[str, Any], now: float, replica: str | None = None
+                   ) -> None:
+        """The status document in a transaction of its own (written every tick): one
+        machine's, or ``replica``'s own (each Monitor of several keeps its own, naming
+        itself in it)."""
+        doc = status if replica is None else {**status, "replica": replica}
         with transaction(self.engine) as tx:
-            self.put_document(tx, "status", status, now)
+            self.put_document(tx, status_name(replica), doc, now)
+
+    @staticmethod
+    def statuses(tx: Transaction) -> list[dict[str, Any]]:
+        """Every status document: one machine's, and each replica's."""
+        return [orjson.loads(r.doc) for r in tx.connection.execute(
+            sa.select(monitor_state.c.doc).where(sa.or_(
+                monitor_state.c.name == STATUS,
+                monitor_state.c.name.like(STATUS + ".%"))).order_by(monitor_state.c.name))]
 
     def drop_checkpoints(self, streams: Iterable[str]) -> None:
         with transaction(self.engine) as tx:
@@ -106,12 +133,13 @@ class MonitorStateStore:
                 monitor_checkpoints.c.stream.in_(sorted(streams))))
 
     def read_model(self, model: str) -> tuple[list[StoredStats], dict[str, Any]]:
-        """One model's statistics (by version, then variant) and the "counters" and
-        "status" documents, in one snapshot."""
+        """One model's statistics (by version, then variant), the "counters" document and
+        every status document (under "statuses"), in one snapshot."""
         with reading(self.engine) as tx:
             rows = tx.connection.execute(sa.select(monitor_stats).where(
                 monitor_stats.c.model == model).order_by(
                 monitor_stats.c.version, monitor_stats.c.variant)).all()
-            named = self._documents(tx, ("counters", "status"))
+            named = self._documents(tx, ("counters",))
+            named["statuses"] = self.statuses(tx)
         return ([StoredStats(r.version, r.variant, orjson.loads(r.doc), r.updated_at)
                  for r in rows], named)

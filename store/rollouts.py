@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from models.errors import Conflict
 from store.tables import rollouts
+from store.transaction import Transaction, reading, transaction
 
 
 class StaleRollout(Conflict):
@@ -41,7 +42,7 @@ def _row(r: Any) -> StoredRollout:
 
 
 class RolloutStore:
-    """Reads and compare-and-set writes of rollouts; ``conn`` joins a caller's transaction."""
+    """Reads and compare-and-set writes of rollouts; ``tx`` joins a caller's transaction."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -50,32 +51,32 @@ class RolloutStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(sa.select(rollouts)).all()]
 
-    def get(self, model: str, conn: sa.Connection | None = None) -> StoredRollout | None:
-        if conn is None:
-            with self.engine.connect() as own:
+    def get(self, model: str, tx: Transaction | None = None) -> StoredRollout | None:
+        if tx is None:
+            with reading(self.engine) as own:
                 return self.get(model, own)
-        row = conn.execute(sa.select(rollouts).where(rollouts.c.model == model)).first()
+        row = tx.connection.execute(sa.select(rollouts).where(rollouts.c.model == model)).first()
         return _row(row) if row else None
 
     def save(self, model: str, doc: dict[str, Any], revision: int, now: float,
-             conn: sa.Connection | None = None) -> None:
+             tx: Transaction | None = None) -> None:
         """Write ``doc`` if the rollout is still at ``revision``, else ``StaleRollout`` (which
-        rolls back whatever else ``conn``'s transaction did)."""
-        if conn is None:
-            with self.engine.begin() as own:
+        rolls back whatever else ``tx`` did)."""
+        if tx is None:
+            with transaction(self.engine) as own:
                 return self.save(model, doc, revision, now, own)
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        if not conn.execute(rollouts.update().where(
+        if not tx.connection.execute(rollouts.update().where(
                 rollouts.c.model == model, rollouts.c.revision == revision).values(
                 doc=text, updated_at=now, revision=revision + 1)).rowcount:
             raise StaleRollout(model, revision)
         return None
 
     def begin(self, model: str, doc: dict[str, Any], now: float,
-              previous: StoredRollout | None, conn: sa.Connection) -> None:
+              previous: StoredRollout | None, tx: Transaction) -> None:
         """A new rollout replaces the model's last one. Its revision goes on counting from
         ``previous``'s: a controller holding the last rollout's revision must not match it."""
-        conn.execute(rollouts.delete().where(rollouts.c.model == model))
-        conn.execute(rollouts.insert().values(
+        tx.connection.execute(rollouts.delete().where(rollouts.c.model == model))
+        tx.connection.execute(rollouts.insert().values(
             model=model, doc=orjson.dumps(doc).decode(), updated_at=now,
             revision=previous.revision + 1 if previous else 0))

@@ -42,7 +42,7 @@ def main(url: str, stream: str, partitions: str, replica: str, status: str, flag
                                 partitions=int(partitions)), EventIds(engine),
                      lambda: owner.held)
     log.pause_flag = Path(flag)
-    loop = Monitor(engine, log, class_labels_of=lambda m, v: None)
+    loop = Monitor(engine, log, class_labels_of=lambda m, v: None, replica=replica)
     loop.load()
     while True:
         cluster_tick(loop, owner)

@@ -29,7 +29,8 @@ def client(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[
     data: Path = tmp_path_factory.mktemp("admin-api")
     settings = load_settings(data_dir=data, auth={"tokens": [
         {"name": "ops", "role": "operator",
-         "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]})
+         "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]},
+        kpis={"breast_cancer": [{"name": "conversion", "kind": "binary"}]})
     engine = make_engine(settings.store_url)
     migrate(engine)
     store = DeploymentStore(engine)
@@ -117,3 +118,27 @@ def test_the_schema_says_what_the_server_enforces(client: TestClient) -> None:
     assert "inputs" in card["contentSchema"]["required"]
     for action in ("promote", "rollback"):
         assert "409" in doc["paths"][f"/deployments/{{model}}/{action}"]["post"]["responses"]
+
+
+def test_rollout_and_experiment_actions_audit_the_request_id(client: TestClient) -> None:
+    """Like every admin change, an operator's rollout and experiment commands carry the
+    caller's X-Request-ID into their audit rows."""
+    champion = client.get("/deployments/breast_cancer", headers=H).json()["champion"]["version"]
+
+    def call(path: str, rid: str, body: Any = None) -> None:
+        r = client.post(path, json=body, headers={**H, "X-Request-ID": rid})
+        assert r.status_code in (200, 201), r.text
+
+    call("/rollouts/breast_cancer", "rid-rollout-start", {"candidate": "v3"})
+    for command in ("pause", "resume", "abort"):
+        call(f"/rollouts/breast_cancer/{command}", f"rid-rollout-{command}")
+    call("/experiments/breast_cancer", "rid-experiment-start", {
+        "arms": {champion: 0.5, "v3": 0.5}, "primary": "conversion", "min_effect": 0.1})
+    call("/experiments/breast_cancer/stop", "rid-experiment-stop")
+    rows = client.get("/audit?limit=50", headers=H).json()["items"]
+    ids = {(i["action"], i["request_id"]) for i in rows if i["actor"] == "ops"}
+    assert {("rollout.start", "rid-rollout-start"), ("rollout.pause", "rid-rollout-pause"),
+            ("rollout.weight", "rid-rollout-resume"), ("rollout.abort", "rid-rollout-abort"),
+            ("experiment.start", "rid-experiment-start"),
+            ("experiment.stop", "rid-experiment-stop"),
+            ("experiment.concluded", "rid-experiment-stop")} <= ids

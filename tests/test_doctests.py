@@ -8,10 +8,12 @@ import pytest
 
 import models.card
 import monitoring.log.pii
+import monitoring.status
 import service.routing
 
 
-@pytest.mark.parametrize("module", [models.card, monitoring.log.pii, service.routing])
+@pytest.mark.parametrize("module", [models.card, monitoring.log.pii, monitoring.status,
+                                    service.routing])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

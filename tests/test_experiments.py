@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from control.deployments import Actor
 from load_tests import experiments_sim as sim
 from load_tests.experiments_monitor import Traffic, aa_through_monitor
 from models.deployment import Deployment, with_arms
@@ -32,6 +33,8 @@ from monitoring.rollout.controller import read as rollout_doc
 from monitoring.rollout.controller import start as start_rollout
 from service.routing import EXPERIMENT, route
 from store import AuditLog, DeploymentStore, Outbox
+
+ALICE = Actor("alice", "operator")
 
 # ----------------------------------------------------------------------------- pure
 
@@ -139,7 +142,7 @@ def traffic(engine: sa.Engine, tmp_path: Path) -> Traffic:
 
 
 def test_a_winner_is_promoted_audited_and_announced(traffic: Traffic) -> None:
-    doc = start(traffic.engine, "m", SPEC, "binary", "higher", "alice", "operator",
+    doc = start(traffic.engine, "m", SPEC, "binary", "higher", ALICE,
                 traffic.now)
     # no outcomes of the control yet: sized at the most variable rate, 0.5
     assert (doc["status"], doc["fixed_horizon_samples_per_arm"]) == ("running", 9804)
@@ -164,7 +167,7 @@ def test_a_winner_is_promoted_audited_and_announced(traffic: Traffic) -> None:
 
 
 def test_a_guardrail_breach_keeps_the_champion(traffic: Traffic) -> None:
-    start(traffic.engine, "m", SPEC, "binary", "higher", "alice", "operator", traffic.now)
+    start(traffic.engine, "m", SPEC, "binary", "higher", ALICE, traffic.now)
     for _ in range(30):
         traffic.run({"v1": 0.10, "v2": 0.20}, {"v2": 0.08}, 250)
         if read(traffic.engine, "m")["status"] != "running":  # type: ignore[index]
@@ -177,24 +180,24 @@ def test_a_guardrail_breach_keeps_the_champion(traffic: Traffic) -> None:
 
 def test_rollouts_and_experiments_refuse_each_other(traffic: Traffic) -> None:
     engine = traffic.engine
-    start(engine, "m", SPEC, "binary", "higher", "alice", "operator", traffic.now)
+    start(engine, "m", SPEC, "binary", "higher", ALICE, traffic.now)
     with pytest.raises(StateConflict, match="experiment is running"):
-        start_rollout(engine, "m", Spec.from_dict({"candidate": "v2"}), "alice", "operator")
+        start_rollout(engine, "m", Spec.from_dict({"candidate": "v2"}), ALICE)
     with pytest.raises(StateConflict, match="already running"):
-        start(engine, "m", SPEC, "binary", "higher", "alice", "operator", traffic.now)
-    stopped = stop(traffic.controller, "m", "alice", "operator", traffic.now)
+        start(engine, "m", SPEC, "binary", "higher", ALICE, traffic.now)
+    stopped = stop(traffic.controller, "m", ALICE, traffic.now)
     assert (stopped["status"], stopped["decision"]) == (
         "stopped", {"winner": None, "reason": "operator"})
     assert DeploymentStore(engine).get("m").arms == ()
-    start_rollout(engine, "m", Spec.from_dict({"candidate": "v2"}), "alice", "operator")
+    start_rollout(engine, "m", Spec.from_dict({"candidate": "v2"}), ALICE)
     with pytest.raises(StateConflict, match="rollout is running"):
-        start(engine, "m", SPEC, "binary", "higher", "alice", "operator", traffic.now)
+        start(engine, "m", SPEC, "binary", "higher", ALICE, traffic.now)
 
 
 def test_a_bandit_moves_traffic_to_the_better_arm_and_never_concludes(traffic: Traffic
                                                                       ) -> None:
     spec = {**SPEC, "mode": "bandit", "guardrails": []}
-    start(traffic.engine, "m", spec, "binary", "higher", "alice", "operator", traffic.now)
+    start(traffic.engine, "m", spec, "binary", "higher", ALICE, traffic.now)
     for _ in range(12):
         traffic.run({"v1": 0.10, "v2": 0.30}, {}, 250)
     got = read(traffic.engine, "m")
@@ -231,7 +234,7 @@ def test_a_rollout_whose_canary_converts_worse_is_aborted(traffic: Traffic) -> N
                            "min_requests": 100, "min_labels": 100, "max_wait_seconds": 600,
                            "js_max": 1.0, "kpi_gate": {"kpi": "conversion", "margin": 0.01,
                                                        "better": "higher"}})
-    start_rollout(traffic.engine, "m", spec, "alice", "operator", traffic.now)
+    start_rollout(traffic.engine, "m", spec, ALICE, traffic.now)
     rollouts = RolloutController(traffic.engine, [])
     for _ in range(20):
         traffic.run({"v1": 0.20, "v2": 0.05}, {}, 250)

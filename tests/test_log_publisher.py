@@ -157,3 +157,31 @@ def test_nats_down_at_start_spills_then_forwards(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert ids == list(range(100))
+
+
+def test_a_broken_spill_refuses_labels_before_taking_any(tmp_path: Path) -> None:
+    """NATS away and the spill unwritable: ``failing`` (so /feedback's 503) is known from a
+    probe, before a label is taken and lost on the spill; mended, labels are taken again
+    without one being risked first, then forwarded."""
+    server = NatsServer(tmp_path / "nats")  # not started
+    spec = StreamSpec(url=server.url, name=unique_stream(), partitions=2, timeout=0.5)
+    (tmp_path / "spill").write_text("a file where the spill directory goes")
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render)
+    sink = LogSink(writer)
+    try:
+        wait(lambda: writer.failing)
+        assert not sink.feedback("iris", [{"request_id": "r0", "label": "a"}], time.time())
+        assert writer.spilled == 0 and not writer.dropped, "nothing taken, nothing lost"
+        (tmp_path / "spill").unlink()
+        wait(lambda: not writer.failing)
+        for i in range(50):
+            feedback(sink, "iris", i)
+        wait(lambda: writer.spilled == 50)
+        server.start()
+        wait(lambda: writer.forwarded == 50 and not writer.spill_pending, timeout=30)
+        writer.close()
+        ids = sorted(int(r["data"]["request_id"][1:]) for _, _, r in
+                     asyncio.run(stream_records(spec)))
+    finally:
+        server.stop()
+    assert ids == list(range(50)) and not writer.dropped

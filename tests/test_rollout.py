@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.datasets import load_breast_cancer
 
+from control.deployments import Actor
 from models.deployment import Deployment
 from models.errors import StateConflict
 from models.registry import Registry
@@ -35,6 +36,8 @@ from monitoring.rollout.analysis import (
 from monitoring.rollout.controller import Controller, operate, read, start
 from service.routing import route
 from store import AuditLog, DeploymentStore
+
+OPS = Actor("ops", "operator")
 
 DATA = load_breast_cancer()
 LABELS = ["malignant", "benign"]
@@ -118,7 +121,7 @@ class Sim:
 def sim(engine: sa.Engine, registry: Registry, tmp_path: Path) -> Sim:
     s = Sim(engine, registry, tmp_path / "log", seed=11)
     start(engine, "breast_cancer", Spec.from_dict({"candidate": "v2", **SPEC}),
-          "tester", "operator", now=s.now)
+          Actor("tester", "operator"), now=s.now)
     return s
 
 
@@ -160,7 +163,7 @@ def test_too_little_traffic_is_held_then_paused_not_promoted(sim: Sim) -> None:
     assert state.status == "paused" and "not enough evidence" in state.reason
     assert decisions(state) == [(0, "paused")]
     assert sim.store.get("breast_cancer").champion == "v1"
-    operate(sim.controller, "breast_cancer", "abort", "ops", "operator", now=sim.now)
+    operate(sim.controller, "breast_cancer", "abort", OPS, now=sim.now)
     assert sim.state().status == "aborted" and sim.store.get("breast_cancer").canary is None
 
 
@@ -180,7 +183,7 @@ def test_a_pause_made_while_the_controller_works_is_not_written_back(sim: Sim) -
     what it decided from its read: the pause must stand (it used to be overwritten)."""
     sim.run(3)
     seen = sim.controller.running()  # the controller's read, before the operator acts
-    operate(sim.controller, "breast_cancer", "pause", "ops", "operator", now=sim.now)
+    operate(sim.controller, "breast_cancer", "pause", OPS, now=sim.now)
     sim.controller.running = lambda: seen  # type: ignore[method-assign]
     weights = sim.store.get("breast_cancer").canary
     for _ in range(3):
@@ -191,7 +194,7 @@ def test_a_pause_made_while_the_controller_works_is_not_written_back(sim: Sim) -
     assert sim.store.get("breast_cancer").canary == weights
     # and a second pause is a conflict, as the CLI reports it
     with pytest.raises(StateConflict, match="status: the rollout is paused") as err:
-        operate(sim.controller, "breast_cancer", "pause", "ops", "operator", now=sim.now)
+        operate(sim.controller, "breast_cancer", "pause", OPS, now=sim.now)
     assert (err.value.field, err.value.reason) == ("status", "the rollout is paused, not running")
 
 
@@ -210,7 +213,7 @@ def test_an_operator_command_that_loses_the_race_is_decided_again(sim: Sim) -> N
                 controller._save(m, doc, revision, sim.now)  # noqa: SLF001
         return real_read(model)
     controller.deployments.get = get_and_race  # type: ignore[method-assign]
-    doc = operate(controller, "breast_cancer", "abort", "ops", "operator", now=sim.now)
+    doc = operate(controller, "breast_cancer", "abort", OPS, now=sim.now)
     assert raced and doc["state"]["status"] == "aborted"
     assert doc["analysis"]["note"] == "the controller was here"  # built on its write
     aborts = [r for r in AuditLog(sim.engine).recent(50) if r.action == "rollout.abort"]

@@ -30,13 +30,21 @@ from monitoring.experiments.msprt import Moments, half_width
 from monitoring.quality.stats import VersionStats
 from monitoring.retrain.webhooks import Target, enqueue
 from monitoring.rollout.controller import counters, iso, window
-from store import AuditLog, AuditRecord, DeploymentStore, Engine, StaleRevision, Transaction
+from store import (
+    AuditLog,
+    AuditRecord,
+    DeploymentStore,
+    Engine,
+    StaleRevision,
+    transaction,
+)
 from store.experiments import ExperimentStore, StaleExperiment
 from store.kpis import KpiStore
 from store.rollouts import RolloutStore
 
 log = logging.getLogger("vigil.experiment")
 ACTOR = "system:experiment"
+SYSTEM = Actor(ACTOR)  # the controller deciding on its own
 EVENT = "vigil.experiment.concluded"
 VARIANT = "experiment"
 MIN_SIZING_OUTCOMES = 30  # the control's outcomes the variance is estimated from at start
@@ -68,7 +76,7 @@ def sizing_variances(kind: str, direction: int, control: Moments, min_effect: fl
 
 
 def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: str,
-          actor: str, role: str | None, now: float | None = None, *,
+          by: Actor, now: float | None = None, *,
           cards: CardOf | None = None, loader: Loader | None = None,
           kpi_better: dict[str, str] | None = None) -> dict[str, Any]:
     """Begin an experiment: size the test, route the arms (a deployment change, checked and
@@ -103,23 +111,22 @@ def start(engine: Engine, model: str, spec: dict[str, Any], kind: str, better: s
     doc: dict[str, Any] = {
         "model": model, "spec": spec, "kind": kind, "better": better, "control": control,
         "status": "running", "decision": None, "arms": {}, "effects": [],
-        "started_at": iso(now), "concluded_at": None, "started_by": actor,
+        "started_at": iso(now), "concluded_at": None, "started_by": by.name,
         "max_samples_per_arm": horizon,
         "fixed_horizon_samples_per_arm": fixed_horizon_samples_per_arm(
             alpha_each, spec["power"], var_c, var_t, spec["min_effect"]),
         "shares": dict(arms), "kpi_better": kpi_better or {}}
     store = ExperimentStore(engine)
-    with engine.begin() as conn:
-        rollout = RolloutStore(engine).get(model, conn)
+    with transaction(engine) as tx:
+        rollout = RolloutStore(engine).get(model, tx)
         if rollout and rollout.doc["state"]["status"] in ("running", "paused"):
             raise StateConflict("model", "a rollout is running or paused; finish it first")
-        previous = store.get(model, conn)
+        previous = store.get(model, tx)
         if previous and previous.doc["status"] == "running":
             raise StateConflict("model", "an experiment is already running; stop it first")
-        commit_change(deployments, AuditLog(engine), change, Actor(actor, role),
-                      "experiment.start", detail=f"arms {arms}, primary {spec['primary']}",
-                      conn=conn)
-        store.begin(model, doc, now, previous, conn)
+        commit_change(deployments, AuditLog(engine), change, by, "experiment.start",
+                      detail=f"arms {arms}, primary {spec['primary']}", tx=tx)
+        store.begin(model, doc, now, previous, tx)
     return public(doc)
 
 
@@ -245,22 +252,22 @@ class ExperimentController:
         regret = sum(m.n * (best - design.direction * m.mean) for m in primary.values())
         doc["bandit"] = {"probability_best": prob, "shares": shares, "regret": regret}
         moved = any(abs(shares[a] - doc["shares"].get(a, 0)) > 0.01 for a in shares)
-        with self.engine.begin() as conn:
+        with transaction(self.engine) as tx:
             if moved:
                 doc["shares"] = shares
-            self.store.save(model, doc, revision, now, conn)
+            self.store.save(model, doc, revision, now, tx)
             if moved:
                 change_deployment(self.deployments, self.audit, model,
-                                  lambda dd: with_arms(dd, shares), Actor(ACTOR),
-                                  "experiment.reallocate", current=d, conn=conn)
+                                  lambda dd: with_arms(dd, shares), SYSTEM,
+                                  "experiment.reallocate", current=d, tx=tx)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float) -> None:
-        with self.engine.begin() as conn:
-            self.store.save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self.store.save(model, doc, revision, now, tx)
 
     def conclude(self, model: str, doc: dict[str, Any], revision: int, winner: str | None,
-                 reason: str, current: Deployment, now: float, actor: str = ACTOR,
-                 role: str | None = None) -> None:
+                 reason: str, current: Deployment, now: float, by: Actor = SYSTEM
+                 ) -> None:
         """State, deployment, audit and webhook event, all or nothing."""
         doc["status"] = "stopped" if reason == "operator" else "concluded"
         doc["decision"] = {"winner": winner, "reason": reason}
@@ -268,25 +275,25 @@ class ExperimentController:
         promote = bool(winner and doc["spec"].get("auto_promote"))
         detail = f"{reason}" + (f": {winner} wins" if winner else "") + \
             (f" ({doc['guardrail']})" if reason == "guardrail" else "")
-        with self.engine.begin() as conn:
-            self.store.save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self.store.save(model, doc, revision, now, tx)
             if current.arms:
                 edit = (promote_winner(winner) if promote and winner is not None
                         else lambda d: with_arms(d, None))
                 change_deployment(self.deployments, self.audit, model, edit,
-                                  Actor(actor, role), "promote" if promote else
-                                  "experiment.stop", current=current, detail=detail, conn=conn)
+                                  by, "promote" if promote else
+                                  "experiment.stop", current=current, detail=detail, tx=tx)
             self.audit.write(AuditRecord(
-                actor=actor, role=role, action="experiment.concluded",
+                actor=by.name, role=by.role, action="experiment.concluded",
                 target=f"experiments/{model}", outcome="ok", after=public(doc),
-                detail=detail), conn)
+                request_id=by.request_id, detail=detail), tx)
             event_id = f"{EVENT}-{model}-{int(now * 1000)}"
-            enqueue(Transaction(conn), {"type": EVENT, "timestamp": iso(now), "data": {
+            enqueue(tx, {"type": EVENT, "timestamp": iso(now), "data": {
                 "event_id": event_id, **public(doc), "promoted": promote,
                 "gateway": self.base_url}}, event_id, self.targets, now, model, reason)
 
 
-def stop(controller: ExperimentController, model: str, actor: str, role: str | None,
+def stop(controller: ExperimentController, model: str, by: Actor,
          now: float | None = None) -> dict[str, Any]:
     """An operator's stop: no winner, the champion serves alone again."""
     now = time.time() if now is None else now
@@ -296,7 +303,7 @@ def stop(controller: ExperimentController, model: str, actor: str, role: str | N
     if found.doc["status"] != "running":
         raise StateConflict("status", f"the experiment is {found.doc['status']}")
     controller.conclude(model, found.doc, found.revision, None, "operator",
-                        controller.deployments.get(model), now, actor, role)
+                        controller.deployments.get(model), now, by)
     return read(controller.engine, model) or public(found.doc)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,50 @@ class NatsEventLog:
         self._subs.clear()
         if self._nc is not None:
             await self._nc.close()
+
+
+SKEW_SECONDS = 300.0  # a record's own time vs the server's: a replica's clock may run ahead
+
+
+def read_since(spec: StreamSpec, partitions: Iterable[int], since: float | None,
+               batch: int = 1000) -> list[bytes]:
+    """Every record on the partitions' subjects that the server received from ``since`` on
+    (all of them when None), each partition oldest first: for an export, not the Monitor (no
+    checkpoint, no lease). A record reaches the server after its own ``time``, so the caller,
+    which filters on that time, misses none; the server's clock is given ``SKEW_SECONDS``."""
+
+    async def read() -> list[bytes]:
+        nc = await connect(spec, reconnect=False)
+        try:
+            js = nc.jetstream(timeout=spec.timeout)
+            out: list[bytes] = []
+            for p in partitions:
+                out.extend(await _partition_since(js, spec, p, since, batch))
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+async def _partition_since(js: JetStreamContext, spec: StreamSpec, partition: int,
+                           since: float | None, batch: int) -> list[bytes]:
+    start = (datetime.fromtimestamp(since - SKEW_SECONDS, UTC) if since is not None
+             else None)
+    sub = await js.pull_subscribe(
+        subject(spec.name, partition), stream=spec.name,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_TIME,
+            opt_start_time=start, ack_policy=AckPolicy.NONE, inactive_threshold=60.0,
+            mem_storage=True))
+    out: list[bytes] = []
+    try:
+        while pending := (await sub.consumer_info()).num_pending or 0:
+            out.extend(m.data for m in await sub.fetch(min(pending, batch),
+                                                        timeout=spec.timeout))
+    finally:
+        await _unsubscribe(sub)
+    return out
 
 
 async def _unsubscribe(sub: Any) -> None:

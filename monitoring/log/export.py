@@ -9,6 +9,12 @@ column per feature and the flattened outputs (``output.label``, ``output.label_i
 complete lines), so it works whether or not the server is running. An encrypted log is opened
 with ``VIGIL_LOG__ENCRYPTION__KEY`` (and ``..._PREVIOUS_KEYS``, a JSON list) from the
 environment.
+
+On ``log.backend: nats`` (``--nats URL --stream NAME --partitions N``, or ``vigil logs
+export``, which reads the configuration) the records come from the model's partition of the
+stream (every partition without ``--model``), from ``--since`` on, plus every spill under
+``<log dir>/spill`` not yet forwarded, each event id once (a record both published and
+spilled, or forwarded twice, is one row).
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
 
+from monitoring.log.consumer import read_since
 from monitoring.log.frames import LogKeyError, LogKeys
+from monitoring.log.jetstream import StreamSpec
+from monitoring.log.partitions import partition_of
 from monitoring.log.reader import Checkpoint, LocalEventLog
 from monitoring.log.writer import PREDICTION, parse_time
 
@@ -62,6 +72,38 @@ def records(log_dir: Path, keys: LogKeys | None = None) -> Iterator[dict[str, An
                 continue
 
 
+def nats_records(spec: StreamSpec, spill_root: Path, *, model: str | None = None,
+                 since: float | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a log on NATS: ``model``'s partition of the stream (every partition
+    when None) from ``since`` on, then the spills under ``spill_root`` (a worker's own and
+    those it claimed from dead ones) not yet forwarded, each event id once."""
+    partitions = ([partition_of(model, spec.partitions)] if model is not None
+                  else range(spec.partitions))
+    streamed = (_parsed(line) for line in read_since(spec, partitions, since))
+    try:
+        spills = sorted(p for p in spill_root.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        spills = []
+    seen: set[str] = set()
+    for rec in chain(streamed, *(records(d) for d in spills)):
+        if rec is None:
+            continue
+        event_id = rec.get("id")
+        if isinstance(event_id, str):
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+        yield rec
+
+
+def _parsed(line: bytes) -> dict[str, Any] | None:
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -90,10 +132,18 @@ def rows_of(rec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def export_parquet(log_dir: Path, out: Path, *, model: str | None = None,
                    since: float | None = None, until: float | None = None,
                    keys: LogKeys | None = None) -> int:
-    """Write the matching predictions to ``out``; returns the number of rows written.
-    ``keys`` open an encrypted log (``log.encryption``)."""
+    """Write the matching predictions of the local log to ``out``; returns the number of
+    rows written. ``keys`` open an encrypted log (``log.encryption``)."""
+    return write_parquet(records(Path(log_dir), keys), out, model=model, since=since,
+                         until=until)
+
+
+def write_parquet(source: Iterable[dict[str, Any]], out: Path, *, model: str | None = None,
+                  since: float | None = None, until: float | None = None) -> int:
+    """Write the matching predictions among ``source``'s records to ``out``; returns the
+    number of rows written."""
     rows: list[dict[str, Any]] = []
-    for rec in records(Path(log_dir), keys):
+    for rec in source:
         if rec.get("type") != PREDICTION:
             continue
         if model is not None and rec["data"].get("model") != model:
@@ -135,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", help="24h, 30m, 7d or an ISO 8601 time")
     parser.add_argument("--until", help="same forms as --since")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--nats", metavar="URL", help="the log is on NATS JetStream here")
+    parser.add_argument("--stream", default="VIGIL", help="its stream (with --nats)")
+    parser.add_argument("--partitions", type=int, default=8, help="its partitions (with --nats)")
     args = parser.parse_args(argv)
     try:
         since = parse_since(args.since) if args.since else None
@@ -145,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         keys = keys_from_env(os.environ)
     except (LogKeyError, ValueError) as exc:
         parser.error(str(exc))
-    n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until,
-                       keys=keys)
+    if args.nats:
+        spec = StreamSpec(url=args.nats, name=args.stream, partitions=args.partitions)
+        n = write_parquet(nats_records(spec, args.log_dir / "spill", model=args.model,
+                                       since=since), args.out, model=args.model, since=since,
+                          until=until)
+    else:
+        n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until,
+                           keys=keys)
     print(f"wrote {n} rows to {args.out}", file=sys.stderr)
     return 0
 

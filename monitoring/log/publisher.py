@@ -16,6 +16,12 @@ oldest first, once NATS answers again, then deleted. A dead worker's spill direc
 claimed (renamed, so one claimer wins) and forwarded by a live one. Spilled, forwarded and
 dropped records are counted (``on_spill``, ``on_forward``, ``on_drop``).
 
+``failing`` (``/feedback`` answers 503 with ``Retry-After``) only when neither path can take
+a record: NATS is not connected and the spill cannot be written (probed once a second while
+NATS is away, so a broken or full spill is known before a label is accepted onto it) or its
+queue is full. A spill that cannot be written while NATS is connected again is bypassed: new
+batches go to the stream ahead of the spill's remainder rather than be dropped.
+
 A record acknowledged twice (its first acknowledgement lost, then spilled and forwarded after
 the duplicate window) reaches the stream twice; the Monitor ignores an event id it has
 counted already.
@@ -57,6 +63,7 @@ class NatsWriter(RecordQueue):
     def __init__(self, spec: StreamSpec, spill_dir: Path, stream: str,
                  render: Callable[[Any], bytes], *, queue_size: int = 10_000,
                  flush_seconds: float = 0.05, fsync_seconds: float = 0.5,
+                 spill_max_bytes: int = 2 * 1024**3,
                  on_drop: Callable[[str, int], None] = lambda reason, n: None,
                  on_write: Callable[[int], None] = _nop,
                  on_spill: Callable[[int], None] = _nop,
@@ -72,7 +79,8 @@ class NatsWriter(RecordQueue):
         self._spill_dir = self.spill_root / stream
         self._spill = SegmentWriter(self._spill_dir, stream, bytes, queue_size=queue_size * 4,
                                     fsync_seconds=fsync_seconds, flush_seconds=0.01,
-                                    on_drop=self._drop)
+                                    max_total_bytes=spill_max_bytes, on_drop=self._drop)
+        self._probed_at = 0.0
         self._forwarded: dict[Path, Checkpoint] = {}
         self._spill_pending = False
         self._nc: Client | None = None
@@ -86,8 +94,10 @@ class NatsWriter(RecordQueue):
     # --- caller side: RecordQueue's (submit never blocks)
     @property
     def failing(self) -> bool:
-        """Neither path takes records: NATS is not acknowledging and the spill fails."""
-        return (self._spill_pending or not self.connected) and self._spill.failing
+        """Neither path takes records: NATS is not connected and the spill cannot be
+        written (probed every second while NATS is away) or its queue is full. While NATS is
+        connected it takes what the spill cannot."""
+        return not self.connected and (self._spill.failing or self._spill.room() == 0)
 
     @property
     def connected(self) -> bool:
@@ -121,6 +131,7 @@ class NatsWriter(RecordQueue):
                 self._in_hand += 1
                 batch.append(self._queue.popleft())
             try:
+                self._probe_spill()
                 await self._connect()
                 if batch:
                     await self._ship(self._lines(batch))
@@ -161,11 +172,19 @@ class NatsWriter(RecordQueue):
                 log.warning("NATS at %s unreachable (%r); records spill to %s",
                             self.spec.url, exc, self._spill_dir)
 
+    def _probe_spill(self) -> None:
+        """While NATS is away, whether the spill can take records, known before any is lost
+        on it (``failing``); once a second."""
+        now = time.monotonic()
+        if not self.connected and now - self._probed_at >= 1.0:
+            self._probed_at = now
+            self._spill.probe()
+
     async def _ship(self, lines: list[bytes]) -> None:
         if not lines:
             return
-        if self._spill_pending or not self.connected:
-            self._to_spill(lines)
+        if not self.connected or (self._spill_pending and not self._spill.failing):
+            self._to_spill(lines)  # behind a pending spill: the stream keeps their order
             return
         failed = await self._publish(lines)
         acked = len(lines) - len(failed)

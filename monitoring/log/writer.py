@@ -189,9 +189,9 @@ class SegmentWriter(RecordQueue):
         self._last_fsync = time.monotonic()
         self._broken_until = 0.0
         self._total_checked = 0.0
-        self._over_cap = False
+        self._total = 0  # the directory's bytes: measured once a second, plus what we wrote
         self.records_written = 0
-        self.failing = False  # the last write failed (unwritable or full): labels get a 503
+        self.failing = False  # the last write failed or reached the cap: labels get a 503
         self._thread = threading.Thread(target=self._run, name=f"log-{stream}", daemon=True)
         self._thread.start()
 
@@ -206,6 +206,34 @@ class SegmentWriter(RecordQueue):
         if len(self._queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def probe(self) -> bool:
+        """Could a record be written now? Makes the directory, writes and removes a small
+        file, and checks the size cap. Sets ``failing`` either way, so a caller that must know
+        before it takes a record (the NATS publisher's spill, for ``/feedback``) learns of a
+        broken directory before a record is lost on it, and of a mended one before any record
+        was risked on it."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{self.stream}"
+            with open(probe, "wb") as f:
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            probe.unlink()
+        except OSError:
+            self.failing = True
+            return False
+        self._total_checked = time.monotonic()
+        self._total = directory_bytes(self.directory)
+        self.failing = self._over_cap
+        if not self.failing:
+            self._broken_until = 0.0
+        return not self.failing
+
+    @property
+    def _over_cap(self) -> bool:
+        return self._total > self._max_total_bytes
 
     def close(self, timeout: float = 10.0) -> None:
         """Drain the queue, fsync, and close the segment as ``.jsonl`` (graceful shutdown)."""
@@ -251,7 +279,7 @@ class SegmentWriter(RecordQueue):
             return
         if now - self._total_checked >= 1.0:
             self._total_checked = now
-            self._over_cap = directory_bytes(self.directory) > self._max_total_bytes
+            self._total = directory_bytes(self.directory)
         if self._over_cap:
             self.failing = True
             self._drop("log_full", len(batch))
@@ -284,9 +312,10 @@ class SegmentWriter(RecordQueue):
                 self._file.write(b"".join(chunk))
                 self._file.flush()
                 self._written += size
+                self._total += size
                 self._dirty = True
                 done = i
-                self.failing = False
+                self.failing = self._over_cap  # at the cap: labels are refused from now on
                 self.records_written += len(chunk)
                 self._on_write(len(chunk))
                 if self._written >= self._segment_max_bytes:

@@ -49,12 +49,14 @@ from store import (
     Engine,
     StaleRevision,
     Transaction,
+    transaction,
 )
 from store.kpis import KpiStore
 from store.rollouts import RolloutStore, StaleRollout
 
 log = logging.getLogger("vigil.rollout")
 ACTOR = "system:rollout"
+SYSTEM = Actor(ACTOR)  # the controller deciding on its own
 OPERATOR_ATTEMPTS = 5  # an operator's command re-read after the controller wrote meanwhile
 
 
@@ -209,29 +211,29 @@ class Controller:
         self._commit(model, doc, revision, spec, state, action, d, now)
 
     def _save(self, model: str, doc: dict[str, Any], revision: int, now: float,
-              conn: Any = None) -> None:
+              tx: Transaction | None = None) -> None:
         """Write the document if the rollout is still at ``revision`` (else StaleRollout,
-        which rolls back whatever else ``conn``'s transaction did)."""
-        self.rollouts.save(model, doc, revision, now, conn)
+        which rolls back whatever else ``tx`` did)."""
+        self.rollouts.save(model, doc, revision, now, tx)
 
     def _commit(self, model: str, doc: dict[str, Any], revision: int, spec: Spec,
                 state: State, action: Action, current: Deployment, now: float,
-                actor: str = ACTOR, role: str | None = None) -> None:
+                by: Actor = SYSTEM) -> None:
         """Deployment change + audit + webhook event + rollout state, all or nothing: the
         rollout's compare-and-set comes first, so a stale one changes nothing."""
         doc["state"] = state.to_dict()
         kind, detail = f"rollout.{action.kind}", state.reason or f"step {state.step + 1}"
         edit = deployment_edit(spec, action, current)
-        with self.engine.begin() as conn:
-            self._save(model, doc, revision, now, conn)
+        with transaction(self.engine) as tx:
+            self._save(model, doc, revision, now, tx)
             if edit is not None:  # a compare-and-set on the revision ``current`` was read at
                 change_deployment(self.deployments, self.audit, model, edit,
-                                  Actor(actor, role), kind, current=current, detail=detail,
-                                  conn=conn)
+                                  by, kind, current=current, detail=detail, tx=tx)
             else:
                 self.audit.write(AuditRecord(
-                    actor=actor, role=role, action=kind, target=f"deployments/{model}",
-                    outcome="ok", before=current.to_public(), detail=detail), conn)
+                    actor=by.name, role=by.role, action=kind, target=f"deployments/{model}",
+                    outcome="ok", before=current.to_public(), request_id=by.request_id,
+                    detail=detail), tx)
             if action.event is not None:
                 event_id = f"{action.event}-{model}-{spec.candidate}-{int(now * 1000)}"
                 ev = {"type": action.event, "timestamp": iso(now), "data": {
@@ -239,7 +241,7 @@ class Controller:
                     "status": state.status, "step": state.step + 1,
                     "weight": spec.steps[state.step], "reason": state.reason,
                     "analysis": doc.get("analysis"), "gateway": self.base_url}}
-                enqueue(Transaction(conn), ev, event_id, self.targets, now, model, action.kind)
+                enqueue(tx, ev, event_id, self.targets, now, model, action.kind)
         if self.on_transition is not None:
             self.on_transition(model, action.kind, state)
 
@@ -263,7 +265,7 @@ def deployment_edit(spec: Spec, action: Action, current: Deployment) -> Edit | N
     return None
 
 
-def start(engine: Engine, model: str, spec: Spec, actor: str, role: str,
+def start(engine: Engine, model: str, spec: Spec, by: Actor,
           now: float | None = None, *, cards: CardOf | None = None,
           loader: Loader | None = None) -> dict[str, Any]:
     """Begin a rollout: the candidate becomes the canary at the first step's weight. The
@@ -281,16 +283,15 @@ def start(engine: Engine, model: str, spec: Spec, actor: str, role: str,
         cards=cards, loader=loader, field_of=lambda d, v: "candidate")
     state = State(status="running", step=0, step_started_at=now)
     doc = {"spec": spec.to_dict(), "state": state.to_dict(), "started_at": now,
-           "started_by": actor}
-    with engine.begin() as conn:
-        previous = rollouts.get(model, conn)
+           "started_by": by.name}
+    with transaction(engine) as tx:
+        previous = rollouts.get(model, tx)
         if previous and State.from_dict(previous.doc["state"]).status in ("running", "paused"):
             raise StateConflict("model", "a rollout is already running or paused; abort it "
                                          "first")
-        commit_change(deployments, AuditLog(engine), change, Actor(actor, role),
-                      "rollout.start", detail=f"{spec.candidate} at {spec.steps[0]:.0%}",
-                      conn=conn)
-        rollouts.begin(model, doc, now, previous, conn)
+        commit_change(deployments, AuditLog(engine), change, by, "rollout.start",
+                      detail=f"{spec.candidate} at {spec.steps[0]:.0%}", tx=tx)
+        rollouts.begin(model, doc, now, previous, tx)
     return doc
 
 
@@ -299,7 +300,7 @@ def read(engine: Engine, model: str) -> dict[str, Any] | None:
     return found.doc if found else None
 
 
-def operate(controller: Controller, model: str, command: str, actor: str, role: str,
+def operate(controller: Controller, model: str, command: str, by: Actor,
             now: float | None = None) -> dict[str, Any]:
     """pause | resume | abort | advance, by an operator. When the controller wrote the
     rollout between our read and our write, the command is decided again on what it wrote
@@ -307,14 +308,14 @@ def operate(controller: Controller, model: str, command: str, actor: str, role: 
     now = time.time() if now is None else now
     for attempt in range(OPERATOR_ATTEMPTS):
         try:
-            return _operate_once(controller, model, command, actor, role, now)
+            return _operate_once(controller, model, command, by, now)
         except StaleRollout:
             if attempt == OPERATOR_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _operate_once(controller: Controller, model: str, command: str, actor: str, role: str,
+def _operate_once(controller: Controller, model: str, command: str, by: Actor,
                   now: float) -> dict[str, Any]:
     found = controller.rollouts.get(model)
     if found is None:
@@ -325,7 +326,7 @@ def _operate_once(controller: Controller, model: str, command: str, actor: str, 
     if command == "pause":
         if state.status != "running":
             raise StateConflict("status", f"the rollout is {state.status}, not running")
-        state.status, state.reason = "paused", f"paused by {actor}"
+        state.status, state.reason = "paused", f"paused by {by.name}"
         action = Action("pause", None, "vigil.rollout.paused")
     elif command == "resume":
         if state.status != "paused":
@@ -336,7 +337,7 @@ def _operate_once(controller: Controller, model: str, command: str, actor: str, 
     elif command == "abort":
         if state.status not in ("running", "paused"):
             raise StateConflict("status", f"the rollout is {state.status}")
-        state.status, state.reason = "aborted", f"aborted by {actor}"
+        state.status, state.reason = "aborted", f"aborted by {by.name}"
         action = Action("abort", 0.0, "vigil.rollout.aborted")
     elif command == "advance":
         if state.status not in ("running", "paused"):
@@ -344,9 +345,9 @@ def _operate_once(controller: Controller, model: str, command: str, actor: str, 
         state.status = "running"
         action = advance(spec, state, now)
         doc.pop("baseline", None)
-        state.reason = state.reason or f"advanced by {actor}"
+        state.reason = state.reason or f"advanced by {by.name}"
     else:
         raise ValueError(f"unknown rollout command {command!r}")  # the route allows only four
     controller._commit(model, doc, revision, spec, state, action, current, now,  # noqa: SLF001
-                       actor, role)
+                       by)
     return read(controller.engine, model) or doc

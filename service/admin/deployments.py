@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from control.deployments import Actor, change_deployment
+from control.deployments import change_deployment
 from models.deployment import HEADER_RE, Deployment, apply_patch, promoted, rolled_back
 from models.errors import VigilError
 from service.admin.deps import (
@@ -18,6 +18,7 @@ from service.admin.deps import (
     NAME,
     IfMatch,
     ModelName,
+    actor_of,
     audit,
     ctx_of,
     expected_revision,
@@ -26,7 +27,6 @@ from service.admin.deps import (
 )
 from service.auth import Principal
 from service.context import WorkerContext
-from service.front import request_id
 from service.httperrors import JSONBody, error_responses
 
 router = APIRouter()
@@ -58,10 +58,9 @@ def change(ctx: WorkerContext, principal: Principal, request: Request, model: st
            expected: int | None) -> Deployment:
     """The deployment use case; this worker then serves the new revision at once (the others
     on their next poll). Its domain errors go out as they are (service.httperrors)."""
-    by = Actor(principal.name, principal.role, request_id(request.headers))
     done = change_deployment(
-        ctx.deployments, ctx.audit, model, edit, by, action, expected=expected,
-        cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
+        ctx.deployments, ctx.audit, model, edit, actor_of(request, principal), action,
+        expected=expected, cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
     ctx.live.refresh()
     ctx.publish_gauges()
     return done.after

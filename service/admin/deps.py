@@ -1,6 +1,6 @@
 """What every admin router shares: the worker context, the bearer-token dependency (which
 audits a denial and refuses unknown query parameters), the audit row of a request, JSON
-bodies, If-Match, and the annotated path parameters."""
+bodies, If-Match, the actor of a change, and the annotated path parameters."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import orjson
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from control.deployments import Actor
 from models.errors import InvalidInput, StaleRevision, VigilError
 from models.registry import NAME_PATTERN
 from service.auth import Principal
 from service.context import WorkerContext, current_context
 from service.errors import PayloadTooLarge, PreconditionRequired
 from service.front import request_id
-from store import AuditRecord
+from store import AuditRecord, Transaction
 
 bearer = HTTPBearer(auto_error=False, description="A Vigil token; roles: client < feedback "
                     "< viewer < operator < admin.")
@@ -36,6 +37,12 @@ def ctx_of(request: Request) -> WorkerContext:
     after the apps are mounted)."""
     ctx: WorkerContext | None = request.app.state.ctx
     return ctx if ctx is not None else current_context()
+
+
+def actor_of(request: Request, principal: Principal) -> Actor:
+    """Who acts, as the audit row names them: the token's name and role, and the request's
+    id (the client's ``X-Request-ID`` when it gave a safe one)."""
+    return Actor(principal.name, principal.role, request_id(request.headers))
 
 
 def require(role: str, action: str) -> Callable[..., Any]:
@@ -85,12 +92,12 @@ def query_names(dependant: Any) -> set[str]:
 
 def audit(ctx: WorkerContext, principal: Principal, request: Request, action: str,
           target: str, outcome: str = "ok", *, before: Any = None, after: Any = None,
-          detail: str | None = None, conn: Any = None) -> None:
-    """The audit row of an admin request (inside ``conn``'s transaction when given)."""
+          detail: str | None = None, tx: Transaction | None = None) -> None:
+    """The audit row of an admin request (inside ``tx`` when given)."""
     ctx.audit.write(AuditRecord(actor=principal.name, role=principal.role, action=action,
                                 target=target, outcome=outcome, before=before, after=after,
                                 request_id=request_id(request.headers), detail=detail),
-                    conn)
+                    tx)
 
 
 async def json_body(request: Request, what: str, limit: int = 64 * 1024) -> Any:

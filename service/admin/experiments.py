@@ -22,6 +22,7 @@ from service.admin.deps import (
     AUTH_ERRORS,
     NAME,
     ModelName,
+    actor_of,
     changed_meanwhile,
     ctx_of,
     json_body,
@@ -125,7 +126,7 @@ async def start(request: Request, model: ModelName,
     def begin() -> dict[str, Any]:
         with changed_meanwhile():
             doc = start_experiment(ctx.engine, model, spec, kpi.kind, kpi.better,
-                                   principal.name, principal.role,
+                                   actor_of(request, principal),
                                    cards=lambda m, v: ctx.registry.get(m, v).card,
                                    loader=ctx.live,
                                    kpi_better={k: d.better for k, d in declared.items()})
@@ -156,7 +157,7 @@ async def stop(request: Request, model: ModelName,
     def run() -> dict[str, Any]:
         controller = ExperimentController(ctx.engine, targets_of(ctx),
                                           ctx.settings.server.base_url)
-        doc = stop_experiment(controller, model, principal.name, principal.role)
+        doc = stop_experiment(controller, model, actor_of(request, principal))
         ctx.live.refresh()
         return doc
     return await asyncio.to_thread(run)

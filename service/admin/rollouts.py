@@ -30,6 +30,7 @@ from service.admin.deps import (
     AUTH_ERRORS,
     NAME,
     ModelName,
+    actor_of,
     changed,
     changed_meanwhile,
     ctx_of,
@@ -146,7 +147,7 @@ async def start_rollout(request: Request, model: ModelName,
     def begin() -> dict[str, Any]:
         with changed_meanwhile():
             doc = start_rollout_in_store(
-                ctx.engine, model, spec, principal.name, principal.role,
+                ctx.engine, model, spec, actor_of(request, principal),
                 cards=lambda m, v: ctx.registry.get(m, v).card, loader=ctx.live)
         ctx.live.refresh()
         return doc
@@ -174,8 +175,8 @@ async def operate_rollout(request: Request, model: ModelName,
 
     def run() -> dict[str, Any]:
         with rollout_errors(model):
-            doc = operate_rollout_in_store(controller(ctx), model, command, principal.name,
-                                           principal.role)
+            doc = operate_rollout_in_store(controller(ctx), model, command,
+                                           actor_of(request, principal))
         ctx.live.refresh()
         return doc
     return await asyncio.to_thread(run)

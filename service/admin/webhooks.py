@@ -54,7 +54,7 @@ async def retrain(request: Request, model: ModelName, principal: Annotated[
         with transaction(ctx.engine) as tx:
             enqueue(tx, ev, event_id, targets, now, model, "manual")
             audit(ctx, principal, request, "models.retrain", f"models/{model}",
-                  after={"event_id": event_id}, conn=tx.connection)
+                  after={"event_id": event_id}, tx=tx)
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "model": model, "champion_version": d.champion,
                      "targets": [t.name for t in targets if t.matches(ev["type"], model)]},
@@ -107,6 +107,6 @@ async def test_target(request: Request, target: str, principal: Annotated[
         with transaction(ctx.engine) as tx:
             enqueue(tx, ev, event_id, targets, now, None, "test", only=target)
             audit(ctx, principal, request, "webhooks.test", f"webhooks/{target}",
-                  after={"event_id": event_id}, conn=tx.connection)
+                  after={"event_id": event_id}, tx=tx)
     await asyncio.to_thread(write)
     return JSONBody({"event_id": event_id, "target": target}, status_code=202)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import EXIT_INVALID, err, out
+from service.cli.common import EXIT_INVALID, EXIT_UNREACHABLE, err, out
 
 logs_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
@@ -30,8 +30,10 @@ def logs_export(
         since: Annotated[str | None, typer.Option(help="24h, 30m, 7d or ISO 8601")] = None,
         log_dir: Annotated[Path | None, typer.Option(help="default: $VIGIL_DATA_DIR/log")] =
         None) -> None:
-    """Write prediction records to Parquet, one row per predicted row (reads the local log)."""
-    from monitoring.log.export import export_parquet, parse_since
+    """Write prediction records to Parquet, one row per predicted row (reads the local log;
+    on log.backend: nats, the model's partition of the stream and the spills not forwarded)."""
+    from monitoring.log.export import export_parquet, nats_records, parse_since, write_parquet
+    from service.cluster import stream_spec
     from service.settings import load_settings, problems
 
     try:
@@ -46,8 +48,18 @@ def logs_export(
     except ValueError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    n = export_parquet(directory, out_path, model=model, since=start,
-                       keys=settings.log.encryption.keys())
+    if settings.log.backend == "nats":
+        try:
+            n = write_parquet(nats_records(stream_spec(settings), directory / "spill",
+                                           model=model, since=start),
+                              out_path, model=model, since=start)
+        except Exception as exc:  # NATS away, or the stream missing: say which
+            err.print(f"[red]error[/red] reading stream {settings.log.nats.stream} at "
+                      f"{settings.log.nats.url}: {exc!r}")
+            raise typer.Exit(EXIT_UNREACHABLE) from None
+    else:
+        n = export_parquet(directory, out_path, model=model, since=start,
+                           keys=settings.log.encryption.keys())
     out.print(f"wrote {n} rows to {out_path}")
 
 

@@ -5,6 +5,7 @@ A top-level command: ``commands`` has no name and the root merges it (``add_type
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import typer
@@ -27,10 +28,12 @@ def status(ctx: typer.Context,
         pending = call(c, "GET", "/admin/webhooks/deliveries",
                        params={"status": "pending", "limit": 1000}).json()["items"]
         rows = []
+        monitor: dict[str, Any] = {}
         for d in deployments:
             m = d["model"]
             stats = call(c, "GET", f"/admin/models/{m}/stats").json()
             drift = call(c, "GET", f"/admin/drift/{m}").json()
+            monitor = stats["monitor"]
             champ = stats["versions"].get(d["champion"]["version"], {}).get("champion", {})
             quality = champ.get("quality", {}).get("window", {})
             rows.append({
@@ -54,8 +57,24 @@ def status(ctx: typer.Context,
             waiting = sum(r["webhooks_pending"] for r in rows)
             if waiting:
                 out.print(f"[yellow]{waiting} retraining webhook(s) pending[/yellow]")
-        emit(c, {"models": rows}, human)
+            for line in replica_lines(monitor, time.time()):
+                out.print(line, highlight=False)
+        emit(c, {"models": rows, **({"monitor_replicas": monitor["replicas"]}
+                                    if "replicas" in monitor else {})}, human)
     run(body)
+
+
+def replica_lines(monitor: dict[str, Any], now: float) -> list[str]:
+    """With several replicas, each one's Monitor: its lag and how long ago it last ticked
+    (a stale one flagged); nothing on one machine."""
+    lines = []
+    for r in monitor.get("replicas", []):
+        ago = now - (r.get("updated_at") or 0.0)
+        lines.append(f"Monitor {r['replica']}: lag {r.get('lag_events') or 0} events, "
+                     f"{r.get('lag_seconds') or 0.0:.1f} s; last tick {ago:.1f} s ago"
+                     + (" [red](stale: left out of the merged lag)[/red]"
+                        if r.get("stale") else ""))
+    return lines
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
