@@ -23,6 +23,7 @@ module that maps a class to a status and renders the envelope ``{error, field, r
     ├── StaleRevision                a compare-and-set lost: the deployment moved meanwhile
     ├── InferenceFailed              the model raised on this input
     └── Unavailable                  overloaded, draining or not ready; retry after a while
+        └── ArtifactUnavailable      a version's shared copy cannot be fetched to this replica
 
 The HTTP-only leaves (Unauthorized, Forbidden, PayloadTooLarge, HeadersTooLarge,
 PreconditionRequired) live in ``service.errors`` under the same root.
@@ -169,3 +170,16 @@ class Unavailable(VigilError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message=message)
         self.retry_after = retry_after
+
+
+class ArtifactUnavailable(Unavailable):
+    """A version this replica must serve cannot be fetched from the shared store: no row, a
+    part whose SHA-256 differs, or the store unreachable. Retried on a later poll."""
+
+    def __init__(self, model: str, version: str, reason: str) -> None:
+        super().__init__(f"version '{version}' of '{model}' cannot be fetched: {reason}",
+                         retry_after=5)
+        self.field = "version"
+        self.reason = reason
+        self.model = model
+        self.version = version

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +34,8 @@ NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$"
 NAME_RE = re.compile(NAME_PATTERN)
 SMOKE_ROWS = 64
 MIN_REFERENCE_ROWS = 2
+# a version's files: everything a replica needs to serve it without recomputing anything
+PARTS = ("model.onnx", "card.json", "reference.parquet", "profile.json")
 
 
 def check_name(field: str, value: str) -> None:
@@ -82,6 +85,12 @@ class ModelVersion:
     path: Path
     onnx_sha256: str
     created_at: str
+    digest: str = ""  # of the registered content (``_digest``): equal bytes, equal digest
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Each part's file in the local model store."""
+        return {part: self.path / part for part in PARTS}
 
     @property
     def name(self) -> str:
@@ -192,7 +201,49 @@ class Registry:
         card = parse_card(json.loads((root / "card.json").read_text()))
         return ModelVersion(card=card, path=root,
                             onnx_sha256=str(found.info.metadata.get("onnx_sha256", "")),
-                            created_at=found.info.creation_time.isoformat())
+                            created_at=found.info.creation_time.isoformat(),
+                            digest=str(found.info.labels.get("vigil.digest", "")))
+
+    def ensure(self, name: str, version: str) -> None:
+        """Make ``name:version`` available to this process before it is loaded: here it
+        must be registered in it (``UnknownModel`` otherwise); ``service.artifacts`` pulls
+        it from the shared store."""
+        self.get(name, version)
+
+    def has(self, name: str, version: str) -> bool:
+        found = self._find(name, version)
+        return found is not None and found.info.module == "vigil.models"
+
+    def install(self, name: str, version: str, source: Path, digest: str) -> ModelVersion:
+        """Put a version fetched from elsewhere (``source`` holds its ``PARTS``, already
+        checked against their SHA-256) into this process's model store, as ``register``
+        would have: same files, labels and metadata. Its card must name it. Installing what
+        another process installed meanwhile is a no-op; other content is a conflict."""
+        import bentoml
+
+        card = parse_card(json.loads((source / "card.json").read_text()))
+        if (card.name, card.version) != (name, version):
+            raise ArtifactInvalid("card", f"names {card.name}:{card.version}, "
+                                  f"not {name}:{version}")
+        onnx_sha = hashlib.sha256((source / "model.onnx").read_bytes()).hexdigest()
+        with self._lock:
+            try:
+                if self._find(name, version) is None:
+                    with bentoml.models.create(
+                        f"{name}:{version}", labels={"vigil.digest": digest,
+                                                     "vigil.task": card.task},
+                        metadata={"onnx_sha256": onnx_sha, "task": card.task},
+                        module="vigil.models",
+                    ) as model:
+                        for part in PARTS:
+                            shutil.copyfile(source / part, Path(model.path) / part)
+            except bentoml.exceptions.BentoMLException:
+                pass  # another worker of this replica installed it meanwhile: checked below
+        installed = self.get(name, version)
+        if installed.digest != digest:
+            raise VersionConflict("version", f"{name}:{version} is already in this "
+                                  "replica's model store with other content")
+        return installed
 
     def list(self) -> dict[str, list[str]]:
         """Every registered model and its versions, oldest first."""

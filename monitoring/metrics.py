@@ -109,6 +109,14 @@ class GatewayMetrics:
         self.canary_weight = Gauge(
             "vigil_canary_weight_ratio", "Share of traffic routed to the canary.",
             ["model", "version"], multiprocess_mode="livemax", **kw)
+        self.artifact_fetch_failures = Counter(
+            "vigil_artifact_fetch_failures_total", "Pulls of a version from the shared store "
+            "that failed (no shared copy, a SHA-256 mismatch, the store unreachable); the "
+            "worker keeps its deployment and tries again.", ["model", "version"], **kw)
+        self.deployment_behind = Gauge(
+            "vigil_deployment_behind", "1 while a worker of this replica serves another "
+            "revision of the model's deployment than the stored one (or none): a pull or a "
+            "load failed; readiness says why.", ["model"], multiprocess_mode="livemax", **kw)
 
 
 class MonitorMetrics:
@@ -140,6 +148,10 @@ class MonitorMetrics:
         self.partition_lag = Gauge(
             "vigil_monitor_partition_lag_events", "Records of a held partition not yet "
             "consumed.", ["partition"], multiprocess_mode="livemax", **kw)
+        self.partition_lag_seconds = Gauge(
+            "vigil_monitor_partition_lag_seconds", "Age of the oldest record of a held "
+            "partition not yet consumed (0 when caught up).", ["partition"],
+            multiprocess_mode="livemax", **kw)
         self.fenced_commits = Counter(
             "vigil_monitor_fenced_commits_total", "Monitor commits refused because the "
             "partition's lease had moved to another owner (the Monitor stepped down).", **kw)

@@ -1,5 +1,6 @@
-"""Once per server start, before workers: migrate the store and, into an empty store,
-register the demo models and their deployment."""
+"""Once per server start, before workers: migrate the store, into an empty store register
+the demo models and their deployment, and share every version of this replica's model store
+that the store does not hold yet (``service.artifacts``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from models.registry import Registry
 from monitoring.log.frames import LogKeyError
 from monitoring.log.reader import LocalEventLog
 from monitoring.retrain.webhooks import targets_from_config
+from service.artifacts import build_registry
 from service.settings import Settings
 from store import DeploymentStore, make_engine, migrate
 
@@ -44,16 +46,29 @@ def bootstrap(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
     migrate(engine)
+    registry = build_registry(settings, engine)
     store = DeploymentStore(engine)
-    if not settings.server.demo or store.revisions():
-        engine.dispose()
-        return
-    registry = Registry()
+    if settings.server.demo and not store.revisions():
+        seed_demo(registry, store)
+    shared = registry.share_local()
+    if shared:
+        log.info("shared %d local versions in the store: %s", len(shared), ", ".join(shared))
+    engine.dispose()
+
+
+def seed_demo(registry: Registry, store: DeploymentStore) -> None:
+    """The demo versions and deployments. Replicas started together may all find the store
+    empty: the same bytes register as a no-op, and a deployment another replica created
+    meanwhile is left as it is."""
     for model_dir in sorted(DEMO.iterdir()):
         for version_dir in sorted(model_dir.iterdir()):
             register_dir(registry, version_dir)
-    store.create(Deployment(model="breast_cancer", champion="v1", canary=Canary("v2", 0.1),
-                            shadows=(Shadow("v3", 1.0),)))
-    store.create(Deployment(model="diabetes", champion="v1"))
+    for deployment in (Deployment(model="breast_cancer", champion="v1",
+                                  canary=Canary("v2", 0.1), shadows=(Shadow("v3", 1.0),)),
+                       Deployment(model="diabetes", champion="v1")):
+        try:
+            store.create(deployment)
+        except Exception:  # the store's own error for a duplicate key: is it one?
+            if deployment.model not in store.revisions():
+                raise
     log.info("registered the demo models and deployments")
-    engine.dispose()

@@ -92,17 +92,17 @@ class ClusterMember:
             self._expired_at = now
             self.event_ids.expire(before=now - loop.index_retention_seconds)
         self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)
+        lag = held_lag(self.log.lag, set(self.owner.held), now)
         with transaction(self.engine) as tx:
-            for p, (events, oldest) in self.log.lag.items():
-                if p in self.owner.held:
-                    self.state.put_document(tx, partition_doc(p), {
-                        "lag_events": events,
-                        "lag_seconds": max(0.0, now - oldest) if oldest else 0.0}, now)
+            for p, (events, seconds) in lag.items():
+                self.state.put_document(tx, partition_doc(p), {
+                    "lag_events": events, "lag_seconds": seconds}, now)
         if self.metrics is not None:
             for p in range(self.owner.partitions):
+                events, seconds = lag.get(p, (0, 0.0))
                 self.metrics.partition_owned.labels(str(p)).set(int(p in self.owner.held))
-                self.metrics.partition_lag.labels(str(p)).set(
-                    self.log.lag.get(p, (0, None))[0] if p in self.owner.held else 0)
+                self.metrics.partition_lag.labels(str(p)).set(events)
+                self.metrics.partition_lag_seconds.labels(str(p)).set(seconds)
 
     def _live(self) -> int:
         """Replicas whose Monitor was seen within a lease, this one included."""
@@ -115,12 +115,25 @@ class ClusterMember:
             self.metrics.fenced_commits.inc()
 
     def stop(self) -> None:
-        """A graceful stop: the leases go at once, so another replica takes over a tick
-        later instead of a lease later."""
+        """A graceful stop: this replica leaves the live ones and its leases go at once, so
+        the others take its partitions a tick later instead of a lease later."""
         try:
+            self.replicas.left(self.replica)
             self.owner.release()
         finally:
             self.log.close()
+
+
+def held_lag(lag: dict[int, tuple[int, float | None]], held: set[int],
+             now: float) -> dict[int, tuple[int, float]]:
+    """Each held partition's lag as ``(events, seconds)``: the records not yet consumed and
+    the age of the oldest of them (0 when there is none, or its time was unreadable).
+
+    >>> held_lag({0: (3, 100.0), 1: (0, None), 2: (5, 90.0)}, {0, 1}, now=130.0)
+    {0: (3, 30.0), 1: (0, 0.0)}
+    """
+    return {p: (events, max(0.0, now - oldest) if events and oldest else 0.0)
+            for p, (events, oldest) in lag.items() if p in held}
 
 
 def partition_doc(partition: int) -> str:

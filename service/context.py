@@ -11,12 +11,13 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException
 
-from models.registry import Registry
+from models.errors import Unavailable
 from monitoring.log.events import EventSink, InMemoryStatsSink
 from monitoring.log.pii import Redactor
 from monitoring.log.sink import LogSink, Renderer
 from monitoring.log.writer import SegmentWriter
 from monitoring.metrics import GatewayMetrics
+from service.artifacts import SharedRegistry, build_registry
 from service.auth import Authenticator
 from service.cluster import nats_writer
 from service.front import FrontDoor
@@ -30,7 +31,7 @@ from store import AuditLog, DeploymentStore, Engine, make_engine
 class WorkerContext:
     settings: Settings
     engine: Engine
-    registry: Registry
+    registry: SharedRegistry
     deployments: DeploymentStore
     audit: AuditLog
     live: LiveDeployments
@@ -42,6 +43,17 @@ class WorkerContext:
     log: LogSink | None = None
     draining: bool = False  # SIGTERM arrived: readiness answers 503 (service.drain)
     _published: dict[str, set[Any]] = field(default_factory=dict)
+
+    def readiness(self) -> Unavailable | None:
+        """Why this worker is not ready, or None: it serves everything the deployments name
+        (with no deployment at all, too: the first model must be registrable through a load
+        balancer that waits for readiness) and is not draining."""
+        if self.draining:
+            return Unavailable("draining: this worker is shutting down")
+        reasons = self.live.unready()
+        if reasons:
+            return Unavailable("not ready: " + "; ".join(reasons), retry_after=5)
+        return None
 
     def publish_gauges(self) -> None:
         """Deployment-shaped gauges; called when a revision moves. A label set this worker no
@@ -85,6 +97,8 @@ class WorkerContext:
             return
         if self.log is not None:
             m.log_queue.set(self.log.writer.queue_depth)
+        for model, behind in self.live.behind().items():
+            m.deployment_behind.labels(model).set(1 if behind else 0)
 
 
 def log_redactor(settings: Settings) -> Redactor:
@@ -128,9 +142,10 @@ def build_context(settings: Settings, metrics: GatewayMetrics | None = None,
                   worker: str | None = None) -> WorkerContext:
     """``worker`` names this process's log stream; None keeps events in memory only."""
     engine = make_engine(settings.store_url, settings.store.busy_timeout_seconds)
-    registry = Registry()
+    registry = build_registry(settings, engine, metrics)
     deployments = DeploymentStore(engine)
-    live = LiveDeployments(deployments, registry)
+    live = LiveDeployments(deployments, registry,
+                           retry_seconds=settings.store.deployment_poll_seconds)
     log_sink = build_log(settings, worker, metrics) if worker and settings.log.enabled else None
     sink: EventSink = log_sink if log_sink is not None else InMemoryStatsSink()
     predictor = Predictor(sink, metrics)

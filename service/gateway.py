@@ -20,6 +20,7 @@ from _bentoml_sdk.io_models import IODescriptor
 from bentoml._internal.context import server_context
 from fastapi import FastAPI
 from pydantic import Field
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -176,7 +177,14 @@ class Gateway:
             await asyncio.to_thread(self.ctx.log.close)
 
     def __is_ready__(self) -> bool:
-        return not self.ctx.draining and bool(self.ctx.live.models())
+        """``/readyz``: ready as ``/v2/health/ready`` is (``WorkerContext.readiness``). On
+        False BentoML answers a fixed sentence; the HTTPException raised instead is rendered
+        with its detail (plain text), so the probe names the model, version and why."""
+        problem = self.ctx.readiness()
+        if problem is None:
+            return True
+        raise HTTPException(503, detail=problem.message,
+                            headers={"Retry-After": str(problem.retry_after)})
 
     @staticmethod
     def _respond(ctx: bentoml.Context, response: Response) -> Any:

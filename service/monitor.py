@@ -33,6 +33,7 @@ from monitoring.retrain.webhooks import Dispatcher, Outcome, Target, targets_fro
 from monitoring.rollout.controller import Controller
 from monitoring.shadows.lanes import ShadowPool
 from monitoring.shadows.mirror import ShadowMirror
+from service.artifacts import build_registry, fetch_failures
 from service.cluster import ClusterMember
 from service.context import build_log
 from service.drain import delay_sigterm, exit_with_parent
@@ -197,7 +198,7 @@ class Monitor:
         self.settings = read_settings()
         self.engine = make_engine(self.settings.store_url,
                                   self.settings.store.busy_timeout_seconds)
-        self.registry = Registry()
+        self.registry = build_registry(self.settings, self.engine)
         self.loop: MonitorLoop | None = None
         self.drift: DriftTracker | None = None
         self.controller: Controller | None = None
@@ -216,6 +217,7 @@ class Monitor:
         # the shadows' series and the log's, as the Gateway workers name them
         self.gateway_metrics = GatewayMetrics(
             latency_objective_seconds=self.settings.server.latency_objective_seconds)
+        self.registry.on_fetch_failure = fetch_failures(self.gateway_metrics)
         built = build_mirror(self.settings, self.registry, self.gateway_metrics)
         self.mirror, self.shadow_log = built if built is not None else (None, None)
         self._stopping = asyncio.Event()

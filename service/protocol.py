@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
-from models.errors import InvalidInput, Unavailable
+from models.errors import InvalidInput
 from models.inputs import decode_records, decode_rows
 from models.registry import NAME_PATTERN
 from service.context import WorkerContext, current_context
@@ -197,16 +197,20 @@ async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/v2/health/ready", summary="Server readiness: every model loaded",
+@router.get("/v2/health/ready",
+            summary="Server readiness: serves everything its deployments name",
+            description="200 when this worker serves the stored revision of every model's "
+            "deployment, and when there is no deployment yet (so the first model can be "
+            "registered through a load balancer that waits for readiness). 503 with "
+            "Retry-After while draining, or naming each model and version it does not serve "
+            "and why: still loading, its artifact could not be fetched from the shared store "
+            "(it keeps serving the previous revision and tries again), or it failed to load. "
+            "`/readyz` answers the same, as plain text.",
             tags=["Open Inference Protocol"], response_class=Response,
             responses={200: {"description": "ready"}, **error_responses(503)})
 async def ready(request: Request) -> Response:
-    ctx = ctx_of(request)
-    if ctx.draining:
-        return error_response(Unavailable("draining: this worker is shutting down"))
-    if not ctx.live.models():
-        return error_response(Unavailable("no model is loaded yet", retry_after=1))
-    return Response(status_code=200)
+    problem = ctx_of(request).readiness()
+    return Response(status_code=200) if problem is None else error_response(problem)
 
 
 @router.get("/v2", summary="Server metadata", tags=["Open Inference Protocol"])

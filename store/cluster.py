@@ -119,6 +119,13 @@ class ReplicaStore:
                                                                "last_seen"),
                      [(replica, url, monitor_pid, now)])
 
+    def left(self, replica: str) -> None:
+        """A graceful stop: the replica is no longer one of the live Monitors, so the others'
+        share grows and they take its released leases at their next tick."""
+        with transaction(self.engine) as tx:
+            tx.connection.execute(cluster_replicas.delete().where(
+                cluster_replicas.c.id == replica))
+
     def all(self) -> list[Replica]:
         with reading(self.engine) as tx:
             rows = tx.connection.execute(sa.select(cluster_replicas).order_by(

@@ -80,10 +80,19 @@ def put_rows(conn: sa.Connection, table: sa.Table, key: Sequence[str],
     insert_rows(conn, table, [*key, *columns], missing)
 
 
+# pg_advisory_xact_lock's key for migrations: any fixed 64-bit number ("VIGILMIG")
+MIGRATION_LOCK = 0x564947494C4D4947
+
+
 def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent). On PostgreSQL one process at
+    a time: replicas started together on an empty database would each create the tables,
+    and all but one fail to start; the others wait here and find the schema at head."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                         {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

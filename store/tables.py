@@ -286,3 +286,26 @@ log_event_ids = sa.Table(  # ids the Monitor counted from a partitioned log
     sa.Column("at", sa.Float, nullable=False),
     sa.Index("ix_log_event_ids_at", "at"),
 )
+
+# --- shared artifacts: every registered version's files, so any replica can serve it
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),  # the registry's content digest
+    sa.Column("parts", sa.Text, nullable=False),  # JSON: {file: {"sha256", "size"}}
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("replica", sa.String(128), nullable=False),  # where it was registered
+)
+
+model_artifact_chunks = sa.Table(  # each part's bytes, in order, a few MiB a row
+    "model_artifact_chunks",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.String(63), primary_key=True),
+    sa.Column("part", sa.String(32), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)

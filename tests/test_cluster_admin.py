@@ -9,23 +9,25 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+from monitoring.log.events import PredictionEvent
 from monitoring.log.jetstream import connect
 from monitoring.log.publisher import NatsWriter
-from monitoring.log.sink import render
+from monitoring.log.sink import LogSink, render
 from monitoring.metrics import MonitorMetrics
 from monitoring.monitor import Monitor
 from service.admin.app import create_app
-from service.cluster import ClusterMember, stream_spec
+from service.cluster import ClusterMember, cluster_view, stream_spec
 from service.context import build_context
 from service.settings import load_settings
 from store import make_engine, migrate
 from tests.natsd import machine_nats
-from tests.test_cluster_monitor import MODELS, counts, expected, publish
+from tests.test_cluster_monitor import MODELS, counts, expected, publish, wait_for
 
 TOKEN = "cluster-viewer"
 
@@ -82,6 +84,112 @@ def test_cluster_view_names_replicas_leases_and_lag(tmp_path: Path) -> None:
              for s in m.samples}
     assert owned == {"0": 1.0, "1": 1.0, "2": 1.0}
     assert len(MODELS) == 4
+
+
+class OneStep(Monitor):
+    """A Monitor whose tick stops after one step, so a backlog stays for the next one."""
+
+    def tick(self, budget_seconds: float = 0.0) -> Any:
+        return super().tick(0.0)
+
+
+def gauge(metric: Any) -> dict[str, float]:
+    return {s.labels["partition"]: s.value for m in metric.collect() for s in m.samples}
+
+
+def test_partition_lag_in_events_and_seconds(tmp_path: Path) -> None:
+    """Records 300 s old, read in batches of 20, one per tick: each held partition's lag, in
+    events and in the age of its oldest unread record, in the metrics and in
+    ``GET /admin/cluster`` alike."""
+    machine_nats()
+    stream = "T" + uuid.uuid4().hex[:12].upper()
+    settings = load_settings(data_dir=tmp_path, log={
+        "backend": "nats", "partitions": 3, "nats": {"stream": stream, "lease_seconds": 30}})
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    metrics = MonitorMetrics(CollectorRegistry())
+    member = ClusterMember(settings, engine, metrics)
+    loop = OneStep(engine, member.log, class_labels_of=lambda m, v: None, batch_events=20)
+    loop.load()
+    writer = NatsWriter(stream_spec(settings), tmp_path / "spill", f"gw-1-{time.time_ns()}",
+                        render)
+    born = time.time() - 300
+    try:
+        sink = LogSink(writer)
+        for i in range(90):
+            sink.emit(PredictionEvent(request_id=f"old{i}", model=MODELS[i % len(MODELS)],
+                                      version="v1", variant="champion", time=born + i / 100,
+                                      rows=1, latency_seconds=0.001, status="ok",
+                                      outputs=[{"value": 1.0}]))
+        wait_for(lambda: not writer.unwritten and not writer.spill_pending, what="published")
+        before = time.time()
+        member.tick(loop)
+        events, seconds = gauge(metrics.partition_lag), gauge(metrics.partition_lag_seconds)
+        consumed = sum(counts(engine).values())
+        assert 0 < consumed < 90 and sum(events.values()) == 90 - consumed
+        view = cluster_view(engine, 3)["partitions"]
+        for p in view:
+            key = str(p["partition"])
+            assert p["lag_events"] == events[key] and p["lag_seconds"] == seconds[key]
+            if events[key]:  # its oldest unread record is one of ours: 300 s old, give or take
+                assert before - born - 1 <= seconds[key] <= time.time() - born
+            else:
+                assert seconds[key] == 0.0
+        assert any(events.values())
+        for _ in range(10):
+            member.tick(loop)
+        assert set(gauge(metrics.partition_lag).values()) == {0.0}
+        assert set(gauge(metrics.partition_lag_seconds).values()) == {0.0}
+    finally:
+        writer.close()
+        member.stop()
+        engine.dispose()
+
+        async def drop() -> None:
+            nc = await connect(stream_spec(settings), reconnect=False)
+            await nc.jetstream().delete_stream(stream)
+            await nc.close()
+
+        asyncio.run(drop())
+
+
+def test_a_graceful_stop_hands_the_partitions_over_at_the_next_tick(tmp_path: Path) -> None:
+    """Two replicas split 4 partitions; one stops (SIGTERM): at the other's next tick it
+    holds all 4, not a lease later (the stopped one no longer counts among the live)."""
+    machine_nats()
+    stream = "T" + uuid.uuid4().hex[:12].upper()
+    members, loops = [], []
+    for name in ("a", "b"):
+        s = load_settings(data_dir=tmp_path, log={
+            "backend": "nats", "partitions": 4, "nats": {"stream": stream,
+                                                         "lease_seconds": 60}})
+        s.server.replica_id = name  # two replicas in one process (PostgreSQL's check aside)
+        if not members:
+            engine = make_engine(s.store_url)
+            migrate(engine)
+        members.append(ClusterMember(s, engine))
+        loops.append(Monitor(engine, members[-1].log, class_labels_of=lambda m, v: None))
+    a, b = members
+    try:
+        for _ in range(2):
+            for member, loop in zip(members, loops, strict=True):
+                member.tick(loop)
+        assert len(a.owner.held) == len(b.owner.held) == 2
+        assert sorted([*a.owner.held, *b.owner.held]) == [0, 1, 2, 3]
+        a.stop()
+        b.tick(loops[1])
+        assert sorted(b.owner.held) == [0, 1, 2, 3]
+        assert [r.id for r in b.replicas.all()] == ["b"]
+    finally:
+        b.stop()
+        engine.dispose()
+
+        async def drop() -> None:
+            nc = await connect(stream_spec(b.settings), reconnect=False)
+            await nc.jetstream().delete_stream(stream)
+            await nc.close()
+
+        asyncio.run(drop())
 
 
 @pytest.mark.parametrize("backend", ["local"])

@@ -184,3 +184,43 @@ def test_drift_alarms_stay_open_until_acknowledged_and_rebaselines_queue(engine)
         ("error", "rebaseline:bob"), ("input_mean", "alice")]
     assert (stored.requests[0].outcome, stored.doc) == ("done: adopted", None)
     assert drift.open_signals() == {("m", "v2", "error")}
+
+
+MIGRATE = """
+import sys
+from store import make_engine, migrate
+migrate(make_engine(sys.argv[1]))
+"""
+
+
+def test_replicas_starting_together_migrate_an_empty_database_once() -> None:
+    """Three processes migrate one empty PostgreSQL schema at once, as replicas started
+    together do: every one starts (without the lock two failed on a duplicate table)."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    url = os.environ.get("VIGIL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("VIGIL_TEST_POSTGRES_URL is not set: concurrent migrations need PostgreSQL")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    root = Path(__file__).resolve().parent.parent
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", MIGRATE,
+                                   f"{url}?options=-csearch_path%3D{schema}"],
+                                  cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errors
+        with admin.begin() as conn:
+            versions = conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version"))
+            assert len(versions.all()) == 1
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

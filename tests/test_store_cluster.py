@@ -50,6 +50,9 @@ def test_replicas_and_event_ids(engine) -> None:  # type: ignore[no-untyped-def]
     replicas.seen("r1", "http://10.0.0.1:3000", 42, now=100)
     replicas.seen("r1", "http://10.0.0.1:3000", 43, now=101)
     assert [(r.id, r.monitor_pid, r.last_seen) for r in replicas.all()] == [("r1", 43, 101)]
+    replicas.seen("r2", "http://10.0.0.2:3000", 7, now=101)
+    replicas.left("r2")  # a graceful stop
+    assert [r.id for r in replicas.all()] == ["r1"]
     ids = EventIds(engine)
     with transaction(engine) as tx:
         ids.add(tx, [(f"e{i}", 0) for i in range(1200)], now=100)

@@ -14,6 +14,7 @@ from models.card import SCHEMA_PATH
 from models.deployment import Deployment
 from models.errors import InvalidInput, NotFound, VigilError
 from models.profile import summarize_profile
+from models.registry import ModelVersion
 from monitoring.monitor import read_stats
 from monitoring.quality.outcomes import read_kpis
 from service.admin.deps import AUTH_ERRORS, ModelName, VersionName, audit, ctx_of, require
@@ -22,6 +23,7 @@ from service.context import WorkerContext
 from service.errors import PayloadTooLarge
 from service.httperrors import JSONBody, error_responses
 from store.kpis import KpiStore
+from store.transaction import Transaction
 
 router = APIRouter()
 
@@ -108,8 +110,15 @@ async def register_version(
             raise InvalidInput("card", f"is not valid JSON ({exc})") from None
         if not isinstance(card_data, dict) or card_data.get("name") != model:
             raise InvalidInput("card.name", f"must equal the model in the path ({model!r})")
+
+        def audit_shared(tx: Transaction, mv: ModelVersion) -> None:
+            """The audit row, committed with the shared copy (``service.artifacts``)."""
+            audit(ctx, principal, request, "models.register", f"{target}/versions/{mv.version}",
+                  after=registered(mv), tx=tx)
+
         mv, created = await asyncio.to_thread(
-            ctx.registry.register, onnx_bytes, card_data, ref_bytes, reference.filename or "")
+            ctx.registry.register, onnx_bytes, card_data, ref_bytes, reference.filename or "",
+            audit_shared)
         deployment = None
         if created:
             deployment = await asyncio.to_thread(first_deployment, ctx, model, mv.version)
@@ -117,15 +126,14 @@ async def register_version(
         await asyncio.to_thread(audit, ctx, principal, request, "models.register", target,
                                 "rejected", detail=exc.message)
         raise
-    after = {"version": mv.version, "onnx_sha256": mv.onnx_sha256,
-             "lineage": mv.card.lineage}
-    if created:
-        await asyncio.to_thread(audit, ctx, principal, request, "models.register",
-                                f"{target}/versions/{mv.version}", after=after)
     body = {"name": model, "version": mv.version, "created": created,
             "onnx_sha256": mv.onnx_sha256, "created_at": mv.created_at,
             "deployment": deployment.to_public() if deployment else None}
     return JSONBody(body, status_code=201 if created else 200)
+
+
+def registered(mv: ModelVersion) -> dict[str, Any]:
+    return {"version": mv.version, "onnx_sha256": mv.onnx_sha256, "lineage": mv.card.lineage}
 
 
 def first_deployment(ctx: WorkerContext, model: str, version: str) -> Deployment | None:

@@ -261,10 +261,11 @@ def test_register_a_new_version_and_serve_it_as_a_shadow(client: httpx.Client,
     for i in range(20):
         resp = client.post("/predict", json=body(f"s{i}"))
         assert resp.json()["variant"] in ("champion", "canary")  # never the shadow
-    time.sleep(1.0)
-    metrics = client.get("/metrics").text
-    assert 'vigil_shadow_requests_total{model="breast_cancer",outcome="ok",version="v2.1"}' \
-        in metrics
+    shadowed = 'vigil_shadow_requests_total{model="breast_cancer",outcome="ok",version="v2.1"}'
+    deadline = time.monotonic() + 30  # the Monitor runs shadows off the log, on its own tick
+    while shadowed not in client.get("/metrics").text and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shadowed in client.get("/metrics").text
     assert patch(client, server, {"shadows": before["shadows"]}).status_code == 200
 
 

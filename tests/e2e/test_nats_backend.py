@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from monitoring.log.jetstream import StreamSpec, connect
 from service.cli import app
 from tests.e2e.conftest import TOKENS, Server, monitor_counts, start_server, stop_server
+from tests.e2e.test_metrics import exported, rule_series
 from tests.natsd import machine_nats
 
 pytestmark = pytest.mark.e2e
@@ -106,4 +107,7 @@ def test_counts_match_the_acknowledged_responses(server: Server, tmp_path: Path)
     assert json.loads(result.stdout)["replicas"][0]["id"] == replica["id"]
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'vigil_partition_owned{partition="0"} 1.0' in metrics
+    assert 'vigil_monitor_partition_lag_seconds{partition="0"} 0.0' in metrics
     assert "vigil_prediction_log_spilled_total 0.0" in metrics
+    missing = rule_series(cluster=True) - exported(metrics)  # the cluster alerts' series
+    assert not missing, missing

@@ -1,0 +1,126 @@
+"""service/artifacts.py: a version registered through one replica is pulled, checked and
+installed by another replica's process (its own BentoML home, the same store), which then
+serves it; registration is audited in the transaction that shares it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from models.registry import Registry
+from service.artifacts import SharedRegistry
+from service.bootstrap import seed_demo
+from store import AuditLog, DeploymentStore, make_engine, migrate
+from store.artifacts import ArtifactStore
+from store.audit import AuditRecord
+from store.transaction import Transaction
+from tests.conftest import ROOT, demo_files
+
+# a second replica: its own BentoML home, the same store
+REPLICA = """
+import json, sys
+import bentoml
+from models.errors import VersionConflict
+from service.artifacts import SharedRegistry
+from store import make_engine
+from store.artifacts import ArtifactStore
+from tests.conftest import demo_files
+
+reg = SharedRegistry(ArtifactStore(make_engine(sys.argv[1]), 10**9), "r2")
+assert not reg.has("breast_cancer", "v2")
+listed = reg.list()
+mv = reg.get("breast_cancer", "v2")  # pulled, checked, installed
+runtime = mv.load()  # and smoke-tested on its reference rows, as a worker does
+again, created = reg.register(*demo_files("breast_cancer", "v1"))
+onnx, card, ref = demo_files("breast_cancer", "v2")
+card["version"] = "v1"
+try:
+    reg.register(onnx, card, ref)
+    conflict = None
+except VersionConflict as exc:
+    conflict = exc.message
+print(json.dumps({
+    "listed": listed, "digest": mv.digest, "onnx_sha256": mv.onnx_sha256,
+    "profile": mv.profile, "classes": list(runtime.card.class_labels),
+    "local": sorted(str(m.tag) for m in bentoml.models.list()),
+    "v1_created": created, "conflict": conflict}))
+"""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> tuple[str, sa.Engine]:
+    url = f"sqlite:///{tmp_path / 'vigil.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    return url, engine
+
+
+def test_a_version_shared_by_one_replica_is_served_by_another(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path) -> None:
+    url, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1")
+    assert {"breast_cancer:v1", "breast_cancer:v2", "diabetes:v1"} <= set(shared.share_local())
+    assert shared.share_local() == []
+    home = tmp_path / "replica2-bentoml"
+    out = subprocess.run([sys.executable, "-c", REPLICA, url], cwd=ROOT, check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "BENTOML_HOME": str(home),
+                              "PYTHONPATH": str(ROOT)})
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["listed"]["breast_cancer"][:3] == ["v1", "v2", "v3"]
+    here = registry.get("breast_cancer", "v2")
+    assert seen["digest"] == here.digest and seen["onnx_sha256"] == here.onnx_sha256
+    assert seen["profile"] == here.profile  # not recomputed: the registered one
+    assert seen["classes"] == ["malignant", "benign"]
+    assert "breast_cancer:v2" in seen["local"] and "breast_cancer:v3" not in seen["local"]
+    assert seen["v1_created"] is False  # the same bytes: already in the cluster
+    assert "other content" in seen["conflict"]
+
+
+def test_registration_and_its_audit_commit_together(
+        db: tuple[str, sa.Engine], registry: Registry) -> None:
+    _, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1")
+    audit = AuditLog(engine)
+    onnx, card, ref = demo_files("diabetes", "v1")
+    card["version"] = "audited"
+
+    def failing(tx: object, mv: object) -> None:
+        raise RuntimeError("the audit could not be written")
+
+    with pytest.raises(RuntimeError):
+        shared.register(onnx, card, ref, "reference.csv", failing)
+    assert shared.artifacts.get("diabetes", "audited") is None and audit.recent() == []
+
+    def audited(tx: Transaction, mv: object) -> None:
+        audit.write(AuditRecord(actor="a", role="admin", action="models.register",
+                                target="models/diabetes/versions/audited", outcome="ok"), tx)
+
+    mv, created = shared.register(onnx, card, ref, "reference.csv", audited)
+    assert created and mv.version == "audited"  # shared now, though local since the failure
+    assert shared.artifacts.get("diabetes", "audited") is not None
+    assert [r.target for r in audit.recent()] == ["models/diabetes/versions/audited"]
+    _, again = shared.register(onnx, card, ref, "reference.csv", audited)
+    assert not again and len(audit.recent()) == 1
+    assert "audited" in shared.list()["diabetes"]
+
+
+
+def test_replicas_seeding_the_demo_together_share_it_once(
+        db: tuple[str, sa.Engine], registry: Registry) -> None:
+    """Two starts that both found the store empty: the second's versions and deployments are
+    already there, and neither start fails."""
+    _, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1")
+    store = DeploymentStore(engine)
+    seed_demo(shared, store)
+    revisions = store.revisions()
+    seed_demo(SharedRegistry(ArtifactStore(engine, 10**9), "r2"), store)
+    assert store.revisions() == revisions == {"breast_cancer": 1, "diabetes": 1}
+    assert {"v1", "v2", "v3"} <= set(shared.artifacts.versions()["breast_cancer"])
