@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -100,17 +99,16 @@ class Cluster:
 
     def start(self, n: int) -> None:
         """The schema, then r1 alone (its start migrates the store and registers the demo
-        deployments), then the others side by side; each until ``/readyz`` answers 200."""
+        versions and deployments), then the others side by side, each with an empty BentoML
+        store that pulls those versions from the store; each until ``/readyz`` answers 200."""
         with self._admin() as conn:
             conn.execute(sa.text(f"CREATE SCHEMA {self.schema}"))
-        seed_demo_models(self.directory / "demo-models")
         self._start_one("r1")
         with ThreadPoolExecutor(max(1, n - 1)) as pool:
             list(pool.map(self._start_one, [f"r{i}" for i in range(2, n + 1)]))
 
     def _start_one(self, replica_id: str) -> Replica:
         data = self.directory / replica_id
-        shutil.copytree(self.directory / "demo-models" / "models", data / "bentoml" / "models")
         port = free_port()
         env = server_env(data, {**self.replica_env(replica_id),
                                 "VIGIL_SERVER__BASE_URL": f"http://127.0.0.1:{port}"})
@@ -199,17 +197,6 @@ class Cluster:
             return {**row, "failover_seconds": expires - LEASE_SECONDS - killed_at}
 
         return wait(renewed, timeout, every=0.05)
-
-
-def seed_demo_models(home: Path) -> None:
-    """The demo versions in a BentoML store, as ``make serve`` has them: each replica starts
-    with a copy (a version registered later reaches the replicas through the store)."""
-    subprocess.run([sys.executable, "-c", "from service.bootstrap import DEMO, register_dir\n"
-                    "from models.registry import Registry\nr = Registry()\n"
-                    "for m in sorted(DEMO.iterdir()):\n"
-                    "    for v in sorted(m.iterdir()):\n        register_dir(r, v)"],
-                   env={**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT),
-                        "BENTOML_DO_NOT_TRACK": "true"}, cwd=ROOT, check=True)
 
 
 def wait(probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.2) -> T:

@@ -136,6 +136,8 @@ def test_counts_and_accuracy_are_exact_over_three_replicas(setup: Setup) -> None
 
 def test_a_version_registered_on_r1_and_made_canary_on_r2_is_served_by_r3(
         setup: Setup) -> None:
+    """Shared artifacts: r2 and r3 never saw v4's files but through the store (without
+    them r2 answers 422, no such version)."""
     s = setup
     r1, r2, r3 = s.cluster.replicas
     d = DEMO / MODEL / "v2"
