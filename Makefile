@@ -53,7 +53,7 @@ demo: venv
 
 # 3 replicas on 127.0.0.1 against this machine's PostgreSQL and NATS (each with a schema and a
 # stream of its own, dropped after): keyed load round robin, the Monitor leasing a partition
-# SIGKILLed, `vigil cluster` before and after, counts vs acknowledged responses (about a minute)
+# SIGKILLed, `vigil cluster` before and after, counts vs acknowledged responses (a minute or two)
 cluster-demo: venv
 	$(BIN)/python -m demo.cluster
 
