@@ -6,7 +6,7 @@ against its baseline measured in the same run:
   backend is the only difference; A/B alternating rounds at 16 connections, req/s and
   p50 / p99 / p99.9, and the spread of the rounds' req/s ratios (target: nats ≥ 0.90×);
 - **3 replicas against 1**: the nats Vigil and two more replicas on its schema and stream
-  (``r1``–``r3``; each replica's BentoML store seeded with the demo versions); one hey on
+  (``r1``–``r3``; the two pull the demo versions from the shared store); one hey on
   ``r1`` alone, then one hey per replica at once (16 connections each), alternating; the
   aggregate req/s, and per core;
 - **the Monitor's events/s from NATS**: ``load_tests.monitor_bench``'s demo-shaped records
@@ -43,7 +43,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from load_tests.kinds import ROUTES, Servers, hey_with_cpu, start_all, stop_all  # noqa: E402
 from load_tests.loadgen import hey  # noqa: E402
 from load_tests.probes import gauge, quiesce  # noqa: E402
-from load_tests.servers import seed_demo_models  # noqa: E402
 
 NAMES = ("log.backend: nats against local", "3 replicas against 1",
          "the Monitor's events/s from NATS")
@@ -198,8 +197,6 @@ def against_local(b: Backends, home: Path, rounds: int, seconds: float, workers:
         notes = [health_line("local", servers["vigil-pg"][1]),
                  health_line("nats", servers["vigil-nats"][1])]
         stop_all({"vigil-pg": servers.pop("vigil-pg")})
-        for name in ("r2", "r3"):
-            seed_demo_models(home / name / "bentoml")
         servers.update(start_all(["r2", "r3"], workers, home, {
             n: b.replica_env(store, stream, n) for n in ("r2", "r3")},
             kind_of={"r2": "vigil-nats", "r3": "vigil-nats"}))
