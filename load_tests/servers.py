@@ -88,4 +88,3 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-
