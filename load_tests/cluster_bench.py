@@ -284,8 +284,8 @@ def health_line(name: str, url: str) -> str:
     import httpx
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return (f"{name}: Monitor lag {gauge(text, 'vigil_monitor_lag_events'):.0f} events after "
-            f"the runs, {gauge(text, 'vigil_prediction_log_dropped_total'):.0f} log records "
+    return (f"{name}: Monitor lag {gauge(text, 'vigil_monitor_lag_events'):.0f} events right after "
+            f"the last run, {gauge(text, 'vigil_prediction_log_dropped_total'):.0f} log records "
             f"dropped, {gauge(text, 'vigil_prediction_log_spilled_total'):.0f} spilled, "
             f"{gauge(text, 'vigil_prediction_log_forwarded_total'):.0f} forwarded")
 
