@@ -104,29 +104,39 @@ class SharedRegistry(Registry):
         return super().get(name, version)
 
     def _pull_if_shared(self, name: str, version: str) -> None:
-        if not self.has(name, version):
+        if not self._here(name, version):
             with self._exclusive():
                 if not self.has(name, version) and \
                         self.artifacts.get(name, version) is not None:
                     self.pull(name, version)
 
     def ensure(self, name: str, version: str) -> None:
-        if not self.has(name, version):
+        if not self._here(name, version):
             with self._exclusive():
                 if not self.has(name, version):
                     self.pull(name, version)
 
+    def _here(self, name: str, version: str) -> bool:
+        """Whether ``name:version`` is in this replica's model store, whole: a version
+        another process is installing shows (its directory) before its files are copied,
+        so the pull lock is waited for (shared: readers do not wait for one another)."""
+        if not self.has(name, version):
+            return False
+        with self._exclusive(fcntl.LOCK_SH):
+            return self.has(name, version)
+
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _exclusive(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         """One pull at a time among the processes of this replica (its workers and Monitor
         share its data dir and its BentoML model store): BentoML's save is not atomic
-        (exists, mkdir, copy), so another process could load a half-copied version."""
+        (exists, mkdir, copy), so another process could load a half-copied version.
+        ``LOCK_SH``: no pull is under way."""
         if self.scratch is None:
             yield
             return
         self.scratch.mkdir(parents=True, exist_ok=True)
         with (self.scratch / "pull.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, mode)
             try:
                 yield
             finally:

@@ -124,3 +124,32 @@ def test_replicas_seeding_the_demo_together_share_it_once(
     seed_demo(SharedRegistry(ArtifactStore(engine, 10**9), "r2"), store)
     assert store.revisions() == revisions == {"breast_cancer": 1, "diabetes": 1}
     assert {"v1", "v2", "v3"} <= set(shared.artifacts.versions()["breast_cancer"])
+
+
+@pytest.mark.parametrize("call", ["ensure", "get"])
+def test_a_version_another_process_is_installing_is_waited_for(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path, call: str) -> None:
+    """BentoML's save makes the version's directory, then copies its files: a worker whose
+    ``has`` sees the directory while another worker of the replica is still copying must
+    wait for that install (its pull lock) before loading it, not load half a version."""
+    import fcntl
+    import threading
+
+    _, engine = db
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", scratch)
+    done = threading.Event()
+
+    def load() -> None:
+        getattr(shared, call)("breast_cancer", "v1")
+        done.set()
+
+    with (scratch / "pull.lock").open("a") as lock:  # another process, mid-install
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        assert not done.wait(2.0), "went on while the version was being installed"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    worker.join(30)
+    assert done.is_set()
