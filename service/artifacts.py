@@ -153,25 +153,32 @@ class SharedRegistry(Registry):
 
     def pull(self, name: str, version: str) -> ModelVersion:
         """Fetch ``name:version`` from the store, check it and install it locally;
-        ``ArtifactUnavailable`` (counted) when any of that fails."""
+        ``ArtifactUnavailable`` (counted) when any of that fails, this replica's disk
+        included (full, unwritable: tried again later like a store outage)."""
         try:
-            with tempfile.TemporaryDirectory(prefix="vigil-pull-", dir=self.scratch) as tmp:
-                stored = self.artifacts.fetch(name, version, Path(tmp))
-                missing = sorted(set(PARTS) - set(stored.parts))
-                if missing:
-                    raise ArtifactUnavailable(name, version, f"the shared copy has no {missing}")
-                try:
-                    mv = self.install(name, version, Path(tmp), stored.digest)
-                except (ArtifactInvalid, VersionConflict) as exc:
-                    raise ArtifactUnavailable(name, version, exc.message) from None
+            mv, by = self._fetch_install(name, version)
+        except OSError as exc:
+            failed = ArtifactUnavailable(name, version, f"cannot be written here: {exc}")
         except ArtifactUnavailable as exc:
-            log.warning("%s", exc.message)
-            if self.on_fetch_failure is not None:
-                self.on_fetch_failure(name, version)
-            raise
-        log.info("pulled %s:%s from the store (registered by %s)", name, version,
-                 stored.replica)
-        return mv
+            failed = exc
+        else:
+            log.info("pulled %s:%s from the store (registered by %s)", name, version, by)
+            return mv
+        log.warning("%s", failed.message)
+        if self.on_fetch_failure is not None:
+            self.on_fetch_failure(name, version)
+        raise failed from None
+
+    def _fetch_install(self, name: str, version: str) -> tuple[ModelVersion, str]:
+        with tempfile.TemporaryDirectory(prefix="vigil-pull-", dir=self.scratch) as tmp:
+            stored = self.artifacts.fetch(name, version, Path(tmp))
+            missing = sorted(set(PARTS) - set(stored.parts))
+            if missing:
+                raise ArtifactUnavailable(name, version, f"the shared copy has no {missing}")
+            try:
+                return self.install(name, version, Path(tmp), stored.digest), stored.replica
+            except (ArtifactInvalid, VersionConflict) as exc:
+                raise ArtifactUnavailable(name, version, exc.message) from None
 
     def _forget(self, mv: ModelVersion) -> None:
         import bentoml

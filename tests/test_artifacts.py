@@ -153,3 +153,29 @@ def test_a_version_another_process_is_installing_is_waited_for(
         fcntl.flock(lock, fcntl.LOCK_UN)
     worker.join(30)
     assert done.is_set()
+
+
+def test_a_pull_that_cannot_be_written_here_is_unavailable_and_counted(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full or unwritable disk on this replica is a failed pull like a store outage:
+    ``ArtifactUnavailable`` (LiveDeployments tries it again later; an OSError is taken for a
+    version that failed to load and is not tried again before the next revision), counted."""
+    import errno
+
+    from models.errors import ArtifactUnavailable
+
+    _, engine = db
+    failures: list[tuple[str, str]] = []
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch",
+                            lambda m, v: failures.append((m, v)))
+    shared.share_local()
+    (tmp_path / "scratch").mkdir()
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shared.artifacts, "_fetch_part", full)
+    with pytest.raises(ArtifactUnavailable, match="No space left on device"):
+        shared.pull("diabetes", "v1")
+    assert failures == [("diabetes", "v1")]
