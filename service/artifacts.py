@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ class SharedRegistry(Registry):
         self.replica = replica
         self.scratch = scratch  # where a pull writes its parts before they are installed
         self.on_fetch_failure = on_fetch_failure
+        self._holding = threading.local()  # this thread holds the pull lock (re-entered)
 
     def register(self, onnx_bytes: bytes, card_data: Any, reference: bytes,
                  reference_name: str = "", audit: AuditRegistration | None = None
@@ -131,15 +133,17 @@ class SharedRegistry(Registry):
         share its data dir and its BentoML model store): BentoML's save is not atomic
         (exists, mkdir, copy), so another process could load a half-copied version.
         ``LOCK_SH``: no pull is under way."""
-        if self.scratch is None:
-            yield
+        if self.scratch is None or getattr(self._holding, "lock", False):
+            yield  # a pull of this thread reading back what it installs: it holds the lock
             return
         self.scratch.mkdir(parents=True, exist_ok=True)
         with (self.scratch / "pull.lock").open("a") as lock:
             fcntl.flock(lock, mode)
+            self._holding.lock = True
             try:
                 yield
             finally:
+                self._holding.lock = False
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def list(self) -> dict[str, list[str]]:

@@ -179,3 +179,31 @@ def test_a_pull_that_cannot_be_written_here_is_unavailable_and_counted(
     with pytest.raises(ArtifactUnavailable, match="No space left on device"):
         shared.pull("diabetes", "v1")
     assert failures == [("diabetes", "v1")]
+
+
+def test_a_pull_under_the_lock_installs_and_returns(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path) -> None:
+    """A version missing here is pulled under the replica's pull lock, and installing it
+    reads it back through the same registry: that read must not wait for the lock its own
+    pull holds."""
+    import threading
+    import uuid
+
+    import bentoml
+
+    _, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch")
+    onnx, card, ref = demo_files("diabetes", "v1")
+    card["version"] = f"pull-{uuid.uuid4().hex[:8]}"
+    shared.register(onnx, card, ref, "reference.csv")
+    bentoml.models.delete(f"diabetes:{card['version']}")  # shared, not here any more
+    assert not shared.has("diabetes", card["version"])
+    done = threading.Event()
+
+    def ensure() -> None:
+        shared.ensure("diabetes", card["version"])
+        done.set()
+
+    threading.Thread(target=ensure, daemon=True).start()
+    assert done.wait(30), "the pull waited for its own lock"
+    assert shared.has("diabetes", card["version"])
