@@ -28,6 +28,7 @@ from models.registry import NAME_RE, PARTS, ModelVersion, Registry
 from monitoring.metrics import GatewayMetrics
 from service.settings import Settings
 from store.artifacts import ArtifactStore, SharedMeanwhile
+from store.engine import UNAVAILABLE
 from store.transaction import Engine, Transaction, transaction
 
 log = logging.getLogger("vigil.artifacts")
@@ -93,9 +94,9 @@ class SharedRegistry(Registry):
                     self.share(super().get(name, version))
                 except VersionConflict:  # said loudly, but no reason to refuse the start
                     log.error("%s:%s in this replica's model store differs from the version "
-                              "another replica shared under that name: the other replicas "
-                              "serve theirs; register it again under a new version", name,
-                              version)
+                              "another replica shared under that name: every replica serves "
+                              "the shared one, this one none (ensure); register it again "
+                              "under a new version", name, version)
                     continue
                 shared.append(f"{name}:{version}")
         return shared
@@ -113,10 +114,32 @@ class SharedRegistry(Registry):
                     self.pull(name, version)
 
     def ensure(self, name: str, version: str) -> None:
-        if not self._here(name, version):
-            with self._exclusive():
-                if not self.has(name, version):
-                    self.pull(name, version)
+        """Before a worker serves ``name:version``: pulled when missing here; when here,
+        the bytes the cluster registered under that name (a replica's own older copy of
+        other bytes is not served as that version: ``ArtifactUnavailable``, counted)."""
+        if self._here(name, version):
+            self._check_same(name, version)
+            return
+        with self._exclusive():
+            if not self.has(name, version):
+                self.pull(name, version)
+
+    def _check_same(self, name: str, version: str) -> None:
+        try:
+            stored = self.artifacts.get(name, version)
+        except UNAVAILABLE as exc:
+            problem = ArtifactUnavailable(name, version, "the store is unreachable: "
+                                          f"{type(exc).__name__}")
+        else:
+            if stored is None or stored.digest == super().get(name, version).digest:
+                return  # the same, or this replica's own (never shared): served
+            problem = ArtifactUnavailable(name, version, (
+                f"this replica's copy differs from the one registered by {stored.replica} "
+                "(another content digest); register it again under a new version"))
+        log.error("%s", problem.message)
+        if self.on_fetch_failure is not None:
+            self.on_fetch_failure(name, version)
+        raise problem
 
     def _here(self, name: str, version: str) -> bool:
         """Whether ``name:version`` is in this replica's model store, whole: a version

@@ -207,3 +207,24 @@ def test_a_pull_under_the_lock_installs_and_returns(
     threading.Thread(target=ensure, daemon=True).start()
     assert done.wait(30), "the pull waited for its own lock"
     assert shared.has("diabetes", card["version"])
+
+
+def test_a_local_version_other_than_the_shared_one_is_not_served(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path) -> None:
+    """A replica whose own model store holds other bytes under a version's name than the
+    cluster registered (logged at start, not fatal) must not serve them as that version:
+    the worker applying a revision that names it stays behind, counted, and says why."""
+    from models.errors import ArtifactUnavailable
+    from store.transaction import transaction
+
+    _, engine = db
+    failures: list[tuple[str, str]] = []
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch",
+                            lambda m, v: failures.append((m, v)))
+    mine = registry.get("diabetes", "v1")
+    with transaction(engine) as tx:  # another replica registered other bytes as diabetes:v1
+        shared.artifacts.share(tx, "diabetes", "v1", "0" * 64, mine.files, "r2")
+    with pytest.raises(ArtifactUnavailable, match="differs from the one registered"):
+        shared.ensure("diabetes", "v1")
+    assert failures == [("diabetes", "v1")]
+    shared.ensure("breast_cancer", "v1")  # not shared at all: this replica's own, served
