@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TOKEN_FILE := $(DATA)/admin-token
 
-.PHONY: cert venv serve test test-fast demo demo-train build bench bench-monitor drift-bench soak logs-export lint clean token
+.PHONY: cert venv serve test test-fast demo cluster-demo demo-train build bench bench-monitor drift-bench soak logs-export lint clean token
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ test-fast: venv
 # drift → a signed retraining webhook, end to end on 127.0.0.1 (about a minute)
 demo: venv
 	$(BIN)/python -m demo.retrain_scenario
+
+# 3 replicas on 127.0.0.1 against this machine's PostgreSQL and NATS (each with a schema and a
+# stream of its own, dropped after): keyed load round robin, the Monitor leasing a partition
+# SIGKILLed, `vigil cluster` before and after, counts vs acknowledged responses (a minute or two)
+cluster-demo: venv
+	$(BIN)/python -m demo.cluster
 
 demo-train: venv
 	$(BIN)/python -m models.demo.train

@@ -26,7 +26,7 @@ from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from load_tests.servers import serve, stop  # noqa: E402
+from load_tests.servers import serve, server_env, stop  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 ADMIN = "demo-admin-token"
@@ -78,17 +78,15 @@ def main() -> None:
     threading.Thread(target=rx.serve_forever, daemon=True).start()
     hook = f"http://127.0.0.1:{rx.server_address[1]}/retrain"
     tmp = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
-    env = {**os.environ, "VIGIL_DATA_DIR": str(tmp), "BENTOML_HOME": str(tmp / "bentoml"),
-           "BENTOML_DO_NOT_TRACK": "true", "VIGIL_BOOTSTRAP_ADMIN_TOKEN": ADMIN,
-           "VIGIL_CONFIG": str(ROOT / "vigil.yaml"), "VIGIL_DEMO_WEBHOOK_SECRET": SECRET,
-           "VIGIL_MONITOR__TICK_SECONDS": "0.25",
-           "VIGIL_WEBHOOKS__TARGETS": json.dumps([{"name": "retrain-pipeline",
-                                                   "type": "generic", "url": hook,
-                                                   "secret_env": "VIGIL_DEMO_WEBHOOK_SECRET"}]),
-           "VIGIL_POLICIES": json.dumps({"breast_cancer": {"drift_signals": ["input_mean",
-                                                                            "input_scale"],
-                                                           "cooldown_seconds": 3600}})}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = server_env(tmp, {
+        "VIGIL_BOOTSTRAP_ADMIN_TOKEN": ADMIN, "VIGIL_DEMO_WEBHOOK_SECRET": SECRET,
+        "VIGIL_MONITOR__TICK_SECONDS": "0.25",
+        "VIGIL_WEBHOOKS__TARGETS": json.dumps([{"name": "retrain-pipeline", "type": "generic",
+                                                "url": hook,
+                                                "secret_env": "VIGIL_DEMO_WEBHOOK_SECRET"}]),
+        "VIGIL_POLICIES": json.dumps({"breast_cancer": {"drift_signals": ["input_mean",
+                                                                         "input_scale"],
+                                                        "cooldown_seconds": 3600}})})
     say(f"starting the gateway (2 workers + Monitor) and a webhook receiver at {hook}")
     proc, url = serve("service.gateway:Gateway", env, tmp / "server.log")
     h = {"Authorization": f"Bearer {ADMIN}"}

@@ -24,12 +24,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server that keeps everything under ``data_dir``, as on a machine
+    of its own: its data, its own BentoML model store, the repository's ``vigil.yaml``."""
+    env = {**os.environ, "VIGIL_DATA_DIR": str(data_dir),
+           "BENTOML_HOME": str(data_dir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+           "VIGIL_CONFIG": str(ROOT / "vigil.yaml"), **(extra or {})}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server its own metrics directory
+    return env
+
+
 def serve(target: str, env: dict[str, str], log: Path, timeout: float = 90,
-          tls: ssl.SSLContext | None = None) -> tuple[subprocess.Popen[bytes], str]:
+          tls: ssl.SSLContext | None = None, port: int | None = None
+          ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``bentoml serve target`` until ``/readyz`` answers 200; returns process and URL.
     ``tls``: the server speaks HTTPS (``VIGIL_SERVER__TLS__*`` in ``env``); this client
-    context, trusting its CA (and holding a client certificate for mTLS), probes it."""
-    port = free_port()
+    context, trusting its CA (and holding a client certificate for mTLS), probes it.
+    ``port``: default a free one."""
+    port = port or free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     bentoml = Path(sys.executable).with_name("bentoml")
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from subprocess import Popen
 import httpx
 import pytest
 
-from load_tests.servers import ROOT, serve, stop
+from load_tests.servers import serve, server_env, stop
 
 TOKENS = {"admin": "tok-admin", "operator": "tok-operator", "viewer": "tok-viewer",
           "feedback": "tok-feedback", "client": "tok-client"}
@@ -31,23 +30,24 @@ class Server:
         return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
-                 tls: ssl.SSLContext | None = None) -> tuple[Popen[bytes], Server]:
+def e2e_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What every test server shares: the tokens of each role, short intervals, no drain."""
     tokens = [{"name": f"{role}-token", "role": role,
                "sha256": hashlib.sha256(tok.encode()).hexdigest()}
               for role, tok in TOKENS.items() if role != "admin"]
-    env = {**os.environ, "VIGIL_DATA_DIR": str(data_dir),
-           "BENTOML_HOME": str(data_dir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
-           "VIGIL_BOOTSTRAP_ADMIN_TOKEN": TOKENS["admin"],
-           "VIGIL_AUTH__TOKENS": json.dumps(tokens),
-           "VIGIL_STORE__DEPLOYMENT_POLL_SECONDS": str(POLL_SECONDS),
-           "VIGIL_SERVER__WORKERS": "2", "VIGIL_CONFIG": str(ROOT / "vigil.yaml"),
-           "VIGIL_MONITOR__TICK_SECONDS": "0.25",
-           # stop at once (tests/e2e/test_drain.py covers the drain)
-           "VIGIL_SERVER__DRAIN_SECONDS": "0",
-           **(extra_env or {})}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc, url = serve("service.gateway:Gateway", env, data_dir / "server.log", tls=tls)
+    return {"VIGIL_BOOTSTRAP_ADMIN_TOKEN": TOKENS["admin"],
+            "VIGIL_AUTH__TOKENS": json.dumps(tokens),
+            "VIGIL_STORE__DEPLOYMENT_POLL_SECONDS": str(POLL_SECONDS),
+            "VIGIL_SERVER__WORKERS": "2", "VIGIL_MONITOR__TICK_SECONDS": "0.25",
+            # stop at once (tests/e2e/test_drain.py covers the drain)
+            "VIGIL_SERVER__DRAIN_SECONDS": "0",
+            **(extra or {})}
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> tuple[Popen[bytes], Server]:
+    proc, url = serve("service.gateway:Gateway", server_env(data_dir, e2e_env(extra_env)),
+                      data_dir / "server.log", tls=tls)
     return proc, Server(url, data_dir, data_dir / "server.log")
 
 

@@ -352,7 +352,7 @@ def test_bentoml_build_succeeds(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.e2e.conftest import ROOT
+    from load_tests.servers import ROOT
 
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
     out = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "build"], cwd=ROOT,
