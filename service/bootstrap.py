@@ -11,10 +11,12 @@ from pathlib import Path
 
 from models.deployment import Canary, Deployment, Shadow
 from models.registry import Registry
+from monitoring.log.consumer import check_keys as check_stream_keys
 from monitoring.log.frames import LogKeyError
 from monitoring.log.reader import LocalEventLog
 from monitoring.retrain.webhooks import targets_from_config
 from service.artifacts import build_registry
+from service.cluster import stream_spec
 from service.settings import Settings
 from store import DeploymentStore, make_engine, migrate
 
@@ -30,9 +32,14 @@ def register_dir(registry: Registry, directory: Path) -> None:
 
 def check_log_keys(settings: Settings) -> None:
     """A log sealed by a key that is not configured stops the start with one clear line
-    (exit status 2) instead of a Monitor that skips every frame."""
+    (exit status 2) instead of a Monitor that skips every frame (on NATS: the oldest and
+    newest record of every partition, when NATS answers)."""
+    keys = settings.log.encryption.keys()
     try:
-        LocalEventLog(settings.log_dir, keys=settings.log.encryption.keys()).check_keys()
+        if settings.log.backend == "nats":
+            check_stream_keys(stream_spec(settings), keys)
+        else:
+            LocalEventLog(settings.log_dir, keys=keys).check_keys()
     except LogKeyError as exc:
         print(f"vigil: the prediction log cannot be read: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

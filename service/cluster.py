@@ -56,7 +56,8 @@ def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
     return NatsWriter(stream_spec(settings), settings.log_dir / "spill", stream, render,
                       queue_size=lg.queue_size, fsync_seconds=lg.fsync_seconds,
                       spill_max_bytes=lg.retention_max_bytes, on_drop=on_drop,
-                      on_write=on_write, on_spill=on_spill, on_forward=on_forward)
+                      on_write=on_write, on_spill=on_spill, on_forward=on_forward,
+                      keys=settings.log.encryption.keys())
 
 
 class ClusterMember:
@@ -72,7 +73,9 @@ class ClusterMember:
         self.owner = PartitionOwner(LeaseStore(engine), self.replica, settings.log.partitions,
                                     n.lease_seconds, live=self._live,
                                     max_tick=n.max_tick_seconds, on_stall=self._stalled)
-        self.log = NatsEventLog(stream_spec(settings), EventIds(engine), self.owner.leases)
+        self.log = NatsEventLog(stream_spec(settings), EventIds(engine), self.owner.leases,
+                                keys=settings.log.encryption.keys(),
+                                on_bad_frame=self._bad_frame)
         self.replicas = ReplicaStore(engine)
         self.state = MonitorStateStore(engine)
         self.engine = engine
@@ -130,6 +133,10 @@ class ClusterMember:
         since = time.time() - self.settings.log.nats.lease_seconds
         return len({r.id for r in self.replicas.all() if r.last_seen >= since}
                    | {self.replica})
+
+    def _bad_frame(self, seq: int) -> None:
+        if self.metrics is not None:
+            self.metrics.bad_frames.inc()
 
     def _fenced(self, partition: int) -> None:
         if self.metrics is not None:

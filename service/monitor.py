@@ -21,6 +21,7 @@ from models.registry import Registry
 from monitoring.drift.base import DriftConfig, Reference
 from monitoring.drift.tracker import DriftTracker, reference_from_version
 from monitoring.experiments.controller import ExperimentController
+from monitoring.log.frames import LogKeyError
 from monitoring.log.reader import EventLog, LocalEventLog
 from monitoring.log.sink import LogSink
 from monitoring.metrics import GatewayMetrics, MonitorMetrics
@@ -274,6 +275,7 @@ class Monitor:
                 log.exception("Monitor could not load its state; retrying")
                 await asyncio.sleep(interval)
         log.info("Monitor started at %d checkpointed streams", len(self.loop.checkpoint))
+        key_error = ""
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
@@ -288,6 +290,12 @@ class Monitor:
                 if self.drift is not None:
                     active = await asyncio.to_thread(self.drift.active_signals)
                     metrics.observe_drift(self.drift.versions, active)
+            except LogKeyError as exc:  # a record sealed by a key not configured: stop here
+                metrics.tick_failures.inc()
+                if str(exc) != key_error:
+                    key_error = str(exc)
+                    log.error("the prediction log cannot be read: %s; the Monitor reads "
+                              "nothing more until the key is configured", exc)
             except Exception:
                 metrics.tick_failures.inc()
                 log.exception("Monitor tick failed; the batch will be read again")

@@ -252,9 +252,6 @@ class Settings(BaseSettings):
                                   self.store_url, self.log.backend)
         if problem:
             raise ValueError(problem)
-        if self.log.backend == "nats" and self.log.encryption.key is not None:
-            raise ValueError("log.encryption.key is set but log.backend is nats: records on "
-                             "NATS are not encrypted yet; use log.backend: local")
         return self
 
     @property

@@ -7,7 +7,9 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -84,3 +86,40 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-u
     with admin.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@contextmanager
+def asgi_gateway(data: Path, env: dict[str, str]) -> Iterator[Any]:
+    """The Gateway as an ASGI app in this process (``Service.to_asgi()`` + TestClient), with
+    ``env`` over the repository's vigil.yaml and a data dir of its own. The process's
+    settings are read once, so they are re-read on the way in and out; the metrics the
+    worker registered in the default registry are unregistered after, so the next module's
+    Gateway can register its own (one per process under ``bentoml serve``)."""
+    from prometheus_client import REGISTRY
+    from starlette.testclient import TestClient
+
+    from service.bootstrap import bootstrap
+    from service.settings import settings as vigil_settings
+
+    env = {"VIGIL_DATA_DIR": str(data), "PROMETHEUS_MULTIPROC_DIR": str(data / "prom"),
+           "VIGIL_CONFIG": str(Path(__file__).resolve().parents[1] / "vigil.yaml"), **env}
+    (data / "prom").mkdir(exist_ok=True)
+    saved = {k: os.environ.get(k) for k in env}
+    registered = set(REGISTRY._collector_to_names)  # no public listing of the collectors
+    os.environ.update(env)
+    vigil_settings.cache_clear()
+    try:
+        from service.gateway import Gateway
+
+        bootstrap(vigil_settings())  # what @bentoml.on_deployment does under serve
+        with TestClient(Gateway.to_asgi()) as client:
+            yield client
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        vigil_settings.cache_clear()
+        for collector in set(REGISTRY._collector_to_names) - registered:
+            REGISTRY.unregister(collector)

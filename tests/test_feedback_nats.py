@@ -7,7 +7,6 @@ stream once NATS is back."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from monitoring.log.jetstream import StreamSpec, connect
-from service.bootstrap import bootstrap
-from service.settings import settings
+from tests.conftest import asgi_gateway
 from tests.natsd import NatsServer
 from tests.test_log_publisher import stream_records, unique_stream, wait
 
@@ -37,32 +35,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, nats: NatsServer,
             registry: Any) -> Iterator[tuple[TestClient, Path, StreamSpec]]:
     data = tmp_path_factory.mktemp("feedback-nats")
     spec = StreamSpec(url=nats.url, name=unique_stream(), partitions=2)
-    env = {
-        "VIGIL_DATA_DIR": str(data), "VIGIL_AUTH__FEEDBACK": "open",
-        "VIGIL_CONFIG": str(Path(__file__).resolve().parents[1] / "vigil.yaml"),
-        "PROMETHEUS_MULTIPROC_DIR": str(data / "prom"),
+    with asgi_gateway(data, {
+        "VIGIL_AUTH__FEEDBACK": "open",
         "VIGIL_LOG__BACKEND": "nats", "VIGIL_LOG__NATS__URL": nats.url,
         "VIGIL_LOG__NATS__STREAM": spec.name, "VIGIL_LOG__PARTITIONS": "2",
         "VIGIL_LOG__NATS__CONNECT_TIMEOUT_SECONDS": "0.5",
         "VIGIL_LOG__RETENTION_MAX_BYTES": str(CAP),
-    }
-    (data / "prom").mkdir()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings.cache_clear()
-    try:
-        from service.gateway import Gateway
-
-        bootstrap(settings())
-        with TestClient(Gateway.to_asgi()) as c:
-            yield c, data / "log" / "spill", spec
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        settings.cache_clear()
+    }) as c:
+        yield c, data / "log" / "spill", spec
 
 
 def labels(start: int) -> dict[str, Any]:

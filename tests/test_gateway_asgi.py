@@ -5,51 +5,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from service.bootstrap import bootstrap
-from service.settings import settings
-from tests.conftest import DEMO
+from tests.conftest import DEMO, asgi_gateway
 
 CLIENT, OPERATOR = "asgi-client-token", "asgi-operator-token"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[TestClient]:
-    data = tmp_path_factory.mktemp("asgi")
-    env = {
-        "VIGIL_DATA_DIR": str(data), "VIGIL_AUTH__INFERENCE": "required",
+    with asgi_gateway(tmp_path_factory.mktemp("asgi"), {
+        "VIGIL_AUTH__INFERENCE": "required",
         "VIGIL_AUTH__TOKENS": json.dumps([
             {"name": "app", "role": "client", "sha256": hashlib.sha256(CLIENT.encode())
              .hexdigest()},
             {"name": "ops", "role": "operator", "sha256": hashlib.sha256(OPERATOR.encode())
              .hexdigest()}]),
-        "VIGIL_CONFIG": str(Path(__file__).resolve().parents[1] / "vigil.yaml"),
-        "PROMETHEUS_MULTIPROC_DIR": str(data / "prom"),
-    }
-    (data / "prom").mkdir()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings.cache_clear()  # this process's settings are read once: from here on, these
-    try:
-        from service.gateway import Gateway
-
-        bootstrap(settings())  # what @bentoml.on_deployment does under serve
-        with TestClient(Gateway.to_asgi()) as c:
-            yield c
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        settings.cache_clear()
+    }) as c:
+        yield c
 
 
 def _row() -> list[float]:

@@ -65,3 +65,17 @@ def test_the_server_refuses_to_start_with_one_line(tmp_path: Path) -> None:
     problems = [line for line in out.stderr.splitlines() if line.startswith("  ")]
     assert len(problems) == 1
     assert "server.replica_id" in problems[0] and "log.backend" in problems[0]
+
+
+def test_an_encrypted_log_on_nats_starts(tmp_path: Path) -> None:
+    """``log.encryption.key`` with ``log.backend: nats`` once refused to start; records on
+    NATS are sealed now (tests/test_log_nats_encryption.py)."""
+    key = "q" * 43 + "="
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "VIGIL_LOG__BACKEND": "nats",
+           "VIGIL_LOG__ENCRYPTION__KEY": key, "VIGIL_CONFIG": str(tmp_path / "none.yaml"),
+           "VIGIL_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", "from service.settings import settings; "
+                          "s = settings(); print(s.log.backend, s.log.encryption.keys() "
+                          "is not None)"], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["nats", "True"]

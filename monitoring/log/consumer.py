@@ -13,6 +13,11 @@ rolled back, a partition taken over) is replaced.
 (``store.cluster.LeaseStore.fence``) and records the event ids the step counted; ``read``
 drops an event id already counted (a record forwarded from a spill after the stream's
 duplicate window) and counts it in ``duplicates``.
+
+Sealed payloads (``log.encryption``) are opened by ``monitoring.log.payloads``: one that fails
+authentication is counted in ``bad_frames`` and skipped (the checkpoint moves past it); one
+sealed by a key that is not configured stops the read with ``LogKeyError`` before the
+checkpoint moves, so nothing is skipped that the right keys would read.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from monitoring.log.frames import LogKeys
 from monitoring.log.jetstream import LoopThread, StreamSpec, connect, ensure_stream
 from monitoring.log.partitions import route_of, subject
+from monitoring.log.payloads import PayloadOpener, is_sealed, one_frame
 from monitoring.log.reader import Backlog, Batch, Checkpoint, Position
 from monitoring.log.writer import parse_time
 from store import EventIds, Lease, LeaseStore, Transaction
@@ -44,8 +51,10 @@ class NatsEventLog:
     Monitor holds, by number)."""
 
     def __init__(self, spec: StreamSpec, event_ids: EventIds,
-                 leases: Callable[[], dict[int, Lease]]) -> None:
+                 leases: Callable[[], dict[int, Lease]], *, keys: LogKeys | None = None,
+                 on_bad_frame: Callable[[int], None] | None = None) -> None:
         self.spec = spec
+        self.payloads = PayloadOpener(keys, spec.name, on_bad_frame)
         self.event_ids = event_ids
         self.leases = leases
         self.duplicates = 0
@@ -143,8 +152,11 @@ class NatsEventLog:
             last = start - 1
             for m in msgs:
                 last = m.metadata.sequence.stream
-                event_id = _event_id(m.data)  # the record's own id, whatever the header
-                lines.append(m.data)
+                record = self.payloads.open(m.data, m.headers, last)
+                if record is None:  # counted and logged: the checkpoint moves past it
+                    continue
+                event_id = _event_id(record)  # the record's own id, whatever the header
+                lines.append(record)
                 ids.append((event_id, p))
             self._subs[p] = (sub, last + 1)
             new[name] = Position(last, 0)
@@ -185,7 +197,8 @@ class NatsEventLog:
             if pending:
                 try:
                     msg = await js.get_msg(self.spec.name, seq=start, subject=name, next=True)
-                    t = parse_time(orjson.loads(msg.data or b"{}")["time"])
+                    record = self.payloads.peek(msg.data or b"{}", msg.headers)
+                    t = parse_time(orjson.loads(record or b"{}")["time"])
                     oldest = t if oldest is None else min(oldest, t)
                 except Exception:  # lag is a gauge: never a failed tick
                     log.debug("no time for the oldest record of %s", name)
@@ -212,11 +225,14 @@ SKEW_SECONDS = 300.0  # a record's own time vs the server's: a replica's clock m
 
 
 def read_since(spec: StreamSpec, partitions: Iterable[int], since: float | None,
-               batch: int = 1000) -> list[bytes]:
+               batch: int = 1000, keys: LogKeys | None = None) -> list[bytes]:
     """Every record on the partitions' subjects that the server received from ``since`` on
     (all of them when None), each partition oldest first: for an export, not the Monitor (no
     checkpoint, no lease). A record reaches the server after its own ``time``, so the caller,
-    which filters on that time, misses none; the server's clock is given ``SKEW_SECONDS``."""
+    which filters on that time, misses none; the server's clock is given ``SKEW_SECONDS``.
+    Sealed records are opened with ``keys`` as the Monitor opens them (``LogKeyError`` for
+    one sealed by a key that is not configured)."""
+    payloads = PayloadOpener(keys, spec.name)
 
     async def read() -> list[bytes]:
         nc = await connect(spec, reconnect=False)
@@ -224,7 +240,7 @@ def read_since(spec: StreamSpec, partitions: Iterable[int], since: float | None,
             js = nc.jetstream(timeout=spec.timeout)
             out: list[bytes] = []
             for p in partitions:
-                out.extend(await _partition_since(js, spec, p, since, batch))
+                out.extend(await _partition_since(js, spec, p, since, batch, payloads))
             return out
         finally:
             await nc.close()
@@ -232,8 +248,41 @@ def read_since(spec: StreamSpec, partitions: Iterable[int], since: float | None,
     return asyncio.run(read())
 
 
+def check_keys(spec: StreamSpec, keys: LogKeys | None) -> None:
+    """Raise ``LogKeyError`` when the oldest or the newest record of a partition is sealed by
+    a key that is not configured: at start, as the local log's ``check_keys``, a wrong key
+    (or a replica sealing with a key this one lacks) is a clear error. NATS unreachable or
+    the stream missing: nothing to check here (the Monitor checks each record it reads)."""
+    payloads = PayloadOpener(keys, spec.name)
+
+    async def check() -> None:
+        try:
+            nc = await connect(spec, reconnect=False)
+        except Exception:
+            return
+        try:
+            js = nc.jetstream(timeout=spec.timeout)
+            for p in range(spec.partitions):
+                name = subject(spec.name, p)
+                for first in (True, False):
+                    try:
+                        msg = await (js.get_msg(spec.name, seq=1, subject=name, next=True)
+                                     if first else js.get_last_msg(spec.name, name))
+                    except Exception:  # no such record, or no stream
+                        continue
+                    frame = (one_frame(msg.data or b"")
+                             if is_sealed(msg.data or b"", msg.headers) else None)
+                    if frame is not None:
+                        payloads.check(frame.key_id, msg.seq or 0)
+        finally:
+            await nc.close()
+
+    asyncio.run(check())
+
+
 async def _partition_since(js: JetStreamContext, spec: StreamSpec, partition: int,
-                           since: float | None, batch: int) -> list[bytes]:
+                           since: float | None, batch: int,
+                           payloads: PayloadOpener) -> list[bytes]:
     start = (datetime.fromtimestamp(since - SKEW_SECONDS, UTC) if since is not None
              else None)
     sub = await js.pull_subscribe(
@@ -245,8 +294,10 @@ async def _partition_since(js: JetStreamContext, spec: StreamSpec, partition: in
     out: list[bytes] = []
     try:
         while pending := (await sub.consumer_info()).num_pending or 0:
-            out.extend(m.data for m in await sub.fetch(min(pending, batch),
-                                                        timeout=spec.timeout))
+            for m in await sub.fetch(min(pending, batch), timeout=spec.timeout):
+                record = payloads.open(m.data, m.headers, m.metadata.sequence.stream)
+                if record is not None:
+                    out.append(record)
     finally:
         await _unsubscribe(sub)
     return out

@@ -73,19 +73,21 @@ def records(log_dir: Path, keys: LogKeys | None = None) -> Iterator[dict[str, An
 
 
 def nats_records(spec: StreamSpec, spill_root: Path, *, model: str | None = None,
-                 since: float | None = None) -> Iterator[dict[str, Any]]:
+                 since: float | None = None,
+                 keys: LogKeys | None = None) -> Iterator[dict[str, Any]]:
     """The records of a log on NATS: ``model``'s partition of the stream (every partition
     when None) from ``since`` on, then the spills under ``spill_root`` (a worker's own and
-    those it claimed from dead ones) not yet forwarded, each event id once."""
+    those it claimed from dead ones) not yet forwarded, each event id once. ``keys`` open
+    sealed records, on the stream and in the spills."""
     partitions = ([partition_of(model, spec.partitions)] if model is not None
                   else range(spec.partitions))
-    streamed = (_parsed(line) for line in read_since(spec, partitions, since))
+    streamed = (_parsed(line) for line in read_since(spec, partitions, since, keys=keys))
     try:
         spills = sorted(p for p in spill_root.iterdir() if p.is_dir())
     except FileNotFoundError:
         spills = []
     seen: set[str] = set()
-    for rec in chain(streamed, *(records(d) for d in spills)):
+    for rec in chain(streamed, *(records(d, keys) for d in spills)):
         if rec is None:
             continue
         event_id = rec.get("id")
@@ -200,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.nats:
         spec = StreamSpec(url=args.nats, name=args.stream, partitions=args.partitions)
-        n = write_parquet(nats_records(spec, args.log_dir / "spill", model=args.model,
-                                       since=since), args.out, model=args.model, since=since,
-                          until=until)
+        try:
+            n = write_parquet(nats_records(spec, args.log_dir / "spill", model=args.model,
+                                           since=since, keys=keys), args.out,
+                              model=args.model, since=since, until=until)
+        except LogKeyError as exc:
+            parser.error(str(exc))
     else:
         n = export_parquet(args.log_dir, args.out, model=args.model, since=since, until=until,
                            keys=keys)

@@ -22,6 +22,10 @@ NATS is away, so a broken or full spill is known before a label is accepted onto
 queue is full. A spill that cannot be written while NATS is connected again is bypassed: new
 batches go to the stream ahead of the spill's remainder rather than be dropped.
 
+With ``keys`` (``log.encryption``) every payload is one sealed frame marked ``Vigil-Encoding:
+VGE1`` (``monitoring.log.payloads``); the spill is sealed on disk by its ``SegmentWriter``, and
+forwarding opens it in memory only to route each record and seals it again for the wire.
+
 A record acknowledged twice (its first acknowledgement lost, then spilled and forwarded after
 the duplicate window) reaches the stream twice; the Monitor ignores an event id it has
 counted already.
@@ -41,8 +45,10 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from monitoring.log.jetstream import MSG_ID, LoopThread, StreamSpec, connect, ensure_stream
+from monitoring.log.frames import LogKeys
+from monitoring.log.jetstream import LoopThread, StreamSpec, connect, ensure_stream
 from monitoring.log.partitions import partition_of, route_of, subject
+from monitoring.log.payloads import PayloadSealer
 from monitoring.log.queue import RecordQueue
 from monitoring.log.reader import Checkpoint, LocalEventLog, pid_alive
 from monitoring.log.writer import SegmentWriter
@@ -67,8 +73,11 @@ class NatsWriter(RecordQueue):
                  on_drop: Callable[[str, int], None] = lambda reason, n: None,
                  on_write: Callable[[int], None] = _nop,
                  on_spill: Callable[[int], None] = _nop,
-                 on_forward: Callable[[int], None] = _nop) -> None:
+                 on_forward: Callable[[int], None] = _nop,
+                 keys: LogKeys | None = None) -> None:
         self.spec = spec
+        self.keys = keys
+        self._sealer = PayloadSealer(keys)  # used on the publishing thread only
         self.stream = stream
         self._render = render
         super().__init__(queue_size, on_drop)
@@ -79,7 +88,8 @@ class NatsWriter(RecordQueue):
         self._spill_dir = self.spill_root / stream
         self._spill = SegmentWriter(self._spill_dir, stream, bytes, queue_size=queue_size * 4,
                                     fsync_seconds=fsync_seconds, flush_seconds=0.01,
-                                    max_total_bytes=spill_max_bytes, on_drop=self._drop)
+                                    max_total_bytes=spill_max_bytes, on_drop=self._drop,
+                                    keys=keys)
         self._probed_at = 0.0
         self._forwarded: dict[Path, Checkpoint] = {}
         self._spill_pending = False
@@ -210,8 +220,9 @@ class NatsWriter(RecordQueue):
             try:
                 event_id, model = route_of(line)
                 futures.append(await js.publish_async(
-                    subject(self.spec.name, partition_of(model, self.spec.partitions)), line,
-                    wait_stall=self.spec.timeout, headers={MSG_ID: event_id}))
+                    subject(self.spec.name, partition_of(model, self.spec.partitions)),
+                    self._sealer.seal(line), wait_stall=self.spec.timeout,
+                    headers=self._sealer.headers(event_id)))
             except ValueError:
                 self._drop("render_error", 1)
                 futures.append(None)
@@ -237,7 +248,7 @@ class NatsWriter(RecordQueue):
             return
         for directory in [*self._claimed(), self._spill_dir]:
             while True:
-                reader = LocalEventLog(directory)
+                reader = LocalEventLog(directory, keys=self.keys)
                 checkpoint = self._forwarded.get(directory, {})
                 batch = reader.read(checkpoint, FORWARD_BATCH)
                 if not batch.lines:

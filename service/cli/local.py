@@ -33,6 +33,7 @@ def logs_export(
     """Write prediction records to Parquet, one row per predicted row (reads the local log;
     on log.backend: nats, the model's partition of the stream and the spills not forwarded)."""
     from monitoring.log.export import export_parquet, nats_records, parse_since, write_parquet
+    from monitoring.log.frames import LogKeyError
     from service.cluster import stream_spec
     from service.settings import load_settings, problems
 
@@ -51,8 +52,12 @@ def logs_export(
     if settings.log.backend == "nats":
         try:
             n = write_parquet(nats_records(stream_spec(settings), directory / "spill",
-                                           model=model, since=start),
+                                           model=model, since=start,
+                                           keys=settings.log.encryption.keys()),
                               out_path, model=model, since=start)
+        except LogKeyError as exc:  # a record sealed by a key that is not configured
+            err.print(f"[red]error[/red] the prediction log cannot be read: {exc}")
+            raise typer.Exit(EXIT_INVALID) from None
         except Exception as exc:  # NATS away, or the stream missing: say which
             err.print(f"[red]error[/red] reading stream {settings.log.nats.stream} at "
                       f"{settings.log.nats.url}: {exc!r}")
