@@ -60,6 +60,11 @@ def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
                       keys=settings.log.encryption.keys())
 
 
+# a replica's Monitor status not written for this long is dropped (killed, or its pod name
+# retired by a rollout); until then ``…/stats`` lists it as stale after a minute
+STATUS_FORGET_SECONDS = 3600.0
+
+
 class ClusterMember:
     """The Monitor process's part among several replicas: the partitions it leases and their
     heartbeat, the NATS log over them, and what it publishes for ``GET /admin/cluster`` (when
@@ -103,6 +108,7 @@ class ClusterMember:
         if now - self._expired_at >= 60.0:  # as long as the prediction index keeps requests
             self._expired_at = now
             self.event_ids.expire(before=now - loop.index_retention_seconds)
+            self.state.drop_statuses(before=now - STATUS_FORGET_SECONDS)
         lag = held_lag(self.log.lag, set(self.owner.held), now)
         with transaction(self.engine) as tx:
             for p, (events, seconds) in lag.items():
@@ -150,6 +156,7 @@ class ClusterMember:
         try:
             self.replicas.left(self.replica)
             self.owner.release()
+            self.state.drop_statuses(replica=self.replica)
         finally:
             self.log.close()
 
