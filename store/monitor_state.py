@@ -124,7 +124,7 @@ class MonitorStateStore:
         replica's last written before ``before`` (one killed, or a pod name a rollout
         retired): ``…/stats`` and ``vigil status`` would otherwise list them for ever.
         One machine's ``status`` is never dropped. Returns how many went."""
-        where = [monitor_state.c.name.like(STATUS + ".%")]
+        where: list[sa.ColumnElement[bool]] = [monitor_state.c.name.like(STATUS + ".%")]
         if replica is not None:
             where.append(monitor_state.c.name == status_name(replica))
         if before is not None:
