@@ -90,11 +90,6 @@ class Cluster:
                 "VIGIL_MONITOR__TICK_SECONDS": str(TICK_SECONDS),
                 "VIGIL_STORE__DEPLOYMENT_POLL_SECONDS": "0.25",
                 "VIGIL_SERVER__WORKERS": "1", "VIGIL_SERVER__DRAIN_SECONDS": "0",
-                # replicas on one machine share its cores: a Monitor niced below three
-                # replicas' workers misses renewals under load and loses its leases (safe,
-                # fenced and counted, but the partitions churn); on a machine of its own a
-                # replica's Monitor competes with its own workers only
-                "VIGIL_MONITOR__NICE": "0",
                 "VIGIL_SERVER__REPLICA_ID": replica_id, **self.env}
 
     def start(self, n: int) -> None:

@@ -155,6 +155,10 @@ class MonitorMetrics:
         self.fenced_commits = Counter(
             "vigil_monitor_fenced_commits_total", "Monitor commits refused because the "
             "partition's lease had moved to another owner (the Monitor stepped down).", **kw)
+        self.loop_stalls = Counter(
+            "vigil_monitor_loop_stalls_total", "Times the Monitor's loop went longer than "
+            "log.nats.max_tick_seconds without completing a tick, so its heartbeat stopped "
+            "renewing its partitions' leases (they go to another replica).", **kw)
         self.quality = Gauge(
             "vigil_model_quality", "Live quality from joined labels, per version and variant "
             "(window: cumulative or the last N labels).",

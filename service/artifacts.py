@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from models.registry import NAME_RE, PARTS, ModelVersion, Registry
 from monitoring.metrics import GatewayMetrics
 from service.settings import Settings
 from store.artifacts import ArtifactStore, SharedMeanwhile
+from store.engine import UNAVAILABLE
 from store.transaction import Engine, Transaction, transaction
 
 log = logging.getLogger("vigil.artifacts")
@@ -42,6 +44,7 @@ class SharedRegistry(Registry):
         self.replica = replica
         self.scratch = scratch  # where a pull writes its parts before they are installed
         self.on_fetch_failure = on_fetch_failure
+        self._holding = threading.local()  # this thread holds the pull lock (re-entered)
 
     def register(self, onnx_bytes: bytes, card_data: Any, reference: bytes,
                  reference_name: str = "", audit: AuditRegistration | None = None
@@ -91,9 +94,9 @@ class SharedRegistry(Registry):
                     self.share(super().get(name, version))
                 except VersionConflict:  # said loudly, but no reason to refuse the start
                     log.error("%s:%s in this replica's model store differs from the version "
-                              "another replica shared under that name: the other replicas "
-                              "serve theirs; register it again under a new version", name,
-                              version)
+                              "another replica shared under that name: every replica serves "
+                              "the shared one, this one none (ensure); register it again "
+                              "under a new version", name, version)
                     continue
                 shared.append(f"{name}:{version}")
         return shared
@@ -104,32 +107,66 @@ class SharedRegistry(Registry):
         return super().get(name, version)
 
     def _pull_if_shared(self, name: str, version: str) -> None:
-        if not self.has(name, version):
+        if not self._here(name, version):
             with self._exclusive():
                 if not self.has(name, version) and \
                         self.artifacts.get(name, version) is not None:
                     self.pull(name, version)
 
     def ensure(self, name: str, version: str) -> None:
+        """Before a worker serves ``name:version``: pulled when missing here; when here,
+        the bytes the cluster registered under that name (a replica's own older copy of
+        other bytes is not served as that version: ``ArtifactUnavailable``, counted)."""
+        if self._here(name, version):
+            self._check_same(name, version)
+            return
+        with self._exclusive():
+            if not self.has(name, version):
+                self.pull(name, version)
+
+    def _check_same(self, name: str, version: str) -> None:
+        try:
+            stored = self.artifacts.get(name, version)
+        except UNAVAILABLE as exc:
+            problem = ArtifactUnavailable(name, version, "the store is unreachable: "
+                                          f"{type(exc).__name__}")
+        else:
+            if stored is None or stored.digest == super().get(name, version).digest:
+                return  # the same, or this replica's own (never shared): served
+            problem = ArtifactUnavailable(name, version, (
+                f"this replica's copy differs from the one registered by {stored.replica} "
+                "(another content digest); register it again under a new version"))
+        log.error("%s", problem.message)
+        if self.on_fetch_failure is not None:
+            self.on_fetch_failure(name, version)
+        raise problem
+
+    def _here(self, name: str, version: str) -> bool:
+        """Whether ``name:version`` is in this replica's model store, whole: a version
+        another process is installing shows (its directory) before its files are copied,
+        so the pull lock is waited for (shared: readers do not wait for one another)."""
         if not self.has(name, version):
-            with self._exclusive():
-                if not self.has(name, version):
-                    self.pull(name, version)
+            return False
+        with self._exclusive(fcntl.LOCK_SH):
+            return self.has(name, version)
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _exclusive(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         """One pull at a time among the processes of this replica (its workers and Monitor
         share its data dir and its BentoML model store): BentoML's save is not atomic
-        (exists, mkdir, copy), so another process could load a half-copied version."""
-        if self.scratch is None:
-            yield
+        (exists, mkdir, copy), so another process could load a half-copied version.
+        ``LOCK_SH``: no pull is under way."""
+        if self.scratch is None or getattr(self._holding, "lock", False):
+            yield  # a pull of this thread reading back what it installs: it holds the lock
             return
         self.scratch.mkdir(parents=True, exist_ok=True)
         with (self.scratch / "pull.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, mode)
+            self._holding.lock = True
             try:
                 yield
             finally:
+                self._holding.lock = False
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def list(self) -> dict[str, list[str]]:
@@ -143,25 +180,32 @@ class SharedRegistry(Registry):
 
     def pull(self, name: str, version: str) -> ModelVersion:
         """Fetch ``name:version`` from the store, check it and install it locally;
-        ``ArtifactUnavailable`` (counted) when any of that fails."""
+        ``ArtifactUnavailable`` (counted) when any of that fails, this replica's disk
+        included (full, unwritable: tried again later like a store outage)."""
         try:
-            with tempfile.TemporaryDirectory(prefix="vigil-pull-", dir=self.scratch) as tmp:
-                stored = self.artifacts.fetch(name, version, Path(tmp))
-                missing = sorted(set(PARTS) - set(stored.parts))
-                if missing:
-                    raise ArtifactUnavailable(name, version, f"the shared copy has no {missing}")
-                try:
-                    mv = self.install(name, version, Path(tmp), stored.digest)
-                except (ArtifactInvalid, VersionConflict) as exc:
-                    raise ArtifactUnavailable(name, version, exc.message) from None
+            mv, by = self._fetch_install(name, version)
+        except OSError as exc:
+            failed = ArtifactUnavailable(name, version, f"cannot be written here: {exc}")
         except ArtifactUnavailable as exc:
-            log.warning("%s", exc.message)
-            if self.on_fetch_failure is not None:
-                self.on_fetch_failure(name, version)
-            raise
-        log.info("pulled %s:%s from the store (registered by %s)", name, version,
-                 stored.replica)
-        return mv
+            failed = exc
+        else:
+            log.info("pulled %s:%s from the store (registered by %s)", name, version, by)
+            return mv
+        log.warning("%s", failed.message)
+        if self.on_fetch_failure is not None:
+            self.on_fetch_failure(name, version)
+        raise failed from None
+
+    def _fetch_install(self, name: str, version: str) -> tuple[ModelVersion, str]:
+        with tempfile.TemporaryDirectory(prefix="vigil-pull-", dir=self.scratch) as tmp:
+            stored = self.artifacts.fetch(name, version, Path(tmp))
+            missing = sorted(set(PARTS) - set(stored.parts))
+            if missing:
+                raise ArtifactUnavailable(name, version, f"the shared copy has no {missing}")
+            try:
+                return self.install(name, version, Path(tmp), stored.digest), stored.replica
+            except (ArtifactInvalid, VersionConflict) as exc:
+                raise ArtifactUnavailable(name, version, exc.message) from None
 
     def _forget(self, mv: ModelVersion) -> None:
         import bentoml

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitoring.cluster import OwnedPendingLabels, PartitionOwner, cluster_tick
+from monitoring.cluster import Heartbeat, OwnedPendingLabels, PartitionOwner, cluster_tick
 from monitoring.drift.tracker import DriftTracker
 from monitoring.log.consumer import NatsEventLog
 from monitoring.log.jetstream import StreamSpec
@@ -27,6 +27,8 @@ from store import (
     reading,
     transaction,
 )
+
+HEARTBEATS_PER_LEASE = 3  # a lease survives two heartbeats missed in a row
 
 
 def stream_spec(settings: Settings) -> StreamSpec:
@@ -58,19 +60,26 @@ def nats_writer(settings: Settings, stream: str, render: Callable[[Any], bytes],
                       keys=settings.log.encryption.keys())
 
 
+# a replica's Monitor status not written for this long is dropped (killed, or its pod name
+# retired by a rollout); until then ``…/stats`` lists it as stale after a minute
+STATUS_FORGET_SECONDS = 3600.0
+
+
 class ClusterMember:
-    """The Monitor process's part among several replicas: the partitions it leases, the
-    NATS log over them, and what it publishes for ``GET /admin/cluster`` (its heartbeat, each
-    held partition's lag) and the metrics."""
+    """The Monitor process's part among several replicas: the partitions it leases and their
+    heartbeat, the NATS log over them, and what it publishes for ``GET /admin/cluster`` (when
+    it was last seen, each held partition's lag) and the metrics."""
 
     def __init__(self, settings: Settings, engine: Engine,
                  metrics: MonitorMetrics | None = None) -> None:
         self.settings = settings
         self.replica = settings.server.replica_id
+        n = settings.log.nats
         self.owner = PartitionOwner(LeaseStore(engine), self.replica, settings.log.partitions,
-                                    settings.log.nats.lease_seconds, live=self._live)
-        self.log = NatsEventLog(stream_spec(settings), EventIds(engine),
-                                lambda: self.owner.held, keys=settings.log.encryption.keys(),
+                                    n.lease_seconds, live=self._live,
+                                    max_tick=n.max_tick_seconds, on_stall=self._stalled)
+        self.log = NatsEventLog(stream_spec(settings), EventIds(engine), self.owner.leases,
+                                keys=settings.log.encryption.keys(),
                                 on_bad_frame=self._bad_frame)
         self.replicas = ReplicaStore(engine)
         self.state = MonitorStateStore(engine)
@@ -78,8 +87,14 @@ class ClusterMember:
         self.metrics = metrics
         self.event_ids = EventIds(engine)
         self._expired_at = 0.0
+        self.heartbeat: Heartbeat | None = None
 
     def tick(self, loop: Monitor) -> None:
+        # seen before it takes a lease, so the others count it among the live at once
+        self._seen()
+        if self.heartbeat is None:
+            interval = self.settings.log.nats.lease_seconds / HEARTBEATS_PER_LEASE
+            self.heartbeat = Heartbeat(self._beat, interval).start()
         if not isinstance(loop.pending, OwnedPendingLabels):  # the others' owners' work
             loop.pending = OwnedPendingLabels(self.owner)
         if isinstance(loop.triggers, Triggers):
@@ -93,7 +108,7 @@ class ClusterMember:
         if now - self._expired_at >= 60.0:  # as long as the prediction index keeps requests
             self._expired_at = now
             self.event_ids.expire(before=now - loop.index_retention_seconds)
-        self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(), now)
+            self.state.drop_statuses(before=now - STATUS_FORGET_SECONDS)
         lag = held_lag(self.log.lag, set(self.owner.held), now)
         with transaction(self.engine) as tx:
             for p, (events, seconds) in lag.items():
@@ -105,6 +120,19 @@ class ClusterMember:
                 self.metrics.partition_owned.labels(str(p)).set(int(p in self.owner.held))
                 self.metrics.partition_lag.labels(str(p)).set(events)
                 self.metrics.partition_lag_seconds.labels(str(p)).set(seconds)
+
+    def _seen(self) -> None:
+        self.replicas.seen(self.replica, self.settings.server.base_url, os.getpid(),
+                           time.time())
+
+    def _beat(self) -> None:
+        """The heartbeat's thread: renew the leases and be seen, while the loop is live."""
+        if self.owner.beat():
+            self._seen()
+
+    def _stalled(self) -> None:
+        if self.metrics is not None:
+            self.metrics.loop_stalls.inc()
 
     def _live(self) -> int:
         """Replicas whose Monitor was seen within a lease, this one included."""
@@ -123,9 +151,12 @@ class ClusterMember:
     def stop(self) -> None:
         """A graceful stop: this replica leaves the live ones and its leases go at once, so
         the others take its partitions a tick later instead of a lease later."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         try:
             self.replicas.left(self.replica)
             self.owner.release()
+            self.state.drop_statuses(replica=self.replica)
         finally:
             self.log.close()
 

@@ -29,9 +29,19 @@ class NatsSettings(_Section):
                           "when Vigil creates it (3 on a 3-node cluster: losing a node loses "
                           "nothing); a stream that exists is left as it is.")
     lease_seconds: float = Field(10.0, gt=0, description="A Monitor's lease on a partition: "
-                                 "renewed every tick, taken over by another replica's Monitor "
-                                 "once this long has passed without a renewal (a failover "
-                                 "takes about this plus a tick).")
+                                 "renewed every third of it by the Monitor's heartbeat thread "
+                                 "(and every tick), however long a tick takes; taken over by "
+                                 "another replica's Monitor once this long has passed without "
+                                 "a renewal (a failover takes about this plus a tick).")
+    max_tick_seconds: float = Field(60.0, gt=0, description="How long a Monitor's loop may "
+                                    "go without completing a tick (Kafka's "
+                                    "`max.poll.interval.ms`): past it, its heartbeat stops "
+                                    "renewing its leases, so a wedged loop loses its "
+                                    "partitions to another replica a lease later (logged, and "
+                                    "counted in `vigil_monitor_loop_stalls_total`); it renews "
+                                    "again once a tick completes. Keep it several leases: a "
+                                    "tick slower than it (a takeover's reload on a busy "
+                                    "machine) moves the partitions.")
     connect_timeout_seconds: float = Field(2.0, gt=0, description="How long a connection "
                                            "attempt, and a batch's acknowledgements, may take "
                                            "before the records spill to the local segments.")

@@ -2,13 +2,14 @@
 seen, and the event ids the Monitor has counted.
 
 A lease row names a partition's owner, its generation and its expiry. An owner renews it
-every tick; another replica takes it over only once it has expired, and every change of
-owner adds one to the generation. The Monitor's commit calls ``LeaseStore.fence`` inside its
-transaction: an UPDATE that matches only while the row still holds the owner and generation
-the Monitor acquired. On PostgreSQL that UPDATE locks the row until the commit, so a takeover
-either commits first (the fence matches nothing: the commit is refused) or waits for the
-commit (and its new owner reads the checkpoint that commit wrote). A Monitor paused past its
-lease therefore cannot commit when it wakes.
+(its Monitor's heartbeat, ``renew``, and every tick); another replica takes it over only
+once it has expired, and every change of owner adds one to the generation. The Monitor's
+commit calls ``LeaseStore.fence`` inside its transaction: an UPDATE that matches only while
+the row still holds the owner and generation the Monitor acquired. On PostgreSQL that UPDATE
+locks the row until the commit, so a takeover either commits first (the fence matches
+nothing: the commit is refused) or waits for the commit (and its new owner reads the
+checkpoint that commit wrote). A Monitor paused past its lease therefore cannot commit when
+it wakes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,23 @@ class LeaseStore:
                 partition_leases.c.partition == partition).values(
                 owner=owner, generation=generation, expires_at=now + ttl, updated_at=now))
             return Lease(partition, owner, generation, now + ttl)
+
+    def renew(self, leases: Iterable[Lease], ttl: float, now: float) -> list[Lease]:
+        """Push out the expiry of each lease still held at its generation and not expired
+        (the heartbeat's renewal; it never takes a partition nor moves a generation); returns
+        those renewed: a lease missing from the answer is lost."""
+        renewed = []
+        with transaction(self.engine) as tx:
+            for lease in leases:
+                if tx.connection.execute(partition_leases.update().where(
+                        partition_leases.c.partition == lease.partition,
+                        partition_leases.c.owner == lease.owner,
+                        partition_leases.c.generation == lease.generation,
+                        partition_leases.c.expires_at > now).values(
+                        expires_at=now + ttl, updated_at=now)).rowcount:
+                    renewed.append(Lease(lease.partition, lease.owner, lease.generation,
+                                         now + ttl))
+        return renewed
 
     @staticmethod
     def fence(tx: Transaction, leases: Iterable[Lease], now: float) -> None:

@@ -119,6 +119,19 @@ class MonitorStateStore:
         with transaction(self.engine) as tx:
             self.put_document(tx, status_name(replica), doc, now)
 
+    def drop_statuses(self, replica: str | None = None, before: float | None = None) -> int:
+        """Forget replicas' status documents: ``replica``'s (a graceful stop), or every
+        replica's last written before ``before`` (one killed, or a pod name a rollout
+        retired): ``…/stats`` and ``vigil status`` would otherwise list them for ever.
+        One machine's ``status`` is never dropped. Returns how many went."""
+        where: list[sa.ColumnElement[bool]] = [monitor_state.c.name.like(STATUS + ".%")]
+        if replica is not None:
+            where.append(monitor_state.c.name == status_name(replica))
+        if before is not None:
+            where.append(monitor_state.c.updated_at < before)
+        with transaction(self.engine) as tx:
+            return int(tx.connection.execute(monitor_state.delete().where(*where)).rowcount)
+
     @staticmethod
     def statuses(tx: Transaction) -> list[dict[str, Any]]:
         """Every status document: one machine's, and each replica's."""

@@ -2,7 +2,8 @@
 ``python -m tests.cluster_proc STORE_URL STREAM PARTITIONS REPLICA STATUS_FILE PAUSE_FLAG``.
 Writes the partitions it holds and the commits refused to STATUS_FILE every tick. When
 PAUSE_FLAG exists after a read that returned records, it removes it and SIGSTOPs itself
-there, between the read and the commit: where a real pause (GC, a VM migration) is fatal."""
+there, between the read and the commit: where a real pause (GC, a VM migration) is fatal.
+Its leases are renewed by a heartbeat thread, as in the service: SIGSTOP stops it too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from monitoring.cluster import PartitionOwner, cluster_tick
+from monitoring.cluster import Heartbeat, PartitionOwner, cluster_tick
 from monitoring.log.consumer import NatsEventLog
 from monitoring.log.jetstream import StreamSpec
 from monitoring.log.reader import Batch, Checkpoint
@@ -37,13 +38,14 @@ class PausingLog(NatsEventLog):
 
 def main(url: str, stream: str, partitions: str, replica: str, status: str, flag: str) -> None:
     engine = make_engine(url)
-    owner = PartitionOwner(LeaseStore(engine), replica, int(partitions), LEASE_SECONDS)
+    owner = PartitionOwner(LeaseStore(engine), replica, int(partitions), LEASE_SECONDS,
+                           max_tick=LEASE_SECONDS * 5)
     log = PausingLog(StreamSpec(url="nats://127.0.0.1:4222", name=stream,
-                                partitions=int(partitions)), EventIds(engine),
-                     lambda: owner.held)
+                                partitions=int(partitions)), EventIds(engine), owner.leases)
     log.pause_flag = Path(flag)
     loop = Monitor(engine, log, class_labels_of=lambda m, v: None, replica=replica)
     loop.load()
+    Heartbeat(owner.beat, LEASE_SECONDS / 3).start()
     while True:
         cluster_tick(loop, owner)
         tmp = Path(status + ".tmp")

@@ -124,3 +124,107 @@ def test_replicas_seeding_the_demo_together_share_it_once(
     seed_demo(SharedRegistry(ArtifactStore(engine, 10**9), "r2"), store)
     assert store.revisions() == revisions == {"breast_cancer": 1, "diabetes": 1}
     assert {"v1", "v2", "v3"} <= set(shared.artifacts.versions()["breast_cancer"])
+
+
+@pytest.mark.parametrize("call", ["ensure", "get"])
+def test_a_version_another_process_is_installing_is_waited_for(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path, call: str) -> None:
+    """BentoML's save makes the version's directory, then copies its files: a worker whose
+    ``has`` sees the directory while another worker of the replica is still copying must
+    wait for that install (its pull lock) before loading it, not load half a version."""
+    import fcntl
+    import threading
+
+    _, engine = db
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", scratch)
+    done = threading.Event()
+
+    def load() -> None:
+        getattr(shared, call)("breast_cancer", "v1")
+        done.set()
+
+    with (scratch / "pull.lock").open("a") as lock:  # another process, mid-install
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        assert not done.wait(2.0), "went on while the version was being installed"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    worker.join(30)
+    assert done.is_set()
+
+
+def test_a_pull_that_cannot_be_written_here_is_unavailable_and_counted(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full or unwritable disk on this replica is a failed pull like a store outage:
+    ``ArtifactUnavailable`` (LiveDeployments tries it again later; an OSError is taken for a
+    version that failed to load and is not tried again before the next revision), counted."""
+    import errno
+
+    from models.errors import ArtifactUnavailable
+
+    _, engine = db
+    failures: list[tuple[str, str]] = []
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch",
+                            lambda m, v: failures.append((m, v)))
+    shared.share_local()
+    (tmp_path / "scratch").mkdir()
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shared.artifacts, "_fetch_part", full)
+    with pytest.raises(ArtifactUnavailable, match="No space left on device"):
+        shared.pull("diabetes", "v1")
+    assert failures == [("diabetes", "v1")]
+
+
+def test_a_pull_under_the_lock_installs_and_returns(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path) -> None:
+    """A version missing here is pulled under the replica's pull lock, and installing it
+    reads it back through the same registry: that read must not wait for the lock its own
+    pull holds."""
+    import threading
+    import uuid
+
+    import bentoml
+
+    _, engine = db
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch")
+    onnx, card, ref = demo_files("diabetes", "v1")
+    card["version"] = f"pull-{uuid.uuid4().hex[:8]}"
+    shared.register(onnx, card, ref, "reference.csv")
+    bentoml.models.delete(f"diabetes:{card['version']}")  # shared, not here any more
+    assert not shared.has("diabetes", card["version"])
+    done = threading.Event()
+
+    def ensure() -> None:
+        shared.ensure("diabetes", card["version"])
+        done.set()
+
+    threading.Thread(target=ensure, daemon=True).start()
+    assert done.wait(30), "the pull waited for its own lock"
+    assert shared.has("diabetes", card["version"])
+
+
+def test_a_local_version_other_than_the_shared_one_is_not_served(
+        db: tuple[str, sa.Engine], registry: Registry, tmp_path: Path) -> None:
+    """A replica whose own model store holds other bytes under a version's name than the
+    cluster registered (logged at start, not fatal) must not serve them as that version:
+    the worker applying a revision that names it stays behind, counted, and says why."""
+    from models.errors import ArtifactUnavailable
+    from store.transaction import transaction
+
+    _, engine = db
+    failures: list[tuple[str, str]] = []
+    shared = SharedRegistry(ArtifactStore(engine, 10**9), "r1", tmp_path / "scratch",
+                            lambda m, v: failures.append((m, v)))
+    mine = registry.get("diabetes", "v1")
+    with transaction(engine) as tx:  # another replica registered other bytes as diabetes:v1
+        shared.artifacts.share(tx, "diabetes", "v1", "0" * 64, mine.files, "r2")
+    with pytest.raises(ArtifactUnavailable, match="differs from the one registered"):
+        shared.ensure("diabetes", "v1")
+    assert failures == [("diabetes", "v1")]
+    shared.ensure("breast_cancer", "v1")  # not shared at all: this replica's own, served

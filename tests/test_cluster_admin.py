@@ -192,6 +192,73 @@ def test_a_graceful_stop_hands_the_partitions_over_at_the_next_tick(tmp_path: Pa
         asyncio.run(drop())
 
 
+def test_a_replica_is_seen_before_its_first_lease_and_while_its_loop_lives(
+        tmp_path: Path) -> None:
+    """A new replica's Monitor records itself as seen before it takes its first lease (the
+    others count it among the live while its first, slow, tick runs); its heartbeat keeps
+    it seen and its leases renewed between ticks, and stops both, counted once, when the loop
+    goes past ``log.nats.max_tick_seconds`` without completing a tick."""
+    machine_nats()
+    stream = "T" + uuid.uuid4().hex[:12].upper()
+    settings = load_settings(data_dir=tmp_path, log={
+        "backend": "nats", "partitions": 2, "nats": {"stream": stream, "lease_seconds": 0.9,
+                                                     "max_tick_seconds": 2.0}})
+    engine = make_engine(settings.store_url)
+    migrate(engine)
+    registry = CollectorRegistry()
+    metrics = MonitorMetrics(registry)
+    member = ClusterMember(settings, engine, metrics)
+
+    def stalls() -> float | None:
+        return registry.get_sample_value("vigil_monitor_loop_stalls_total")
+
+    seen_at_first_lease: list[list[str]] = []
+    acquire = member.owner.store.acquire
+
+    def first_lease(*args: Any, **kwargs: Any) -> Any:
+        if not seen_at_first_lease:
+            seen_at_first_lease.append([r.id for r in member.replicas.all()])
+        return acquire(*args, **kwargs)
+
+    member.owner.store.acquire = first_lease  # type: ignore[method-assign]
+    loop = Monitor(engine, member.log, class_labels_of=lambda m, v: None)
+    loop.load()
+
+    def last_seen() -> float:
+        return member.replicas.all()[0].last_seen
+
+    def expiry() -> float:
+        return min(lease.expires_at for lease in member.owner.store.all())
+
+    try:
+        member.tick(loop)
+        assert seen_at_first_lease == [[settings.server.replica_id]]
+        assert sorted(member.owner.held) == [0, 1]
+        seen, expires = last_seen(), expiry()
+        wait_for(lambda: last_seen() > seen and expiry() > expires, timeout=10,
+                 what="the heartbeat renews and is seen with no tick")
+        assert stalls() == 0
+        wait_for(lambda: stalls() == 1, timeout=10,
+                 what="no tick for longer than max_tick_seconds: the renewals stop")
+        seen, expires = last_seen(), expiry()
+        time.sleep(1.0)  # three heartbeats' time
+        assert (last_seen(), expiry()) == (seen, expires), "a stalled loop is not renewed"
+        member.tick(loop)  # the loop comes round: renewed and seen again
+        seen = last_seen()
+        wait_for(lambda: last_seen() > seen, timeout=10, what="seen again")
+        assert stalls() == 1
+    finally:
+        member.stop()
+        engine.dispose()
+
+        async def drop() -> None:
+            nc = await connect(stream_spec(settings), reconnect=False)
+            await nc.jetstream().delete_stream(stream)
+            await nc.close()
+
+        asyncio.run(drop())
+
+
 @pytest.mark.parametrize("backend", ["local"])
 def test_one_machine_has_an_empty_cluster(tmp_path: Path, backend: str) -> None:
     settings = load_settings(data_dir=tmp_path, log={"backend": backend}, auth={"tokens": [

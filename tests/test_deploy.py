@@ -282,3 +282,26 @@ def test_the_pod_runs_unprivileged_with_resources() -> None:
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert {"cpu", "memory"} <= set(c["resources"]["requests"])
     assert "cpu" not in c["resources"].get("limits", {})  # throttling stalls the Monitor
+
+
+def test_the_spills_fit_in_the_data_volume(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """Each log writer of the pod (its workers, the Monitor for shadow answers) spills up to
+    ``log.retention_max_bytes`` while NATS does not acknowledge. Over the ``/data`` emptyDir's
+    sizeLimit the kubelet evicts the pod and deletes the volume, the acknowledged records not
+    yet forwarded with it; at the cap the writers refuse labels (503) and count drops. So the
+    caps must fit, with a quarter of the volume left for the model store and pulls."""
+    for name in list(os.environ):
+        if name.startswith("VIGIL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VIGIL_CONFIG", str(tmp_path / "none.yaml"))
+    for name, value in example_env().items():
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    [data] = [v for v in one("Deployment")["spec"]["template"]["spec"]["volumes"]
+              if v["name"] == "data"]
+    size = data["emptyDir"]["sizeLimit"]
+    units = {"Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+    limit = int(size[:-2]) * units[size[-2:]]
+    writers = s.server.workers + 1
+    assert writers * s.log.retention_max_bytes <= limit * 3 // 4, (writers, size)

@@ -77,3 +77,30 @@ def test_export_says_when_nats_cannot_be_read(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "nats://127.0.0.1:9" in result.output
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_an_export_ends_at_what_the_stream_held_when_it_began(tmp_path: Path,
+                                                              spec: StreamSpec) -> None:
+    """Under sustained traffic a partition never runs dry: the export reads up to the
+    stream's last sequence when it began (here: the 30th record), not what came after."""
+    from monitoring.log.consumer import _partition_since
+    from monitoring.log.jetstream import connect
+    from monitoring.log.partitions import partition_of
+    from monitoring.log.payloads import PayloadOpener
+
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", bytes)
+    for i in range(50):
+        writer.submit(line(i, "m", ago=10))
+    wait(lambda: writer.records_written == 50)
+    writer.close()
+
+    async def export(until: int) -> list[bytes]:
+        nc = await connect(spec, reconnect=False)
+        try:
+            return await _partition_since(nc.jetstream(), spec, partition_of("m", 4), None,
+                                          7, PayloadOpener(None, spec.name), until)
+        finally:
+            await nc.close()
+
+    assert len(asyncio.run(export(until=30))) == 30
+    assert len(asyncio.run(export(until=10**9))) == 50

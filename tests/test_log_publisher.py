@@ -225,3 +225,44 @@ def test_a_broken_spill_refuses_labels_before_taking_any(tmp_path: Path) -> None
     finally:
         server.stop()
     assert ids == list(range(50)) and not writer.dropped
+
+
+def test_connected_but_not_acknowledging_with_a_broken_spill_refuses_labels(
+        tmp_path: Path, spec: StreamSpec) -> None:
+    """NATS answers but does not acknowledge (here: the stream is gone; a leaderless stream
+    does the same) and the spill cannot be written: neither path takes a label, so the sink
+    refuses them (/feedback's 503) instead of taking them to be dropped; once the stream
+    acknowledges again, labels are taken and reach it."""
+    (tmp_path / "spill").write_text("a file where the spill directory goes")
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render)
+    sink = LogSink(writer)
+    try:
+        wait(lambda: writer.connected)
+        asyncio.run(delete_stream(spec))
+        feedback(sink, "iris", 0)  # in flight when the stream went: lost, and counted
+        wait(lambda: writer.failing)
+        assert not sink.feedback("iris", [{"request_id": "r1", "label": "a"}], time.time())
+        dropped = writer.dropped
+        for _ in range(20):  # still refused while NATS does not acknowledge: none taken
+            assert not sink.feedback("iris", [{"request_id": "r1", "label": "a"}],
+                                     time.time())
+            time.sleep(0.05)
+        assert writer.dropped == dropped
+        asyncio.run(recreate_stream(spec))
+        wait(lambda: not writer.failing)
+        feedback(sink, "iris", 2)
+        wait(lambda: writer.records_written >= 1)
+    finally:
+        writer.close()
+    ids = [r["data"]["request_id"] for _, _, r in asyncio.run(stream_records(spec))]
+    assert ids == ["r2"]
+
+
+async def recreate_stream(spec: StreamSpec) -> None:
+    from monitoring.log.jetstream import ensure_stream
+
+    nc = await connect(spec, reconnect=False)
+    try:
+        await ensure_stream(nc.jetstream(), spec)
+    finally:
+        await nc.close()

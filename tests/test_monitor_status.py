@@ -88,3 +88,28 @@ def test_vigil_status_names_each_replicas_monitor() -> None:
     assert a == "Monitor a: lag 5 events, 0.5 s; last tick 1.0 s ago"
     assert gone.startswith("Monitor gone: lag 9 events") and "stale" in gone
     assert replica_lines(view([{"lag_events": 0, "updated_at": now}]), now) == []
+
+
+def test_a_gone_replicas_status_is_forgotten(engine: sa.Engine) -> None:
+    """A replica that stopped (its own status dropped at its stop) or was killed long ago
+    (dropped by age) no longer shows in ``…/stats``; one machine's status is never dropped.
+    On Kubernetes the replica id is the pod name, new on every rollout."""
+    from store import MonitorStateStore, reading
+
+    state = MonitorStateStore(engine)
+    now = time.time()
+    state.put_status({"lag_events": 1, "updated_at": now - 7200}, now - 7200, "pod-old")
+    state.put_status({"lag_events": 2, "updated_at": now}, now, "pod-a")
+    state.put_status({"lag_events": 3, "updated_at": now}, now, "pod-b")
+    state.put_status({"lag_events": 4, "updated_at": now - 7200}, now - 7200)
+
+    def replicas() -> list[str]:
+        with reading(engine) as tx:
+            return [r["replica"] for r in view(state.statuses(tx))["replicas"]]
+
+    assert replicas() == ["pod-a", "pod-b", "pod-old"]
+    assert state.drop_statuses(before=now - 3600) == 1
+    assert state.drop_statuses(replica="pod-b") == 1
+    assert replicas() == ["pod-a"]
+    with reading(engine) as tx:
+        assert [s["lag_events"] for s in state.statuses(tx)] == [4, 2]

@@ -3,6 +3,8 @@ with a new generation, and a commit fenced off once its generation is gone."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from store import EventIds, LeaseLost, LeaseStore, ReplicaStore, transaction
@@ -163,3 +165,87 @@ def test_a_rebaseline_is_carried_out_only_at_its_partition_owner(engine) -> None
     with transaction(engine) as tx:
         tracker.process_requests(tx, now=2.0)  # no detectors for m:v1: failed, but done
         assert DriftStore(engine).pending_requests(tx) == []
+
+
+def test_the_heartbeat_keeps_the_leases_of_a_step_longer_than_the_lease(engine) -> None:  # type: ignore[no-untyped-def]
+    """A step of 10 s with a 3 s lease: the heartbeat (a beat a second) renews the leases at
+    their generation, another replica cannot take them, and the step's commit goes through."""
+    from monitoring.cluster import PartitionOwner
+
+    now = [100.0]
+    leases = LeaseStore(engine)
+    a = PartitionOwner(leases, "a", 2, ttl=3, clock=lambda: now[0], max_tick=30)
+    b = PartitionOwner(leases, "b", 2, ttl=3, clock=lambda: now[0])
+    assert a.renew() and sorted(a.held) == [0, 1]
+    a.ticked()
+    fenced = a.leases()  # what the step's commit fences
+    for _ in range(10):
+        now[0] += 1
+        assert a.beat()
+        assert not b.renew() and b.held == {}
+    with transaction(engine) as tx:
+        leases.fence(tx, fenced.values(), now=now[0])
+    a.ticked()
+    assert not a.renew(), "the same partitions at the same generations: nothing to reload"
+    assert [(x.owner, x.generation, x.expires_at) for x in leases.all()] == [
+        ("a", 1, 113.0), ("a", 1, 113.0)]
+
+
+def test_a_loop_wedged_past_max_tick_loses_its_leases(engine) -> None:  # type: ignore[no-untyped-def]
+    """The loop completes no tick after t=100 (max tick 6 s, lease 3 s): the heartbeat
+    renews until 106, then stops (counted once); the other replica takes the partitions when
+    the last renewal expires, the wedged loop's commit is refused and it steps down."""
+    from monitoring.cluster import PartitionOwner
+
+    now = [100.0]
+    stalls: list[float] = []
+    leases = LeaseStore(engine)
+    a = PartitionOwner(leases, "a", 2, ttl=3, clock=lambda: now[0], max_tick=6,
+                       on_stall=lambda: stalls.append(now[0]))
+    b = PartitionOwner(leases, "b", 2, ttl=3, clock=lambda: now[0])
+    a.renew()
+    a.ticked()
+    fenced = a.leases()
+    beats, taken = [], None
+    for _ in range(12):
+        now[0] += 1
+        beats.append(a.beat())
+        if b.renew() and taken is None:
+            taken = now[0]
+    assert beats == [True] * 6 + [False] * 6
+    assert stalls == [107.0] and a.stalls == 1
+    assert taken == 109.0 and sorted(b.held) == [0, 1]  # 106 + the lease
+    assert {(x.owner, x.generation) for x in leases.all()} == {("b", 2)}
+    with pytest.raises(LeaseLost), transaction(engine) as tx:
+        leases.fence(tx, fenced.values(), now=now[0])
+    a.ticked()  # the loop came round: the heartbeat renews again, and finds them lost
+    assert a.beat() and a.lost == {0, 1}
+    assert a.renew() and a.held == {} and not a.owns("iris")
+
+
+def test_a_heartbeat_thread_renews_while_the_step_sleeps(engine) -> None:  # type: ignore[no-untyped-def]
+    """The real thread: a step sleeping 3 leases keeps its leases (the other replica polling
+    all along gets nothing); with the heartbeat stopped, the other takes them after expiry."""
+    from monitoring.cluster import Heartbeat, PartitionOwner
+
+    leases = LeaseStore(engine)
+    a = PartitionOwner(leases, "a", 2, ttl=1.5, max_tick=60)
+    b = PartitionOwner(leases, "b", 2, ttl=1.5)
+    a.renew()
+    a.ticked()
+    generations = {p: lease.generation for p, lease in a.held.items()}
+    heartbeat = Heartbeat(a.beat, 1.5 / 3).start()
+    try:
+        end = time.monotonic() + 4.5  # the slow step
+        while time.monotonic() < end:
+            assert not b.renew() and b.held == {}
+            time.sleep(0.1)
+    finally:
+        heartbeat.stop()
+    assert {p: lease.generation for p, lease in a.leases().items()} == generations
+    assert a.lost == set()
+    end = time.monotonic() + 30
+    while not b.held and time.monotonic() < end:  # no heartbeat: expired within a lease
+        time.sleep(0.1)
+        b.renew()
+    assert sorted(b.held) == [0, 1]

@@ -239,8 +239,11 @@ def read_since(spec: StreamSpec, partitions: Iterable[int], since: float | None,
         try:
             js = nc.jetstream(timeout=spec.timeout)
             out: list[bytes] = []
+            # what the stream held when the export began: under sustained traffic the
+            # partition never runs dry, and an export must end
+            until = (await js.stream_info(spec.name)).state.last_seq or 0
             for p in partitions:
-                out.extend(await _partition_since(js, spec, p, since, batch, payloads))
+                out.extend(await _partition_since(js, spec, p, since, batch, payloads, until))
             return out
         finally:
             await nc.close()
@@ -282,7 +285,7 @@ def check_keys(spec: StreamSpec, keys: LogKeys | None) -> None:
 
 async def _partition_since(js: JetStreamContext, spec: StreamSpec, partition: int,
                            since: float | None, batch: int,
-                           payloads: PayloadOpener) -> list[bytes]:
+                           payloads: PayloadOpener, until: int) -> list[bytes]:
     start = (datetime.fromtimestamp(since - SKEW_SECONDS, UTC) if since is not None
              else None)
     sub = await js.pull_subscribe(
@@ -295,6 +298,8 @@ async def _partition_since(js: JetStreamContext, spec: StreamSpec, partition: in
     try:
         while pending := (await sub.consumer_info()).num_pending or 0:
             for m in await sub.fetch(min(pending, batch), timeout=spec.timeout):
+                if m.metadata.sequence.stream > until:
+                    return out
                 record = payloads.open(m.data, m.headers, m.metadata.sequence.stream)
                 if record is not None:
                     out.append(record)

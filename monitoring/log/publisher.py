@@ -17,10 +17,12 @@ claimed (renamed, so one claimer wins) and forwarded by a live one. Spilled, for
 dropped records are counted (``on_spill``, ``on_forward``, ``on_drop``).
 
 ``failing`` (``/feedback`` answers 503 with ``Retry-After``) only when neither path can take
-a record: NATS is not connected and the spill cannot be written (probed once a second while
-NATS is away, so a broken or full spill is known before a label is accepted onto it) or its
-queue is full. A spill that cannot be written while NATS is connected again is bypassed: new
-batches go to the stream ahead of the spill's remainder rather than be dropped.
+a record: NATS is not connected, or connected but its last publish was not acknowledged (a
+stream without a leader or gone; until a publish or the stream's info answers again), and
+the spill cannot be written (probed once a second while NATS does not take records, so a
+broken or full spill is known before a label is accepted onto it) or its queue is full. A
+spill that cannot be written while NATS is connected again is bypassed: new batches go to
+the stream ahead of the spill's remainder rather than be dropped.
 
 With ``keys`` (``log.encryption``) every payload is one sealed frame marked ``Vigil-Encoding:
 VGE1`` (``monitoring.log.payloads``); the spill is sealed on disk by its ``SegmentWriter``, and
@@ -95,6 +97,8 @@ class NatsWriter(RecordQueue):
                                     max_total_bytes=spill_max_bytes, on_drop=self._drop,
                                     keys=keys)
         self._probed_at = 0.0
+        self._acking = True  # the last publish was acknowledged (or none failed yet)
+        self._acking_checked_at = 0.0
         self._forwarded: dict[Path, Checkpoint] = {}
         self._spill_pending = False
         self._nc: Client | None = None
@@ -112,10 +116,15 @@ class NatsWriter(RecordQueue):
     # --- caller side: RecordQueue's (submit never blocks)
     @property
     def failing(self) -> bool:
-        """Neither path takes records: NATS is not connected and the spill cannot be
-        written (probed every second while NATS is away) or its queue is full. While NATS is
-        connected it takes what the spill cannot."""
-        return not self.connected and (self._spill.failing or self._spill.room() == 0)
+        """Neither path takes records: NATS is not connected or does not acknowledge, and
+        the spill cannot be written (probed every second meanwhile) or its queue is full.
+        While NATS acknowledges it takes what the spill cannot."""
+        return not self._taking and (self._spill.failing or self._spill.room() == 0)
+
+    @property
+    def _taking(self) -> bool:
+        """NATS takes records: connected, and the last publish was acknowledged."""
+        return self.connected and self._acking
 
     @property
     def connected(self) -> bool:
@@ -154,6 +163,7 @@ class NatsWriter(RecordQueue):
                 if batch:
                     await self._ship(self._lines(batch))
                 if self.connected:
+                    await self._check_acking()
                     await self._forward()
             except Exception:  # the thread must outlive any one batch
                 log.exception("the NATS publisher failed on a batch")
@@ -194,7 +204,7 @@ class NatsWriter(RecordQueue):
         """While NATS is away, whether the spill can take records, known before any is lost
         on it (``failing``); once a second."""
         now = time.monotonic()
-        if not self.connected and now - self._probed_at >= 1.0:
+        if not self._taking and now - self._probed_at >= 1.0:
             self._probed_at = now
             self._spill.probe()
 
@@ -205,6 +215,7 @@ class NatsWriter(RecordQueue):
             self._to_spill(lines)  # behind a pending spill: the stream keeps their order
             return
         failed = await self._publish(lines)
+        self._acking = not failed
         acked = len(lines) - len(failed)
         self.records_written += acked
         self._on_write(acked)
@@ -286,10 +297,14 @@ class NatsWriter(RecordQueue):
             while True:
                 reader = LocalEventLog(directory, keys=self.keys)
                 checkpoint = self._forwarded.get(directory, {})
-                batch = reader.read(checkpoint, FORWARD_BATCH)
+                try:
+                    batch = reader.read(checkpoint, FORWARD_BATCH)
+                except OSError:  # an unreadable spill: its probe and drops say so
+                    break
                 if not batch.lines:
                     break
                 failed = await self._publish(batch.lines)
+                self._acking = not failed
                 if failed:  # NATS went away again: the whole batch is sent again later
                     return
                 self.forwarded += len(batch.lines)
@@ -306,11 +321,24 @@ class NatsWriter(RecordQueue):
                 self._forwarded.get(self._spill_dir, {})).events:
             self._spill_pending = False
 
+    async def _check_acking(self) -> None:
+        """While publishes are not acknowledged and nothing is sent (``failing`` refuses
+        labels), whether the stream answers again: its info, once a second."""
+        now = time.monotonic()
+        if self._acking or self._nc is None or now - self._acking_checked_at < 1.0:
+            return
+        self._acking_checked_at = now
+        try:
+            await self._nc.jetstream(timeout=self.spec.timeout).stream_info(self.spec.name)
+        except Exception:
+            return
+        self._acking = True
+
     def _orphans(self) -> list[Path]:
         """Spill directories of writers that died before forwarding them."""
         try:
             entries = list(os.scandir(self.spill_root))
-        except FileNotFoundError:
+        except OSError:  # none yet, or not a directory (the spill's probe says so)
             return []
         out = []
         for e in entries:
