@@ -63,7 +63,9 @@ demo-train: venv
 build: venv
 	$(BIN)/bentoml build
 
-# about 8 minutes: writes load_tests/bench_results.md (docs/performance.md copies its tables); needs `hey`
+# about 15 minutes (14 min 55 s on the shared 2 cores): writes load_tests/bench_results.md (docs/performance.md copies its tables); needs
+# `hey`. The nats rows need PostgreSQL and NATS: VIGIL_TEST_POSTGRES_URL (or VIGIL_STORE__URL) and
+# VIGIL_LOG__NATS__URL (default nats://127.0.0.1:4222); without them they say so in one line
 bench: venv
 	command -v hey >/dev/null || (apt-get install -y -q hey || sudo apt-get install -y -q hey)
 	$(BIN)/python -m load_tests.bench --suite --seconds 5

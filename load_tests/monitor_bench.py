@@ -18,10 +18,11 @@ costs of a step included (a catch-up over the whole log hides them).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +31,44 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.card import Feature  # noqa: E402
+from monitoring.cluster import PartitionOwner, cluster_tick  # noqa: E402
+from monitoring.log.consumer import NatsEventLog  # noqa: E402
 from monitoring.log.events import PredictionEvent  # noqa: E402
+from monitoring.log.jetstream import StreamSpec  # noqa: E402
+from monitoring.log.publisher import NatsWriter  # noqa: E402
 from monitoring.log.reader import LocalEventLog  # noqa: E402
 from monitoring.log.sink import LogSink, render  # noqa: E402
 from monitoring.log.writer import SegmentWriter  # noqa: E402
 from monitoring.monitor import Monitor  # noqa: E402
-from store import make_engine, migrate  # noqa: E402
+from store import Engine, EventIds, LeaseStore, make_engine, migrate  # noqa: E402
 
 LABELS = ["malignant", "benign"]
 FEATURES = tuple(Feature(f"feature {i}", "float") for i in range(30))
+PACE = 250  # requests between two waits for the NATS publishers: batches of a busy server's size
 
 
 def write_log(directory: Path, requests: int, feedback: float, streams: int,
               seed: int = 5) -> int:
+    """Demo-shaped records into ``streams`` segment streams under ``directory`` (the real
+    segment writer); how many."""
+    return emit([LogSink(SegmentWriter(directory, f"gw{k}-{k}-{k}", render, queue_size=1 << 20))
+                 for k in range(1, streams + 1)], requests, feedback, seed)
+
+
+def emit(sinks: list[LogSink], requests: int, feedback: float, seed: int = 5,
+         pace: Callable[[], None] | None = None) -> int:
+    """``requests`` predictions (champion, or the canary one in ten) with a shadow's answer
+    each, and labels for a ``feedback`` share of them, round robin over ``sinks``, which are
+    closed (everything written) on return; how many records. ``pace`` is called every
+    ``PACE`` requests (to wait for the writers, as a server's requests would)."""
     rng = np.random.default_rng(seed)
-    sinks = [LogSink(SegmentWriter(directory, f"gw{k}-{k}-{k}", render, queue_size=1 << 20))
-             for k in range(1, streams + 1)]
+    streams = len(sinks)
     matrix = rng.normal(size=(requests, 30))
     p = rng.random(requests)
     records = 0
     for i in range(requests):
+        if pace is not None and i % PACE == PACE - 1:
+            pace()
         sink = sinks[i % streams]
         out = [{"label": LABELS[int(p[i] > 0.5)], "label_index": int(p[i] > 0.5),
                 "probabilities": {"malignant": 1 - p[i], "benign": p[i]}}]
@@ -106,6 +125,42 @@ def per_tick_cost(monitor: Monitor, log_dir: Path, per_tick: int, requests: int
         if n:
             costs.append((time.process_time() - t0) / n * 1e6)
     return records, statistics.median(costs[3:] or costs)
+
+
+def publish_log(spec: StreamSpec, spill_dir: Path, requests: int, feedback: float,
+                streams: int, seed: int = 5) -> tuple[int, int]:
+    """The records of ``write_log`` published to JetStream by ``streams`` real publishers
+    (``NatsWriter``), handed over ``PACE`` requests at a time; (records, spilled)."""
+    writers = [NatsWriter(spec, spill_dir, f"gw{k}-{os.getpid()}-{k}", render,
+                          queue_size=1 << 20) for k in range(1, streams + 1)]
+
+    def drained() -> None:
+        while any(w.unwritten for w in writers):
+            time.sleep(0.002)
+
+    n = emit([LogSink(w) for w in writers], requests, feedback, seed, pace=drained)
+    return n, sum(w.spilled for w in writers)
+
+
+def nats_monitor(engine: Engine, spec: StreamSpec, batch: int, drift: bool
+                 ) -> tuple[Monitor, PartitionOwner]:
+    """A replica's Monitor over the stream's partitions (it takes every lease)."""
+    owner = PartitionOwner(LeaseStore(engine), "bench", spec.partitions, ttl=600)
+    loop = Monitor(engine, NatsEventLog(spec, EventIds(engine), lambda: owner.held),
+                   batch_events=batch, class_labels_of=lambda m, v: LABELS,
+                   drift=tracker(engine) if drift else None)  # type: ignore[arg-type]
+    return loop, owner
+
+
+def consume_nats(loop: Monitor, owner: PartitionOwner, records: int, timeout: float = 600
+                 ) -> tuple[int, float]:
+    """Tick as a replica's Monitor does until ``records`` are consumed; (records, seconds)."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < records and time.perf_counter() - t0 < timeout:
+        r = cluster_tick(loop, owner)
+        n += r.lines if r is not None else 0
+    return n, time.perf_counter() - t0
 
 
 def tracker(engine: object) -> object:

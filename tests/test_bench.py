@@ -67,9 +67,62 @@ def test_monitor_bench_hands_the_log_over_a_tick_at_a_time(tmp_path) -> None:  #
 
 
 def test_a_bench_run_replaces_the_latest_tables_and_keeps_the_run_history() -> None:
-    from load_tests.bench import keep_history
+    from load_tests.report import keep_history
 
     previous = "# Benchmark\n\nold table\n\n## Run history\n\n- 09:28: notes\n"
     assert keep_history("# Benchmark\n\nnew table\n", previous) == (
         "# Benchmark\n\nnew table\n\n## Run history\n\n- 09:28: notes\n")
     assert keep_history("# Benchmark\n\nnew table\n", "") == "# Benchmark\n\nnew table\n"
+
+
+def test_without_postgresql_the_nats_rows_are_one_line_saying_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from load_tests import cluster_bench
+
+    monkeypatch.delenv("VIGIL_STORE__URL", raising=False)
+    monkeypatch.delenv("VIGIL_TEST_POSTGRES_URL", raising=False)
+    assert cluster_bench.section(1, 1) == [
+        "## The prediction log on NATS JetStream", "",
+        "Skipped: no PostgreSQL: set VIGIL_STORE__URL (or VIGIL_TEST_POSTGRES_URL) to a "
+        "postgresql+psycopg:// URL.", ""]
+    assert cluster_bench.wanted(None) and cluster_bench.wanted("nats")
+    assert cluster_bench.wanted("replicas") and not cluster_bench.wanted("TLS")
+
+
+def test_the_nats_row_is_the_median_ratio_with_the_range_of_the_rounds() -> None:
+    """Each round's nats run against the local run beside it: the row gives the ratio of the
+    medians and the lowest and highest round's ratio (the spread a reader must see)."""
+    from load_tests.cluster_bench import backend_rows
+
+    def run(rps: float, p99: float, cpu: float = 0.4) -> dict[str, float]:
+        return {"rps": rps, "p50": 1.0, "p99": p99, "p99.9": 9.0, "non_200": 0.0,
+                "cpu_ms": cpu}
+
+    rows = backend_rows({"vigil-pg": [run(1000, 10), run(1200, 12), run(800, 8)],
+                         "vigil-nats": [run(950, 10), run(1000, 15), run(840, 8, 0.5)]},
+                        2, 16)
+    assert rows[0] == ("| 2 | 16 | local | 1,000 req/s | 1.0 / 10.0 / 9.0 | 1 | 1 | 0.400 "
+                       "| 0 |")
+    # medians 950 / 1000; rounds 0.95, 0.83, 1.05
+    assert rows[1] == ("| 2 | 16 | nats | 950 req/s | 1.0 / 10.0 / 9.0 | **0.95** "
+                       "(0.83–1.05) | 1.00 | 0.400 (1.00×) | 0 |")
+
+
+def test_the_monitor_reads_every_published_record_once_from_nats() -> None:
+    """A tiny run of the bench's Monitor measurement on the machine's PostgreSQL and NATS:
+    what two real publishers wrote to a fresh stream is consumed by a replica's Monitor, each
+    record once, as many as the local Monitor reads from segments of the same records."""
+    import pytest
+
+    from load_tests import cluster_bench
+
+    b = cluster_bench.backends()
+    if isinstance(b, str):
+        pytest.skip(b)
+    try:
+        rates = cluster_bench.monitor_rates(b, requests=200)
+    finally:
+        b.close()
+    assert rates.spilled == 0
+    assert rates.nats[:2] == rates.local[:2] == (rates.local[0], rates.local[0])
+    assert rates.local[0] > 400  # two records a request and labels for about half
+    assert "| NATS (the model's partition, 1 of 8) |" in "\n".join(rates.table())

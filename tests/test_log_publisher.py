@@ -159,6 +159,46 @@ def test_nats_down_at_start_spills_then_forwards(tmp_path: Path) -> None:
     assert ids == list(range(100))
 
 
+def test_a_batch_larger_than_a_chunk_is_published_whole_and_in_order(tmp_path: Path,
+                                                                    spec: StreamSpec) -> None:
+    """2,500 records taken in one batch go out in chunks (their acknowledgements awaited
+    chunk by chunk, below the client's limit of pending ones): every one acknowledged, none
+    spilled, in the order submitted."""
+    from monitoring.log.publisher import PUBLISH_CHUNK
+
+    n = 2 * PUBLISH_CHUNK + PUBLISH_CHUNK // 2
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render,
+                        flush_seconds=0.5)
+    sink = LogSink(writer)
+    wait(lambda: writer.connected)
+    for i in range(n):
+        feedback(sink, "iris", i)
+    wait(lambda: writer.records_written == n)
+    writer.close()
+    assert writer.spilled == 0
+    records = asyncio.run(stream_records(spec))
+    assert [r["data"]["request_id"] for _, _, r in records] == [
+        f"r{i}" for i in range(n)]
+
+
+def test_the_publisher_keeps_its_subscriptions_however_many_batches(tmp_path: Path,
+                                                                    spec: StreamSpec) -> None:
+    """Acknowledgements come back on one inbox subscription a connection. A JetStream context
+    made per batch subscribed a new inbox every batch (20 a second, never removed: 31
+    subscriptions after 30 batches)."""
+    writer = NatsWriter(spec, tmp_path / "spill", f"gw-1-{time.time_ns()}", render,
+                        flush_seconds=0.01)
+    sink = LogSink(writer)
+    counts = []
+    for batch in range(30):
+        feedback(sink, "iris", batch)
+        wait(lambda batch=batch: writer.records_written == batch + 1)
+        assert writer._nc is not None
+        counts.append(len(writer._nc._subs))  # nats-py's table of the connection's subscriptions
+    writer.close()
+    assert counts == [counts[0]] * 30 and counts[0] <= 2
+
+
 def test_a_broken_spill_refuses_labels_before_taking_any(tmp_path: Path) -> None:
     """NATS away and the spill unwritable: ``failing`` (so /feedback's 503) is known from a
     probe, before a label is taken and lost on the spill; mended, labels are taken again

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 
 from monitoring.log.frames import LogKeys
 from monitoring.log.jetstream import LoopThread, StreamSpec, connect, ensure_stream
@@ -58,6 +59,9 @@ from monitoring.log.writer import SegmentWriter
 log = logging.getLogger("vigil.log")
 
 FORWARD_BATCH = 1000
+# records published before their acknowledgements are awaited: below nats-py's limit of
+# pending acknowledgements (4,000 a JetStream context), so a publish never waits for a place
+PUBLISH_CHUNK = 1000
 
 
 def _nop(n: int) -> None:
@@ -98,6 +102,10 @@ class NatsWriter(RecordQueue):
         self._forwarded: dict[Path, Checkpoint] = {}
         self._spill_pending = False
         self._nc: Client | None = None
+        # one JetStream context a connection: each context subscribes to an inbox of its own
+        # for the acknowledgements (a context made per batch left one subscription a batch)
+        self._js: JetStreamContext | None = None
+        self._subjects: dict[str, str] = {}
         self._next_connect = 0.0
         self._warned = False
         self._wake = threading.Event()
@@ -182,7 +190,7 @@ class NatsWriter(RecordQueue):
         try:
             nc = await connect(self.spec)
             await ensure_stream(nc.jetstream(), self.spec)
-            self._nc = nc
+            self._nc, self._js = nc, nc.jetstream()
             self._warned = False
             log.info("prediction log publishing to NATS stream %s", self.spec.name)
         except Exception as exc:
@@ -223,16 +231,30 @@ class NatsWriter(RecordQueue):
         self._on_spill(taken)
 
     async def _publish(self, lines: list[bytes]) -> list[bytes]:
-        """Publish pipelined; the lines not acknowledged within the timeout, in order."""
-        assert self._nc is not None
-        js = self._nc.jetstream()
+        """Publish pipelined, ``PUBLISH_CHUNK`` records at a time; the lines not acknowledged
+        within the timeout, in order. After a chunk not wholly acknowledged the rest is not
+        tried (it spills after the failed ones, in order)."""
+        failed: list[bytes] = []
+        for at in range(0, len(lines), PUBLISH_CHUNK):
+            chunk = lines[at:at + PUBLISH_CHUNK]
+            if failed:
+                failed += [line for line in chunk if self._record_or_drop(line)]
+            else:
+                failed = await self._publish_chunk(chunk)
+        return failed
+
+    async def _publish_chunk(self, lines: list[bytes]) -> list[bytes]:
+        assert self._js is not None
+        js, spec = self._js, self.spec
         futures: list[asyncio.Future[Any] | None] = []
         for line in lines:
             try:
                 event_id, model = route_of(line)
+                # no stall timeout: a chunk is below the client's limit of pending
+                # acknowledgements, so acquiring a place never waits, and a timeout would
+                # cost an asyncio task and a turn of the loop a record (asyncio.wait_for)
                 futures.append(await js.publish_async(
-                    subject(self.spec.name, partition_of(model, self.spec.partitions)),
-                    self._sealer.seal(line), wait_stall=self.spec.timeout,
+                    self._subject(model), self._sealer.seal(line), wait_stall=None,
                     headers=self._sealer.headers(event_id)))
             except ValueError:
                 self._drop("render_error", 1)
@@ -241,7 +263,7 @@ class NatsWriter(RecordQueue):
                 futures.append(None)
         waiting = [f for f in futures if f is not None]
         if waiting:
-            await asyncio.wait(waiting, timeout=self.spec.timeout)
+            await asyncio.wait(waiting, timeout=spec.timeout)
         failed = []
         for line, f in zip(lines, futures, strict=True):
             if f is None:
@@ -252,6 +274,20 @@ class NatsWriter(RecordQueue):
                     f.cancel()
                 failed.append(line)
         return failed
+
+    def _subject(self, model: str) -> str:
+        """The subject of a model's partition (a hash: computed once per model)."""
+        name = self._subjects.get(model)
+        if name is None:
+            name = subject(self.spec.name, partition_of(model, self.spec.partitions))
+            self._subjects[model] = name
+        return name
+
+    def _record_or_drop(self, line: bytes) -> bool:
+        if _is_record(line):
+            return True
+        self._drop("render_error", 1)
+        return False
 
     async def _forward(self) -> None:
         """Forward spilled records, oldest directory first, then delete what was sent."""
