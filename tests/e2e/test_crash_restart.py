@@ -105,9 +105,14 @@ def test_sigkill_of_the_whole_server_then_restart_loses_and_doubles_nothing(
             got = wait_for(delivered, lambda xs: len(xs) >= 2, timeout=60)
             assert len(got) >= 2 and {x.headers["webhook-id"] for x in rx.received} == {
                 event_id}
-            items = httpx.get(f"{srv.url}/admin/webhooks/deliveries",
-                              headers=srv.headers("viewer"), timeout=10).json()["items"]
-            assert [d["status"] for d in items if d["event_id"] == event_id] == ["delivered"]
+
+            def statuses() -> list[str]:  # the receiver records a request before the
+                # dispatcher has read its answer and committed the attempt
+                items = httpx.get(f"{srv.url}/admin/webhooks/deliveries",
+                                  headers=srv.headers("viewer"), timeout=10).json()["items"]
+                return [d["status"] for d in items if d["event_id"] == event_id]
+
+            assert wait_for(statuses, lambda s: s != ["pending"], timeout=30) == ["delivered"]
 
             after = httpx.get(f"{srv.url}/admin/rollouts/breast_cancer",
                               headers=srv.headers("viewer"), timeout=10).json()
