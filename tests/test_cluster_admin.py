@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from monitoring.log.events import PredictionEvent
-from monitoring.log.jetstream import connect
 from monitoring.log.publisher import NatsWriter
 from monitoring.log.sink import LogSink, render
 from monitoring.metrics import MonitorMetrics
@@ -28,6 +27,7 @@ from service.settings import load_settings
 from store import make_engine, migrate
 from tests.natsd import machine_nats
 from tests.test_cluster_monitor import MODELS, counts, expected, publish, wait_for
+from tests.test_log_publisher import delete_stream
 
 TOKEN = "cluster-viewer"
 
@@ -60,13 +60,7 @@ def test_cluster_view_names_replicas_leases_and_lag(tmp_path: Path) -> None:
     finally:
         writer.close()
         member.stop()
-
-        async def drop() -> None:
-            nc = await connect(stream_spec(settings), reconnect=False)
-            await nc.jetstream().delete_stream(stream)
-            await nc.close()
-
-        asyncio.run(drop())
+        asyncio.run(delete_stream(stream_spec(settings)))
     assert set(body) == {"replicas", "partitions"}
     [replica] = body["replicas"]
     assert replica["id"] == settings.server.replica_id
@@ -144,13 +138,7 @@ def test_partition_lag_in_events_and_seconds(tmp_path: Path) -> None:
         writer.close()
         member.stop()
         engine.dispose()
-
-        async def drop() -> None:
-            nc = await connect(stream_spec(settings), reconnect=False)
-            await nc.jetstream().delete_stream(stream)
-            await nc.close()
-
-        asyncio.run(drop())
+        asyncio.run(delete_stream(stream_spec(settings)))
 
 
 def test_a_graceful_stop_hands_the_partitions_over_at_the_next_tick(tmp_path: Path) -> None:
@@ -183,13 +171,7 @@ def test_a_graceful_stop_hands_the_partitions_over_at_the_next_tick(tmp_path: Pa
     finally:
         b.stop()
         engine.dispose()
-
-        async def drop() -> None:
-            nc = await connect(stream_spec(b.settings), reconnect=False)
-            await nc.jetstream().delete_stream(stream)
-            await nc.close()
-
-        asyncio.run(drop())
+        asyncio.run(delete_stream(stream_spec(b.settings)))
 
 
 def test_a_replica_is_seen_before_its_first_lease_and_while_its_loop_lives(
@@ -250,13 +232,7 @@ def test_a_replica_is_seen_before_its_first_lease_and_while_its_loop_lives(
     finally:
         member.stop()
         engine.dispose()
-
-        async def drop() -> None:
-            nc = await connect(stream_spec(settings), reconnect=False)
-            await nc.jetstream().delete_stream(stream)
-            await nc.close()
-
-        asyncio.run(drop())
+        asyncio.run(delete_stream(stream_spec(settings)))
 
 
 @pytest.mark.parametrize("backend", ["local"])

@@ -25,8 +25,8 @@ def unique_stream() -> str:
     return "T" + uuid.uuid4().hex[:12].upper()
 
 
-async def stream_records(spec: StreamSpec) -> list[tuple[str, dict[str, str | None], dict]]:
-    """Every message of the stream: subject, headers, record."""
+async def stream_messages(spec: StreamSpec) -> list[tuple[int, str, dict[str, str], bytes]]:
+    """Every message of the stream as stored: sequence, subject, headers, payload."""
     nc = await connect(spec, reconnect=False)
     try:
         js = nc.jetstream()
@@ -34,10 +34,16 @@ async def stream_records(spec: StreamSpec) -> list[tuple[str, dict[str, str | No
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(spec.name, seq)
-            out.append((msg.subject, dict(msg.headers or {}), orjson.loads(msg.data)))
+            out.append((seq, msg.subject or "", dict(msg.headers or {}), msg.data or b""))
         return out
     finally:
         await nc.close()
+
+
+async def stream_records(spec: StreamSpec) -> list[tuple[str, dict[str, str], dict]]:
+    """Every message of the stream: subject, headers, record."""
+    return [(subj, headers, orjson.loads(data))
+            for _, subj, headers, data in await stream_messages(spec)]
 
 
 async def delete_stream(spec: StreamSpec) -> None:
