@@ -6,9 +6,11 @@ import hashlib
 import json
 import ssl
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 import httpx
 import pytest
@@ -73,3 +75,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+def keyed_predictions(url: str, rows: list[dict[str, Any]], first: int = 0
+                      ) -> list[dict[str, Any]]:
+    """``rows`` as breast_cancer predictions with the routing key ``user-<first + i>``, eight
+    at a time, a connection each (so every worker serves); every answer must be a 200."""
+    def ask(i: int) -> dict[str, Any]:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            r = c.post("/predict", json={"model": "breast_cancer", "inputs": [rows[i]]},
+                       headers={"X-Routing-Key": f"user-{first + i}"})
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(ask, range(len(rows))))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from sklearn.datasets import load_breast_cancer
 
 from monitoring.log.export import export_parquet
 from monitoring.quality.scores import AUC_BINS
-from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.conftest import Server, keyed_predictions, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 N = 240
@@ -66,17 +65,8 @@ def test_counts_logs_and_quality_match_exactly(server: Server) -> None:
     rng = np.random.default_rng(11)
     picks = rng.choice(len(data.target), N, replace=True)
 
-    def ask(i: int) -> dict[str, Any]:
-        row = dict(zip(data.feature_names, data.data[picks[i]].tolist(), strict=True))
-        # a connection per request: both workers serve
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            r = c.post("/predict", json={"model": "breast_cancer", "inputs": [row]},
-                       headers={"X-Routing-Key": f"user-{i}"})
-        assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
-
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(ask, range(N)))
+    answers = keyed_predictions(server.url, [
+        dict(zip(data.feature_names, data.data[k].tolist(), strict=True)) for k in picks])
     by_variant = Counter((a["version"], a["variant"]) for a in answers)
     assert by_variant[("v2", "canary")] > 0  # the demo's 10% canary took some keys
 

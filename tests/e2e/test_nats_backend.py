@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,14 @@ from typer.testing import CliRunner
 
 from monitoring.log.jetstream import StreamSpec, connect
 from service.cli import app
-from tests.e2e.conftest import TOKENS, Server, monitor_counts, start_server, stop_server
+from tests.e2e.conftest import (
+    TOKENS,
+    Server,
+    keyed_predictions,
+    monitor_counts,
+    start_server,
+    stop_server,
+)
 from tests.e2e.test_metrics import exported, rule_series
 from tests.natsd import machine_nats
 
@@ -59,16 +65,8 @@ def wait_for(cond: Any, timeout: float = 30.0) -> None:
 def test_counts_match_the_acknowledged_responses(server: Server, tmp_path: Path) -> None:
     data = load_breast_cancer()
 
-    def ask(i: int) -> dict[str, Any]:
-        row = dict(zip(data.feature_names, data.data[i].tolist(), strict=True))
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            r = c.post("/predict", json={"model": "breast_cancer", "inputs": [row]},
-                       headers={"X-Routing-Key": f"user-{i}"})
-        assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
-
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(ask, range(N)))
+    answers = keyed_predictions(server.url, [
+        dict(zip(data.feature_names, data.data[i].tolist(), strict=True)) for i in range(N)])
     acknowledged = Counter((a["version"], a["variant"]) for a in answers)
 
     def primaries() -> dict[tuple[str, str], int]:
